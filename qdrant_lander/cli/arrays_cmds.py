@@ -1,0 +1,1 @@
+"""Placeholder: commands are added by their owner."""

@@ -1,0 +1,25 @@
+"""Exceptions with messages a user can act on.
+
+Every error the library raises for bad input derives from :class:`LanderError`, so the CLI can turn
+all of them into a one-line message and a non-zero exit code instead of a traceback.
+"""
+
+
+class LanderError(Exception):
+    """Base class: something the user can fix (bad input, missing model, missing extra)."""
+
+
+class InputError(LanderError, ValueError):
+    """Embeddings, labels or parameters that cannot be clustered as given."""
+
+
+class ModelError(LanderError):
+    """A model file that is missing, unreadable, or made for other inputs."""
+
+
+class MissingExtraError(LanderError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class StoreError(LanderError):
+    """A collection that is missing, empty, or shaped differently from what we need."""

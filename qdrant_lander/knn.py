@@ -1,0 +1,60 @@
+"""Exact cosine kNN graphs for in-memory arrays.
+
+Used for whole arrays (``cluster``/``eval``/training) and for the supernode levels of the hierarchy,
+which are small. Level 0 of a Qdrant collection comes from the store's HNSW index instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class KnnGraph:
+    """Fixed-degree kNN graph: row i lists i's k neighbours (self excluded), most similar first.
+
+    The fixed degree is deliberate: the model then aggregates with a gather and a reshape instead of
+    scatter ops, which export to ONNX exactly and need no per-edge index bookkeeping.
+    """
+
+    nbr: np.ndarray  # int64 [N, k]
+    sim: np.ndarray  # float32 [N, k], cosine similarity, descending along each row
+
+    @property
+    def n(self) -> int:
+        return int(self.nbr.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.nbr.shape[1])
+
+
+def knn_graph(x: np.ndarray, k: int, *, block_rows: int = 2048) -> KnnGraph:
+    """Exact kNN of unit-length rows by blocked matrix products.
+
+    Memory stays at ``block_rows x N`` similarities whatever N is. Ties are broken by index so the
+    result is deterministic.
+    """
+    n = x.shape[0]
+    if k < 1:
+        raise InputError(f"k must be at least 1, got {k}")
+    if n < k + 1:
+        raise InputError(f"need more than k={k} points to build a kNN graph, got {n}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    nbr = np.empty((n, k), dtype=np.int64)
+    sim = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, block_rows):
+        stop = min(start + block_rows, n)
+        s = x[start:stop] @ x.T
+        rows = np.arange(stop - start)
+        s[rows, rows + start] = -np.inf  # exclude self
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        part_sim = np.take_along_axis(s, part, axis=1)
+        order = np.lexsort((part, -part_sim), axis=1)
+        nbr[start:stop] = np.take_along_axis(part, order, axis=1)
+        sim[start:stop] = np.take_along_axis(part_sim, order, axis=1)
+    return KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0))

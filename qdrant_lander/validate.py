@@ -1,0 +1,52 @@
+"""Input checks shared by the library, the CLI and the sync path.
+
+They run before any work starts so that bad input fails fast, with a message naming the problem,
+and nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+
+
+def check_embeddings(x: np.ndarray, *, min_points: int = 2, dim: int | None = None) -> np.ndarray:
+    """Return ``x`` as C-contiguous float32 rows scaled to unit length.
+
+    Rejects arrays that are not 2-D, hold NaN/inf, have all-zero rows (no direction, so no
+    cosine), have fewer than ``min_points`` rows, or a dimension other than ``dim``.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise InputError(f"embeddings must be a 2-D array [N, D], got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise InputError(f"embeddings must be numeric, got dtype {x.dtype}")
+    n, d = x.shape
+    if n < min_points:
+        raise InputError(f"need at least {min_points} points, got {n}")
+    if dim is not None and d != dim:
+        raise InputError(f"embeddings have dimension {d}, but the model was trained for dimension {dim}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise InputError(f"{bad.sum()} rows contain NaN or inf (first rows: {rows[:5].tolist()})")
+    norms = np.linalg.norm(x, axis=1)
+    zero = norms == 0
+    if zero.any():
+        rows = np.flatnonzero(zero)
+        raise InputError(f"{zero.sum()} rows are all zeros and have no direction (first rows: {rows[:5].tolist()})")
+    return x / norms[:, None]
+
+
+def check_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    """Return integer labels of length ``n`` or raise naming the mismatch."""
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise InputError(f"labels must be a 1-D array, got shape {y.shape}")
+    if len(y) != n:
+        raise InputError(f"labels have length {len(y)} but there are {n} embeddings")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"labels must be integers, got dtype {y.dtype}")
+    return y.astype(np.int64)
