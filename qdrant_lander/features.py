@@ -1,0 +1,131 @@
+"""Model inputs for one level of the hierarchy, computed in numpy.
+
+Training (torch) and serving (onnxruntime) both call :func:`level_inputs`, so the model sees exactly
+the same features in both places. Edge features describe the kNN *structure* (similarities, ranks,
+shared neighbours) rather than absolute coordinates: a head that reads coordinates memorises the
+training classes' regions and fails on unseen classes (METHOD.md, prototype notes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .knn import KnnGraph
+
+NodeMode = Literal["structure", "embedding"]
+
+EDGE_FEATURES: tuple[str, ...] = (
+    "sim",
+    "rank_in_i",  # position of j in i's list, 0 = nearest, 1 = k-th
+    "rank_in_j",  # position of i in j's list, 1 when absent
+    "mutual",
+    "jaccard",  # shared neighbours of i and j (each list including the node itself)
+    "sim_minus_mean_i",
+    "sim_minus_mean_j",
+    "sim_minus_first_i",
+    "sim_minus_first_j",
+    "sim_minus_kth_i",
+    "sim_minus_kth_j",
+    "log_size_i",
+    "log_size_j",
+)
+
+STRUCTURE_NODE_FEATURES: tuple[str, ...] = ("mean_sim", "first_sim", "kth_sim", "std_sim", "log_size")
+
+
+@dataclass(frozen=True)
+class LevelInputs:
+    """Everything the model reads for one level, plus bookkeeping the decoder needs.
+
+    ``x``, ``nbr``, ``sim`` and ``edge_attr`` are the model's inputs; edge (i, m) is the link between
+    node i and its m-th neighbour ``nbr[i, m]``. ``peak_index`` maps each node to its peak point in
+    the original array and ``size`` counts the points under it; neither is fed to the model.
+    """
+
+    x: np.ndarray  # float32 [N, Dn]
+    nbr: np.ndarray  # int64 [N, k]
+    sim: np.ndarray  # float32 [N, k]
+    edge_attr: np.ndarray  # float32 [N, k, Fe]
+    peak_index: np.ndarray  # int64 [N]
+    size: np.ndarray  # int64 [N]
+
+
+def _reverse_rank(nbr: np.ndarray) -> np.ndarray:
+    """Rank of i in j's list for every edge (i, m), j = nbr[i, m]; k when i is not in j's list."""
+    n, k = nbr.shape
+    keys = nbr.reshape(-1) * n + np.repeat(np.arange(n), k)  # edge seen from j: (j, i)
+    own = np.arange(n)[:, None] * n + nbr  # (i, nbr[i, m]) with its rank m
+    order = np.argsort(own.reshape(-1))
+    sorted_keys = own.reshape(-1)[order]
+    pos = np.searchsorted(sorted_keys, keys)
+    pos = np.minimum(pos, sorted_keys.size - 1)
+    found = sorted_keys[pos] == keys
+    rank = np.where(found, order[pos] % k, k)
+    return rank.reshape(n, k)
+
+
+def _jaccard(nbr: np.ndarray) -> np.ndarray:
+    """|N+(i) & N+(j)| / |N+(i) | N+(j)| with N+(v) = v's list plus v itself."""
+    n, k = nbr.shape
+    full = np.concatenate([np.arange(n)[:, None], nbr], axis=1)  # [N, k+1], no duplicates per row
+    keys = np.sort((np.arange(n)[:, None] * n + full).reshape(-1))
+    j_lists = full[nbr]  # [N, k, k+1]
+    probe = np.arange(n)[:, None, None] * n + j_lists
+    pos = np.minimum(np.searchsorted(keys, probe), keys.size - 1)
+    inter = (keys[pos] == probe).sum(axis=2)
+    return (inter / (2 * (k + 1) - inter)).astype(np.float32)
+
+
+def level_inputs(
+    graph: KnnGraph,
+    *,
+    peak: np.ndarray,
+    mean: np.ndarray,
+    size: np.ndarray,
+    peak_index: np.ndarray,
+    node_mode: NodeMode,
+) -> LevelInputs:
+    """Build the model inputs for one level.
+
+    ``peak`` and ``mean`` are the unit-length peak and member-mean embeddings of each node (equal at
+    level 0). ``node_mode="structure"`` gives dimension-free node features (the universal model);
+    ``"embedding"`` gives the paper's ``peak || mean`` node input.
+    """
+    nbr, sim = graph.nbr, graph.sim.astype(np.float32)
+    n, k = nbr.shape
+    mean_sim = sim.mean(axis=1)
+    first, kth = sim[:, 0], sim[:, -1]
+    log_size = np.log(size.astype(np.float32))
+    rank_ij = np.broadcast_to(np.arange(k, dtype=np.float32) / max(k - 1, 1), (n, k))
+    rank_ji = _reverse_rank(nbr)
+    cols = [
+        sim,
+        rank_ij,
+        np.minimum(rank_ji, k - 1) / max(k - 1, 1) + (rank_ji == k),
+        (rank_ji < k).astype(np.float32),
+        _jaccard(nbr),
+        sim - mean_sim[:, None],
+        sim - mean_sim[nbr],
+        sim - first[:, None],
+        sim - first[nbr],
+        sim - kth[:, None],
+        sim - kth[nbr],
+        np.broadcast_to(log_size[:, None], (n, k)),
+        log_size[nbr],
+    ]
+    edge_attr = np.stack(cols, axis=2).astype(np.float32)
+    if node_mode == "structure":
+        x = np.stack([mean_sim, first, kth, sim.std(axis=1), log_size], axis=1)
+    else:
+        x = np.concatenate([peak, mean], axis=1)
+    return LevelInputs(
+        x=np.ascontiguousarray(x, dtype=np.float32),
+        nbr=np.ascontiguousarray(nbr, dtype=np.int64),
+        sim=np.ascontiguousarray(sim),
+        edge_attr=np.ascontiguousarray(edge_attr),
+        peak_index=np.asarray(peak_index, dtype=np.int64),
+        size=np.asarray(size, dtype=np.int64),
+    )
