@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from qdrant_lander.errors import InputError
+from qdrant_lander.knn import knn_graph
+from qdrant_lander.validate import check_embeddings, check_labels
+
+
+def _unit(n, d, seed=0):
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("block_rows", [7, 64, 4096])
+def test_knn_matches_brute_force_for_any_block_size(block_rows):
+    x = _unit(300, 12)
+    g = knn_graph(x, 8, block_rows=block_rows)
+    s = x @ x.T
+    np.fill_diagonal(s, -np.inf)
+    ref = np.argsort(-s, axis=1, kind="stable")[:, :8]
+    np.testing.assert_array_equal(g.nbr, ref)
+    np.testing.assert_allclose(g.sim, np.take_along_axis(s, ref, axis=1), atol=1e-6)
+    assert (g.nbr != np.arange(300)[:, None]).all()  # self is never a neighbour
+
+
+def test_knn_needs_more_points_than_k():
+    with pytest.raises(InputError, match="more than k=10"):
+        knn_graph(_unit(10, 4), 10)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.ones(5, dtype=np.float32), "2-D"),
+        (np.array([[1.0, np.nan], [0.0, 1.0], [1.0, 1.0]]), "NaN or inf"),
+        (np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), "all zeros"),
+        (np.ones((1, 3)), "at least 2 points"),
+    ],
+)
+def test_bad_embeddings_are_named(bad, message):
+    with pytest.raises(InputError, match=message):
+        check_embeddings(bad)
+
+
+def test_embeddings_are_normalised_and_dimension_checked():
+    x = check_embeddings(np.array([[3.0, 4.0], [0.0, 2.0]]))
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-6)
+    assert x.dtype == np.float32
+    with pytest.raises(InputError, match="trained for dimension 3"):
+        check_embeddings(x, dim=3)
+
+
+def test_labels_must_match_embeddings():
+    with pytest.raises(InputError, match="length 2 but there are 3"):
+        check_labels(np.array([0, 1]), 3)
+    with pytest.raises(InputError, match="integers"):
+        check_labels(np.array([0.5, 1.0, 2.0]), 3)
