@@ -1,1 +1,136 @@
-"""Placeholder: commands are added by their owner."""
+"""Commands on arrays: train, cluster, eval, export."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import main
+from ..errors import InputError
+
+_model_option = click.option(
+    "--model", "model", type=click.Path(exists=True, path_type=Path), default=None,
+    help="ONNX model file or model directory (default: the model shipped with the package).")
+_device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                              show_default=True, help="Where the model runs; auto picks CUDA only if it really works.")
+_threads_option = click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads.")
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise InputError(f"cannot read {what} from {path}: {e}") from e
+
+
+def _lander(model: Path | None, device: str, threads: int | None):
+    from ..lander import Lander
+
+    return Lander(model, device=device, threads=threads)
+
+
+@main.command()
+@click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model directory to write (torch weights, model.onnx, card).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Training option (a TrainConfig field), e.g. --set steps=300 --set head=paper. Repeatable.")
+@click.option("--name", default=None, help="Model name written into payloads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
+def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ...], name: str | None,
+          as_json: bool) -> None:
+    """Meta-train a LANDER model on labeled embeddings.
+
+    EMBEDDINGS is a float32 .npy [N, D], LABELS an int .npy [N]. The classes you train on should be
+    disjoint from the ones you will cluster: the model learns how to draw cluster boundaries, not the
+    classes themselves. tau and the stopping rule are chosen on held-out training classes and stored
+    in the model, so clustering needs no tuning.
+    """
+    options: dict[str, str] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        options[key.strip()] = value.strip()
+    if name:
+        options["name"] = name
+    lander = _lander(None, "cpu", None).fit(_load_npy(embeddings, "embeddings"), _load_npy(labels, "labels"),
+                                             out_dir=out_dir, trained_on=[embeddings.name], **options)
+    card = lander.card
+    if as_json:
+        click.echo(card.model_dump_json(indent=2))
+    else:
+        click.echo(f"model '{card.name}' written to {out_dir} (tau={card.tau:.3f}, k={card.k}, "
+                   f"max_levels={card.max_levels})")
+
+
+@main.command()
+@click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the cluster id of each row (int64 .npy).")
+@click.option("--levels-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the supernode id of each row at every level (int64 .npy [N, levels]).")
+@_model_option
+@_device_option
+@_threads_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def cluster(embeddings: Path, out: Path, levels_out: Path | None, model: Path | None, device: str,
+            threads: int | None, as_json: bool) -> None:
+    """Cluster an array of embeddings into a hierarchy.
+
+    Cluster ids are the row index of each cluster's peak (its densest point), so they are stable
+    and meaningful: row i's cluster is represented by row labels[i].
+    """
+    x = _load_npy(embeddings, "embeddings")
+    lander = _lander(model, device, threads)
+    start = time.perf_counter()
+    result = lander.predict(x)
+    seconds = time.perf_counter() - start
+    np.save(out, result.labels)
+    if levels_out is not None:
+        np.save(levels_out, result.paths)
+    summary = {"points": int(len(result.labels)), "clusters": result.n_clusters, "levels": result.n_levels,
+               "seconds": round(seconds, 3), "model": lander.card.name, "provider": lander.scorer.provider}
+    click.echo(json.dumps(summary) if as_json else
+               f"{summary['points']} points -> {summary['clusters']} clusters in {summary['levels']} levels "
+               f"({seconds:.2f}s, model {summary['model']} on {summary['provider']}); labels written to {out}")
+
+
+@main.command(name="eval")
+@click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_model_option
+@_device_option
+@_threads_option
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+def evaluate(embeddings: Path, labels: Path, model: Path | None, device: str, threads: int | None,
+             as_json: bool) -> None:
+    """Cluster labeled embeddings and score the result against the labels.
+
+    Prints pairwise F (Fp), BCubed F (Fb), NMI, their precision/recall, the number of clusters and
+    the clustering time. Use classes the model was not trained on to measure it honestly.
+    """
+    from ..metrics import score
+
+    x, y = _load_npy(embeddings, "embeddings"), _load_npy(labels, "labels")
+    lander = _lander(model, device, threads)
+    start = time.perf_counter()
+    result = lander.predict(x)
+    seconds = time.perf_counter() - start
+    s = score(y, result.labels)
+    report = {**s.model_dump(), "levels": result.n_levels, "seconds": round(seconds, 3), "model": lander.card.name}
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"Fp {s.fp:.4f} (P {s.pairwise_precision:.4f} R {s.pairwise_recall:.4f})  "
+               f"Fb {s.fb:.4f} (P {s.bcubed_precision:.4f} R {s.bcubed_recall:.4f})  NMI {s.nmi:.4f}")
+    click.echo(f"{s.n_clusters} clusters for {s.n_classes} classes, {result.n_levels} levels, {seconds:.2f}s "
+               f"(model {lander.card.name})")
+
+
+# --- export (issue 3) ---------------------------------------------------------------------------
