@@ -1,1 +1,65 @@
-"""Placeholder: commands are added by their owner."""
+"""Operations: ``config show`` (the effective settings, secrets masked) and ``report`` (an HTML page)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from ..config import Settings
+from . import main
+from .settings_options import settings_options
+
+log = logging.getLogger(__name__)
+
+
+@main.group()
+def config() -> None:
+    """Inspect settings (flags > QLANDER_* environment > TOML file from --config / $QLANDER_CONFIG)."""
+
+
+@config.command("show")
+@settings_options(*Settings.model_fields)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of aligned lines.")
+def config_show(settings: Settings, as_json: bool) -> None:
+    """Print the settings a command would run with, the API key masked."""
+    data = settings.public()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    width = max(map(len, data))
+    for name, value in data.items():
+        click.echo(f"{name:<{width}}  {'-' if value is None else value}")
+
+
+@main.command()
+@click.argument("collection")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="HTML file to write.")
+@click.option("--label-field", default=None, help="Payload key with true labels: adds Fp/Fb/NMI and each cluster's main label.")
+@click.option("--fields", default=None, help="Comma-separated payload keys shown for example members [default: all but lander].")
+@click.option("--top", default=20, show_default=True, type=click.IntRange(1), help="How many of the largest clusters to list.")
+@click.option("--examples", default=5, show_default=True, type=click.IntRange(1), help="Example members per listed cluster.")
+@settings_options("url", "api_key", "path", "vector", "batch_size")
+def report(collection: str, out: Path, label_field: str | None, fields: str | None, top: int, examples: int,
+           settings: Settings) -> None:
+    """Write a self-contained HTML report of COLLECTION's clustering.
+
+    \b
+    It shows cluster sizes, the hierarchy (clusters per level), the largest clusters with a few
+    members' payload, and quality figures when --label-field names a payload key with true labels.
+    Needs the `report` extra (matplotlib). Example:
+      qdrant-lander report docs --out report.html --label-field intent --fields text
+    """
+    from ..report import read_collection, require_extra, write_report
+    from ..stores import open_store
+
+    require_extra()  # fail before reading a large collection
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    with open_store(settings.url, api_key, settings.path) as store:
+        coll = store.open(collection, vector=settings.vector)
+        data = read_collection(coll, label_field=label_field, top=top, examples=examples,
+                               batch_size=settings.batch_size)
+    write_report(data, str(out), fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None, top=top)
+    click.echo(f"wrote {out}", err=True)
