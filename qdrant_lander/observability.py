@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .errors import InputError
+
 # Passes range from milliseconds (a few new points) to many minutes (a full sync of millions).
 PASS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -119,7 +121,10 @@ class Metrics:
             def log_message(self, *args: object) -> None:  # scrapes every few seconds: keep logs clean
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            raise InputError(f"cannot serve metrics on {host}:{port}: {e.strerror} (choose another --metrics-port)") from None
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="qlander-metrics", daemon=True).start()
         return self._server.server_address[1]

@@ -1,0 +1,98 @@
+"""The daemon's /metrics and /healthz, served for real over HTTP on a free port."""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from qdrant_lander.errors import InputError
+from qdrant_lander.observability import Metrics
+
+
+@pytest.fixture
+def served():
+    m = Metrics()
+    port = m.start(0, host="127.0.0.1")
+    yield m, f"http://127.0.0.1:{port}"
+    m.stop()
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.headers["Content-Type"], r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read().decode()
+
+
+def samples(text):
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def test_metrics_count_passes_points_merges_and_errors(served):
+    m, base = served
+    m.record_pass(points=120, merges=2, created=5, seconds=0.8, model_seconds=0.3)
+    m.record_pass(points=30, merges=1, seconds=3.0, model_seconds=0.2)
+    m.record_error("query_batch_points")
+    m.record_error("query_batch_points")
+    m.record_error("set_payload")
+    status, ctype, text = get(base + "/metrics")
+    assert status == 200 and ctype.startswith("text/plain")
+    s = samples(text)
+    assert s[("qlander_points_clustered_total", ())] == 150
+    assert s[("qlander_merges_total", ())] == 3
+    assert s[("qlander_clusters_created_total", ())] == 5
+    assert s[("qlander_passes_total", (("outcome", "ok"),))] == 2
+    assert s[("qlander_passes_total", (("outcome", "failed"),))] == 0
+    assert s[("qlander_model_seconds_total", ())] == pytest.approx(0.5)
+    assert s[("qlander_qdrant_errors_total", (("operation", "query_batch_points"),))] == 2
+    assert s[("qlander_qdrant_errors_total", (("operation", "set_payload"),))] == 1
+    # histogram: one pass <= 1 s, both <= 5 s
+    assert s[("qlander_pass_seconds_bucket", (("le", "1.0"),))] == 1
+    assert s[("qlander_pass_seconds_bucket", (("le", "5.0"),))] == 2
+    assert s[("qlander_pass_seconds_count", ())] == 2
+    assert s[("qlander_last_pass_success", ())] == 1
+
+
+def test_healthz_follows_the_last_pass(served):
+    m, base = served
+    status, ctype, body = get(base + "/healthz")
+    assert status == 200 and ctype == "application/json" and json.loads(body)["status"] == "starting"
+    m.record_pass(points=1, seconds=0.1)
+    assert get(base + "/healthz")[0] == 200
+    m.record_failure(ConnectionError("qdrant:6333 refused"), seconds=0.2)
+    status, _, body = get(base + "/healthz")
+    h = json.loads(body)
+    assert status == 503
+    assert h["status"] == "failing" and h["last_pass_ok"] is False and "refused" in h["last_error"]
+    assert h["passes"] == {"ok": 1, "failed": 1}
+    assert samples(get(base + "/metrics")[2])[("qlander_last_pass_success", ())] == 0
+    m.record_pass(points=1, seconds=0.1)  # recovers on the next good pass
+    status, _, body = get(base + "/healthz")
+    assert status == 200 and json.loads(body)["last_error"] is None
+
+
+def test_unknown_path_is_404_and_instances_do_not_share_counters(served):
+    m, base = served
+    assert get(base + "/")[0] == 404
+    other = Metrics()
+    m.record_pass(points=7, seconds=0.1)
+    assert samples(get(base + "/metrics")[2])[("qlander_points_clustered_total", ())] == 7
+    assert other.health() == (True, {"status": "starting", "last_pass_ok": None, "last_pass_at": None,
+                                     "last_error": None, "passes": {"ok": 0, "failed": 0}})
+
+
+def test_port_in_use_is_an_error():
+    a = Metrics()
+    port = a.start(0, host="127.0.0.1")
+    try:
+        with pytest.raises(InputError, match=f"{port}.*--metrics-port"):
+            Metrics().start(port, host="127.0.0.1")
+    finally:
+        a.stop()
