@@ -1,1 +1,223 @@
-"""Placeholder: commands are added by their owner."""
+"""Commands on Qdrant collections: import, sync, search, labels, status.
+
+Every command reaches the embedded store at ``--path`` (default ``./qdrant_data``) or a Qdrant server
+with ``--url``/``--api-key``; the same settings come from ``QLANDER_*`` variables or a ``--config`` file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from . import main
+from ..config import Settings
+from ..errors import InputError
+from ..stores import Collection, Store, open_store
+from .settings_options import settings_options
+
+_STORE = ("url", "api_key", "path", "batch_size")
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise InputError(f"cannot read {what} from {path}: {e}") from None
+
+
+def _load_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path} line {n} is not valid JSON: {e}") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path} line {n} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+@contextmanager
+def _store(settings: Settings) -> Iterator[Store]:
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    with open_store(settings.url, api_key, settings.path) as store:
+        yield store
+
+
+@contextmanager
+def _collection(settings: Settings, name: str) -> Iterator[Collection]:
+    with _store(settings) as store:
+        yield store.open(name, vector=settings.vector)
+
+
+@main.command(name="import")
+@click.argument("collection")
+@click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--labels", "labels_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="int .npy [N] of known labels, stored in each point's payload under --label-key.")
+@click.option("--label-key", default="label", show_default=True, help="Payload key for --labels.")
+@click.option("--payload", "payload_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON Lines file, one object per row of EMBEDDINGS, stored as each point's payload.")
+@click.option("--start-id", default=0, show_default=True, type=int, help="Point id of the first row.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@settings_options(*_STORE)
+def import_(collection: str, embeddings: Path, labels_path: Path | None, label_key: str, payload_path: Path | None,
+            start_id: int, as_json: bool, settings: Settings) -> None:
+    """Upsert EMBEDDINGS (.npy [N, D]) into COLLECTION as points START_ID .. START_ID+N-1.
+
+    Creates the collection (cosine distance) if it does not exist. Vectors are checked first (no NaN,
+    inf or all-zero rows) and stored at unit length; nothing is written if any input is bad.
+    """
+    from ..sync import import_points
+    from ..validate import check_labels
+
+    x = _load_npy(embeddings, "embeddings")
+    if x.ndim != 2:
+        raise InputError(f"embeddings must be a 2-D array [N, D], got shape {x.shape}")
+    payloads = _load_jsonl(payload_path) if payload_path else None
+    if payloads is not None and len(payloads) != len(x):
+        raise InputError(f"{payload_path} has {len(payloads)} objects but {embeddings} has {len(x)} rows")
+    if labels_path is not None:
+        y = check_labels(_load_npy(labels_path, "labels"), len(x))
+        payloads = [{**(payloads[i] if payloads else {}), label_key: int(y[i])} for i in range(len(x))]
+    with _store(settings) as store:
+        col = import_points(store, collection, x, payloads, start_id=start_id, batch_size=settings.batch_size)
+        total = col.count()
+    summary = {"collection": collection, "imported": int(len(x)), "first_id": start_id,
+               "last_id": start_id + len(x) - 1, "points": total, "store": store.description}
+    click.echo(json.dumps(summary) if as_json else
+               f"imported {len(x)} points (ids {start_id}..{start_id + len(x) - 1}) into '{collection}' "
+               f"in the {store.description}; it now has {total} points")
+
+
+@main.command()
+@click.argument("collection")
+@click.option("--json", "as_json", is_flag=True, help="Print the report (counts, seconds per stage) as JSON.")
+@settings_options(*_STORE, "vector", "model", "device", "threads")
+def sync(collection: str, as_json: bool, settings: Settings) -> None:
+    """Cluster every point of COLLECTION and write the result as payload.
+
+    \b
+    Reads the vectors in batches, takes each point's k nearest neighbours from the store's own index,
+    runs the model and decodes the hierarchy, then writes one payload key per point:
+      lander = {cluster, path, density, peak, model, generation}
+    cluster is the point id of the cluster's peak, path its supernode id at every level. The user's
+    other payload keys are not touched. A payload index on lander.cluster is created, so
+      qdrant-lander search COLLECTION --cluster ID --like POINT_ID
+    (or any Qdrant query with a lander.cluster filter) stays fast.
+    Everything is computed before the first write; a failed sync leaves the collection as it was.
+    """
+    from ..lander import Lander
+    from ..sync import full_sync
+
+    lander = Lander(settings.model, device=settings.device, threads=settings.threads)
+    with _collection(settings, collection) as col:
+        report = full_sync(col, lander, batch_size=settings.batch_size)
+    if as_json:
+        click.echo(report.model_dump_json())
+        return
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
+    click.echo(f"synced '{collection}': {report.points} points -> {report.clusters} clusters in {report.levels} "
+               f"levels (generation {report.generation}, model {report.model}); {stages}")
+
+
+@main.command()
+@click.argument("collection")
+@click.option("--cluster", "cluster_id", required=True, type=int, help="Cluster id (the point id of its peak).")
+@click.option("--like", "like", type=int, default=None, help="Query with the vector of this point id.")
+@click.option("--vector-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Query with this vector (.npy of shape [D] or [1, D]).")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1), help="Number of hits.")
+@click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
+@settings_options(*_STORE, "vector")
+def search(collection: str, cluster_id: int, like: int | None, vector_file: Path | None, limit: int, as_json: bool,
+           settings: Settings) -> None:
+    """Nearest points of COLLECTION within one cluster.
+
+    Give the query as --like POINT_ID or --vector-file FILE. In your own code, the same filter is
+    qdrant_lander.payload.cluster_filter(ID), a qdrant-client Filter for query_points/scroll/count.
+    """
+    from ..payload import cluster_filter
+
+    if (like is None) == (vector_file is None):
+        raise InputError("give exactly one query: --like POINT_ID or --vector-file FILE")
+    with _collection(settings, collection) as col:
+        if like is not None:
+            found = col.retrieve([like], vectors=True, payload=False)
+            if len(found.ids) == 0:
+                raise InputError(f"point {like} does not exist in collection '{collection}'")
+            query = found.vectors[0]
+        else:
+            query = _load_npy(vector_file, "query vector").astype(np.float32).reshape(-1)
+            if query.size != col.info().dim:
+                raise InputError(f"query vector has size {query.size}, collection '{collection}' has {col.info().dim}")
+            if not np.isfinite(query).all():
+                raise InputError("query vector contains NaN or inf")
+        hits = col.search(query, limit=limit, filter=cluster_filter(cluster_id))
+    if as_json:
+        click.echo(json.dumps([{"id": h.id, "score": h.score, "payload": h.payload} for h in hits]))
+        return
+    if not hits:
+        click.echo(f"no points in cluster {cluster_id}", err=True)
+    for h in hits:
+        shown = {k: v for k, v in h.payload.items() if k != "lander"}
+        click.echo(f"{h.id}\t{h.score:.4f}\t{json.dumps(shown, ensure_ascii=False)}")
+
+
+@main.command()
+@click.argument("collection")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="int64 .npy: the cluster id of every point, ordered by point id, -1 where unclustered.")
+@click.option("--ids-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the point ids (int64 .npy) in the same order, for collections whose ids have gaps.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@settings_options(*_STORE, "vector")
+def labels(collection: str, out: Path, ids_out: Path | None, as_json: bool, settings: Settings) -> None:
+    """Write the cluster id of every point of COLLECTION (for evaluation and your own analysis)."""
+    from ..sync import read_labels
+
+    with _collection(settings, collection) as col:
+        ids, lab = read_labels(col, batch_size=settings.batch_size)
+    np.save(out, lab)
+    if ids_out is not None:
+        np.save(ids_out, ids)
+    clustered = lab[lab >= 0]
+    summary = {"points": int(len(lab)), "clustered": int(clustered.size),
+               "clusters": int(np.unique(clustered).size), "out": str(out)}
+    click.echo(json.dumps(summary) if as_json else
+               f"{summary['points']} labels ({summary['clustered']} clustered, {summary['clusters']} clusters) "
+               f"written to {out}")
+
+
+@main.command()
+@click.argument("collection")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1), help="How many largest clusters to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@settings_options(*_STORE, "vector")
+def status(collection: str, top: int, as_json: bool, settings: Settings) -> None:
+    """Points, clustered/unclustered counts, clusters, largest clusters, model and last sync of COLLECTION."""
+    from ..sync import status as read_status
+
+    with _collection(settings, collection) as col:
+        st = read_status(col, top=top)
+    if as_json:
+        click.echo(st.model_dump_json())
+        return
+    click.echo(f"collection   {st.collection}\npoints       {st.points}\nclustered    {st.clustered}\n"
+               f"unclustered  {st.unclustered}\nclusters     {st.clusters}")
+    if st.generation is not None:
+        note = "" if st.state == "complete" else "  (last sync did not finish: run sync again)"
+        click.echo(f"model        {st.model}\ngeneration   {st.generation}{note}\nlast sync    {st.last_sync:%Y-%m-%d %H:%M:%S} UTC")
+    else:
+        click.echo("last sync    never (run: qdrant-lander sync " + collection + ")")
+    if st.largest:
+        click.echo("largest      " + ", ".join(f"{c} ({n})" for c, n in st.largest))

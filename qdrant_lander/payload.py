@@ -1,0 +1,61 @@
+"""What lander writes into a collection, and the filters to read it back.
+
+Everything lives under ONE payload key, ``lander``, so the user's own payload keys are never touched
+and one ``set_payload`` replaces a point's whole clustering at once (no point ever holds half of one).
+Ids are point ids: ``cluster`` is the id of the cluster's peak point, ``path[l]`` the id of the
+point's supernode (its peak point) after level ``l``, so ``path[-1] == cluster``.
+
+A user adds :func:`cluster_filter` to their own queries::
+
+    client.query_points("docs", query=vec, query_filter=cluster_filter(42))
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+from qdrant_client import models
+
+KEY = "lander"
+CLUSTER_FIELD = f"{KEY}.cluster"
+SYNC_META = "sync"  # meta record key of the last full sync
+
+
+class LanderPayload(BaseModel):
+    """The value of the ``lander`` payload key of one point."""
+
+    cluster: int
+    path: list[int]
+    density: float
+    peak: bool
+    model: str
+    generation: int
+
+
+class SyncState(BaseModel):
+    """The meta record of a collection's last full sync.
+
+    ``state`` is ``writing`` from before the first payload write until the last one is durable, then
+    ``complete``. Seeing ``writing`` (a crash mid-write) means points may hold ``generation`` or the one
+    before; running ``sync`` again rewrites every point with a new generation and recovers.
+    """
+
+    state: Literal["writing", "complete"]
+    generation: int
+    model: str
+    points: int
+    clusters: int
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+def cluster_filter(cluster_id: int) -> models.Filter:
+    """Filter for the points of one cluster: pass it as ``query_filter``/``scroll_filter``."""
+    return models.Filter(must=[models.FieldCondition(key=CLUSTER_FIELD, match=models.MatchValue(value=int(cluster_id)))])
+
+
+def unclustered_filter() -> models.Filter:
+    """Filter for the points that have no ``lander`` payload yet (new since the last sync)."""
+    return models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=KEY))])

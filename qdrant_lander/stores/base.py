@@ -1,0 +1,207 @@
+"""The one small interface both stores implement: the embedded Qdrant Edge shard and a Qdrant server.
+
+Sync (and the incremental daemon built on it) only ever talk to a :class:`Store` and its
+:class:`Collection`, so every operation here has to work on both engines. Filters are qdrant-client's
+``models.Filter`` everywhere (the type users already know from their own queries); the Edge adapter
+translates the subset of conditions it supports.
+
+Point ids are integers. Per-collection bookkeeping (sync state, a lease) lives in a separate small
+collection, ``_lander_meta``, never in the user's collection, so their counts and searches are untouched.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qdrant_client import models
+
+from ..errors import StoreError
+
+META_COLLECTION = "_lander_meta"
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    dim: int
+    vector: str  # the vector we cluster; "" is the unnamed default vector
+    points: int
+    indexed_fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Points:
+    """A batch of points; ``vectors``/``payloads`` are None when not requested."""
+
+    ids: np.ndarray  # int64 [n]
+    vectors: np.ndarray | None = None  # float32 [n, D], as stored
+    payloads: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """kNN of a batch of stored points by point id: self excluded, most similar first."""
+
+    ids: np.ndarray  # int64 [n, k], point ids
+    sim: np.ndarray  # float32 [n, k], cosine similarity
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+    payload: dict[str, Any]
+
+
+def check_vector_config(collection: str, dense: dict[str, tuple[int, str]], sparse: Sequence[str],
+                        vector: str | None) -> tuple[str, int]:
+    """Pick the dense vector to cluster: ``(name, dim)``, or a StoreError that says what to pass.
+
+    ``dense`` maps vector name ("" = unnamed) to (size, distance name).
+    """
+    if not dense:
+        kinds = f" (it has only sparse vectors: {', '.join(sparse)})" if sparse else ""
+        raise StoreError(f"collection '{collection}' has no dense vectors to cluster{kinds}")
+    if vector is None:
+        if "" in dense:
+            vector = ""
+        elif len(dense) == 1:
+            vector = next(iter(dense))
+        else:
+            raise StoreError(f"collection '{collection}' has named vectors {sorted(dense)}: choose one with --vector NAME")
+    elif vector not in dense:
+        names = sorted(n or "(unnamed default)" for n in dense)
+        raise StoreError(f"collection '{collection}' has no vector named '{vector}'; it has {names}")
+    size, distance = dense[vector]
+    if distance.lower() != "cosine":
+        raise StoreError(f"collection '{collection}' uses {distance} distance for vector '{vector or 'default'}'; "
+                         "lander clusters by cosine similarity, so the collection must use Cosine")
+    return vector, size
+
+
+def point_ids(ids: Sequence[Any], collection: str) -> np.ndarray:
+    """Ids as int64, or a StoreError: lander keys its arrays by integer point id."""
+    try:
+        return np.fromiter((int(i) for i in ids), dtype=np.int64, count=len(ids))
+    except (TypeError, ValueError):
+        raise StoreError(f"collection '{collection}' has non-integer point ids (e.g. {ids[0]!r}); "
+                         "lander needs integer ids") from None
+
+
+def drop_self(ids: np.ndarray, rows: list[list[tuple[Any, float]]], k: int, name: str) -> Neighbours:
+    """Take each row's first k hits that are not the query point itself."""
+    nbr = np.empty((len(ids), k), dtype=np.int64)
+    sim = np.empty((len(ids), k), dtype=np.float32)
+    for r, (pid, hits) in enumerate(zip(ids.tolist(), rows)):
+        kept = [(h, s) for h, s in hits if h != pid][:k]
+        if len(kept) < k:
+            raise StoreError(f"collection '{name}' returned {len(kept)} neighbours for point {pid}, need {k} "
+                             "(fewer than k+1 points, or points deleted during the sync)")
+        nbr[r] = [h for h, _ in kept]
+        sim[r] = [s for _, s in kept]
+    return Neighbours(nbr, sim)
+
+
+class Collection(ABC):
+    """One collection and the one vector in it that lander clusters."""
+
+    name: str
+
+    @abstractmethod
+    def info(self) -> CollectionInfo: ...
+
+    @abstractmethod
+    def count(self, filter: models.Filter | None = None) -> int: ...
+
+    @abstractmethod
+    def scroll(self, *, batch_size: int = 1024, filter: models.Filter | None = None, vectors: bool = True,
+               payload: bool | Sequence[str] = False) -> Iterator[Points]:
+        """All matching points in batches, ascending point id."""
+
+    @abstractmethod
+    def retrieve(self, ids: Sequence[int], *, vectors: bool = False, payload: bool = True) -> Points:
+        """The given points that exist, in the order asked."""
+
+    def prepare_knn(self) -> None:
+        """Make kNN queries fast (build the vector index) before a large batch of them."""
+
+    @abstractmethod
+    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int) -> Neighbours:
+        """The k nearest stored points of stored points ``ids`` (whose vectors are ``vectors``).
+
+        A server uses the ids (its stored vectors never travel); Qdrant Edge cannot query by id and
+        uses the vectors. Raises StoreError when fewer than k neighbours come back.
+        """
+
+    @abstractmethod
+    def search(self, vector: np.ndarray, *, limit: int, filter: models.Filter | None = None) -> list[Hit]: ...
+
+    @abstractmethod
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None) -> None: ...
+
+    @abstractmethod
+    def set_payloads(self, items: Sequence[tuple[Sequence[int], dict[str, Any]]]) -> None:
+        """Apply several (point ids, payload) writes, each merging top-level keys into the payload.
+
+        One request on a server; a key written here replaces that key's whole value, other keys stay.
+        """
+
+    @abstractmethod
+    def set_payload_by_filter(self, filter: models.Filter, payload: dict[str, Any]) -> None:
+        """Merge ``payload`` into every point matching ``filter`` (e.g. relabel a merged cluster)."""
+
+    @abstractmethod
+    def delete_payload(self, ids: Sequence[int], keys: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def create_index(self, field: str, schema: models.PayloadSchemaType) -> None:
+        """Create a payload index where the engine supports it (qdrant-client local mode does not)."""
+
+    @abstractmethod
+    def facet(self, key: str, *, limit: int, filter: models.Filter | None = None) -> list[tuple[Any, int]]:
+        """Most frequent values of a payload key with their exact counts, largest first."""
+
+    def flush(self) -> None:
+        """Make every write so far durable (a server has done so when each call returns)."""
+
+    @abstractmethod
+    def get_meta(self, key: str) -> dict[str, Any] | None:
+        """A small JSON record kept for this collection in ``_lander_meta`` (None if never set)."""
+
+    @abstractmethod
+    def set_meta(self, key: str, value: dict[str, Any]) -> None: ...
+
+
+class Store(ABC):
+    """A place that holds collections: a Qdrant Edge directory or a Qdrant server."""
+
+    description: str  # for messages: "embedded store at ./qdrant_data" / "Qdrant server at http://..."
+
+    @abstractmethod
+    def collections(self) -> list[str]:
+        """User collection names (the meta collection is hidden)."""
+
+    @abstractmethod
+    def open(self, name: str, *, vector: str | None = None) -> Collection:
+        """An existing collection, or a StoreError listing the ones that exist."""
+
+    @abstractmethod
+    def create(self, name: str, dim: int) -> Collection:
+        """A new empty collection with one unnamed cosine vector of size ``dim``."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _missing(self, name: str) -> StoreError:
+        existing = ", ".join(sorted(self.collections())) or "none"
+        return StoreError(f"collection '{name}' does not exist in the {self.description} (existing: {existing})")

@@ -1,0 +1,245 @@
+"""The embedded default store: Qdrant Edge (Qdrant's engine in-process) in a local directory.
+
+Layout: ``<path>/<collection>/shard/`` is one Edge shard per collection; ``<path>/<collection>/
+lander_meta.json`` holds that collection's meta records (written atomically by rename). An Edge shard
+is locked by the process that opens it, so one process works on a collection at a time and a second
+one gets a clear error.
+
+Edge differs from the server: no query by point id (we pass the vectors), no background optimizer
+(HNSW is built only when :meth:`prepare_knn` calls ``optimize()``; before that every search is a
+brute-force scan), and its own filter classes (translated from qdrant-client's here).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+from qdrant_client import models
+
+from ..errors import StoreError
+from .base import (Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config, drop_self,
+                   point_ids)
+
+log = logging.getLogger(__name__)
+
+SHARD_DIR = "shard"
+META_FILE = "lander_meta.json"
+HNSW_EF = 128  # search breadth for kNN: default ef misses ~15% of true neighbours on hard data
+
+_SCHEMA = {
+    models.PayloadSchemaType.INTEGER: qe.PayloadSchemaType.Integer,
+    models.PayloadSchemaType.KEYWORD: qe.PayloadSchemaType.Keyword,
+    models.PayloadSchemaType.FLOAT: qe.PayloadSchemaType.Float,
+    models.PayloadSchemaType.BOOL: qe.PayloadSchemaType.Bool,
+}
+
+
+def _match(m: Any) -> Any:
+    if isinstance(m, models.MatchValue):
+        return qe.MatchValue(m.value)
+    if isinstance(m, models.MatchAny):
+        return qe.MatchAny(list(m.any))
+    if isinstance(m, models.MatchExcept):
+        return qe.MatchExcept(list(m.except_))
+    raise StoreError(f"filter match {type(m).__name__} is not supported by the embedded store")
+
+
+def _condition(c: Any) -> Any:
+    if isinstance(c, models.FieldCondition):
+        rng = None
+        if c.range is not None:
+            rng = qe.RangeFloat(gte=c.range.gte, gt=c.range.gt, lte=c.range.lte, lt=c.range.lt)
+        return qe.FieldCondition(key=c.key, match=_match(c.match) if c.match is not None else None, range=rng)
+    if isinstance(c, models.IsEmptyCondition):
+        return qe.IsEmptyCondition(c.is_empty.key)
+    if isinstance(c, models.IsNullCondition):
+        return qe.IsNullCondition(c.is_null.key)
+    if isinstance(c, models.HasIdCondition):
+        return qe.HasIdCondition(set(c.has_id))
+    if isinstance(c, models.Filter):
+        return to_edge_filter(c)
+    raise StoreError(f"filter condition {type(c).__name__} is not supported by the embedded store")
+
+
+def to_edge_filter(f: models.Filter | None) -> qe.Filter | None:
+    """qdrant-client ``Filter`` -> Edge ``Filter`` (must / should / must_not of common conditions)."""
+    if f is None:
+        return None
+
+    def conds(part: Any) -> list[Any] | None:
+        if part is None:
+            return None
+        return [_condition(c) for c in (part if isinstance(part, list) else [part])]
+
+    return qe.Filter(must=conds(f.must), should=conds(f.should), must_not=conds(f.must_not))
+
+
+def _edge_error(e: Exception, where: str) -> StoreError:
+    msg = str(e)
+    if "WouldBlock" in msg:
+        return StoreError(f"{where} is open in another process (a running sync or watch daemon?); "
+                          "the embedded store allows one process per collection")
+    return StoreError(f"{where}: {msg}")
+
+
+class EdgeCollection(Collection):
+    def __init__(self, name: str, root: Path, shard: qe.EdgeShard, vector: str, dim: int):
+        self.name, self.root, self.shard, self.vector, self.dim = name, root, shard, vector, dim
+
+    def info(self) -> CollectionInfo:
+        i = self.shard.info()
+        return CollectionInfo(self.name, self.dim, self.vector, i.points_count, tuple(sorted(i.payload_schema)))
+
+    def count(self, filter: models.Filter | None = None) -> int:
+        return self.shard.count(qe.CountRequest(exact=True, filter=to_edge_filter(filter)))
+
+    def _vectors(self, records: Sequence[Any]) -> np.ndarray:
+        rows = [r.vector if not self.vector else r.vector[self.vector] for r in records]
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), self.dim)
+
+    def _with_vector(self, vectors: bool) -> Any:
+        return ([self.vector] if self.vector else True) if vectors else False
+
+    def _points(self, records: Sequence[Any], vectors: bool, payload: Any) -> Points:
+        return Points(point_ids([r.id for r in records], self.name),
+                      self._vectors(records) if vectors else None,
+                      [r.payload or {} for r in records] if payload else None)
+
+    def scroll(self, *, batch_size: int = 1024, filter: models.Filter | None = None, vectors: bool = True,
+               payload: bool | Sequence[str] = False) -> Iterator[Points]:
+        edge_filter = to_edge_filter(filter)
+        with_payload = qe.PayloadSelector.Include(list(payload)) if isinstance(payload, (list, tuple)) else payload
+        offset = None
+        while True:
+            records, offset = self.shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=batch_size, filter=edge_filter, with_payload=with_payload,
+                with_vector=self._with_vector(vectors)))
+            if records:
+                yield self._points(records, vectors, payload)
+            if offset is None:
+                return
+
+    def retrieve(self, ids: Sequence[int], *, vectors: bool = False, payload: bool = True) -> Points:
+        records = self.shard.retrieve([int(i) for i in ids], with_payload=payload,
+                                      with_vector=self._with_vector(vectors))
+        by_id = {r.id: r for r in records}
+        return self._points([by_id[int(i)] for i in ids if int(i) in by_id], vectors, payload)
+
+    def prepare_knn(self) -> None:
+        """Build HNSW now (Edge has no background optimizer); Qdrant's own indexing threshold decides
+        whether a segment is big enough to be worth indexing, below it search stays a fast scan."""
+        i = self.shard.info()
+        if i.indexed_vectors_count < i.points_count:
+            log.info("building the vector index of '%s' (%d points)", self.name, i.points_count)
+            self.shard.optimize()
+
+    def _nearest(self, v: np.ndarray, limit: int, filter: qe.Filter | None = None,
+                 payload: bool = False) -> qe.QueryRequest:
+        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(v.tolist(), using=self.vector or None),
+                               filter=filter, params=qe.SearchParams(hnsw_ef=max(HNSW_EF, limit)),
+                               with_payload=payload)
+
+    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int) -> Neighbours:
+        results = self.shard.query_batch(qe.QueryBatchRequest([self._nearest(v, k + 1) for v in vectors]))
+        return drop_self(ids, [[(h.id, h.score) for h in r] for r in results], k, self.name)
+
+    def search(self, vector: np.ndarray, *, limit: int, filter: models.Filter | None = None) -> list[Hit]:
+        req = self._nearest(np.asarray(vector, dtype=np.float32), limit, to_edge_filter(filter), payload=True)
+        return [Hit(int(h.id), float(h.score), h.payload or {}) for h in self.shard.query(req)]
+
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None) -> None:
+        payloads = payloads if payloads is not None else [None] * len(ids)
+        rows = vectors.tolist()
+        pts = [qe.Point(int(i), {self.vector: v} if self.vector else v, p) for i, v, p in zip(ids, rows, payloads)]
+        self.shard.update(qe.UpdateOperation.upsert_points(pts))
+
+    def set_payloads(self, items: Sequence[tuple[Sequence[int], dict[str, Any]]]) -> None:
+        for ids, payload in items:
+            self.shard.update(qe.UpdateOperation.set_payload([int(i) for i in ids], payload))
+
+    def set_payload_by_filter(self, filter: models.Filter, payload: dict[str, Any]) -> None:
+        self.shard.update(qe.UpdateOperation.set_payload_by_filter(to_edge_filter(filter), payload))
+
+    def delete_payload(self, ids: Sequence[int], keys: Sequence[str]) -> None:
+        self.shard.update(qe.UpdateOperation.delete_payload([int(i) for i in ids], list(keys)))
+
+    def create_index(self, field: str, schema: models.PayloadSchemaType) -> None:
+        if field not in self.shard.info().payload_schema:
+            self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[schema]))
+
+    def facet(self, key: str, *, limit: int, filter: models.Filter | None = None) -> list[tuple[Any, int]]:
+        res = self.shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True, filter=to_edge_filter(filter)))
+        return [(h.value, h.count) for h in res.hits]
+
+    def _meta(self) -> dict[str, Any]:
+        f = self.root / META_FILE
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def get_meta(self, key: str) -> dict[str, Any] | None:
+        return self._meta().get(key)
+
+    def set_meta(self, key: str, value: dict[str, Any]) -> None:
+        meta = self._meta()
+        meta[key] = value
+        tmp = self.root / (META_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self.root / META_FILE)  # atomic: a crash leaves the old or the new file
+
+    def flush(self) -> None:
+        self.shard.flush()
+
+
+class EdgeStore(Store):
+    """Collections of the embedded store under one directory (default ``./qdrant_data``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.description = f"embedded store at {self.path}"
+        self._open: dict[str, EdgeCollection] = {}
+
+    def collections(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return sorted(d.name for d in self.path.iterdir() if (d / SHARD_DIR / "edge_config.json").exists())
+
+    def _load(self, name: str) -> qe.EdgeShard:
+        try:
+            return qe.EdgeShard.load(str(self.path / name / SHARD_DIR))
+        except Exception as e:  # the binding raises bare Exception
+            raise _edge_error(e, f"collection '{name}' in the {self.description}") from None
+
+    def open(self, name: str, *, vector: str | None = None) -> EdgeCollection:
+        if name not in self._open:
+            root = self.path / name
+            if name not in self.collections():
+                raise self._missing(name)
+            cfg = json.loads((root / SHARD_DIR / "edge_config.json").read_text())
+            dense = {n: (p["size"], p["distance"]) for n, p in cfg.get("vectors", {}).items()}
+            vec, dim = check_vector_config(name, dense, list(cfg.get("sparse_vectors", {})), vector)
+            self._open[name] = EdgeCollection(name, root, self._load(name), vec, dim)
+        return self._open[name]
+
+    def create(self, name: str, dim: int) -> EdgeCollection:
+        if name in self.collections():
+            raise StoreError(f"collection '{name}' already exists in the {self.description}")
+        root = self.path / name
+        cfg = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
+        try:
+            shard = qe.EdgeShard.create(str(root / SHARD_DIR), cfg)
+        except Exception as e:
+            raise _edge_error(e, f"cannot create collection '{name}' in the {self.description}") from None
+        self._open[name] = EdgeCollection(name, root, shard, "", dim)
+        return self._open[name]
+
+    def close(self) -> None:
+        for c in self._open.values():
+            c.shard.flush()
+            c.shard.close()
+        self._open.clear()

@@ -1,0 +1,245 @@
+"""Moving a collection through lander: import arrays, full sync, and reading the results back.
+
+A full sync streams vectors out in batches, takes each point's kNN from the store's index, runs the
+model and the decoder, and only then writes: first a ``writing`` meta record, then one complete
+``lander`` payload per point (new ``generation``), then a ``complete`` record. Any bad input is found
+before the first write, so a failed sync leaves the collection exactly as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import numpy as np
+from pydantic import BaseModel
+from qdrant_client import models
+from tqdm import tqdm
+
+from .decode import ClusterResult
+from .errors import InputError, StoreError
+from .knn import KnnGraph
+from .model_card import ModelCard
+from .payload import CLUSTER_FIELD, KEY, SYNC_META, LanderPayload, SyncState, unclustered_filter
+from .stores.base import Collection, Store
+from .validate import check_embeddings
+
+log = logging.getLogger(__name__)
+
+
+class Clusterer(Protocol):
+    """What sync needs from :class:`~qdrant_lander.Lander`."""
+
+    @property
+    def card(self) -> ModelCard: ...
+
+    def predict_graph(self, vectors: np.ndarray, graph: KnnGraph) -> ClusterResult: ...
+
+
+class SyncReport(BaseModel):
+    collection: str
+    points: int
+    clusters: int
+    levels: int
+    generation: int
+    model: str
+    seconds: dict[str, float]  # per stage: scroll, index, knn, cluster, write
+
+
+class Status(BaseModel):
+    collection: str
+    points: int
+    clustered: int
+    unclustered: int
+    clusters: int
+    largest: list[tuple[int, int]]  # (cluster id, points), largest first
+    model: str | None
+    generation: int | None
+    state: str | None  # "complete", or "writing" if the last sync did not finish
+    last_sync: datetime | None
+
+
+@contextmanager
+def _stage(seconds: dict[str, float], name: str) -> Iterator[None]:
+    t = time.perf_counter()
+    yield
+    seconds[name] = round(time.perf_counter() - t, 3)
+    log.info("%s: %.2f s", name, seconds[name])
+
+
+def _bar(total: int, desc: str, progress: bool) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="pt", disable=not progress, leave=False)
+
+
+def _unit(ids: np.ndarray, v: np.ndarray, collection: str) -> np.ndarray:
+    """Rows scaled to unit length; NaN/inf/zero vectors are named by point id."""
+    try:
+        return check_embeddings(v, min_points=1)
+    except InputError:
+        bad = ids[~np.isfinite(v).all(axis=1) | ~np.any(v != 0, axis=1)]
+        raise StoreError(f"collection '{collection}' has {bad.size} vectors with NaN, inf or all zeros "
+                         f"(point ids {bad[:5].tolist()}); fix or delete them and sync again") from None
+
+
+def read_vectors(col: Collection, *, batch_size: int = 1024, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """All point ids (ascending) and their unit-length vectors."""
+    n = col.count()
+    ids = np.empty(n, dtype=np.int64)
+    x = np.empty((n, col.info().dim), dtype=np.float32)
+    filled = 0
+    with _bar(n, "read vectors", progress) as bar:
+        for batch in col.scroll(batch_size=batch_size, vectors=True):
+            m = len(batch.ids)
+            if filled + m > n:
+                raise StoreError(f"collection '{col.name}' grew during the sync; run it again")
+            ids[filled:filled + m] = batch.ids
+            x[filled:filled + m] = _unit(batch.ids, batch.vectors, col.name)
+            filled += m
+            bar.update(m)
+    ids, x = ids[:filled], x[:filled]
+    if not np.all(ids[1:] > ids[:-1]):  # both stores scroll by id; keep rows findable by binary search
+        order = np.argsort(ids, kind="stable")
+        ids, x = ids[order], x[order]
+    return ids, x
+
+
+def fetch_knn(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, *, batch_size: int = 1024,
+              progress: bool = True) -> KnnGraph:
+    """The level-0 kNN graph of all points from the store's index, as row indices into ``ids``."""
+    nbr = np.empty((len(ids), k), dtype=np.int64)
+    sim = np.empty((len(ids), k), dtype=np.float32)
+    with _bar(len(ids), "kNN", progress) as bar:
+        for s in range(0, len(ids), batch_size):
+            e = min(s + batch_size, len(ids))
+            res = col.knn(ids[s:e], x[s:e], k)
+            rows = np.minimum(np.searchsorted(ids, res.ids), len(ids) - 1)
+            if not np.array_equal(ids[rows], res.ids):
+                raise StoreError(f"collection '{col.name}' changed during the sync (unknown neighbour ids); run it again")
+            nbr[s:e], sim[s:e] = rows, res.sim
+            bar.update(e - s)
+    return KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0))
+
+
+def check_fits(col: Collection, card: ModelCard) -> int:
+    """Number of points, after checking the collection can be clustered by this model at all."""
+    info = col.info()
+    if card.input_dim != "any" and info.dim != card.input_dim:
+        raise StoreError(f"collection '{col.name}' has vectors of size {info.dim}, but model '{card.name}' takes "
+                         f"size {card.input_dim}; pass a model trained for size {info.dim} (--model)")
+    if info.points == 0:
+        raise StoreError(f"collection '{col.name}' is empty; import points first")
+    if info.points <= card.k:
+        raise StoreError(f"collection '{col.name}' has {info.points} points; clustering needs more than k={card.k}")
+    return info.points
+
+
+def lander_payloads(ids: np.ndarray, res: ClusterResult, model: str, generation: int) -> Iterator[tuple[list[int], dict]]:
+    """One complete ``lander`` payload per point, ordered by cluster so writes stay local."""
+    path_ids = ids[res.paths]
+    for r in np.lexsort((ids, res.labels)):
+        value = LanderPayload(cluster=int(ids[res.labels[r]]), path=path_ids[r].tolist(), density=float(res.density[r]),
+                              peak=bool(res.peak[r]), model=model, generation=generation)
+        yield [int(ids[r])], {KEY: value.model_dump()}
+
+
+def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: str, *, batch_size: int = 1024,
+                 progress: bool = True) -> SyncState:
+    """Write a new generation of payloads, bracketed by ``writing``/``complete`` meta records."""
+    prev = col.get_meta(SYNC_META)
+    generation = (SyncState(**prev).generation if prev else 0) + 1
+    state = SyncState(state="writing", generation=generation, model=model, points=len(ids),
+                      clusters=res.n_clusters, started_at=datetime.now(timezone.utc))
+    col.set_meta(SYNC_META, state.model_dump(mode="json"))
+    col.create_index(CLUSTER_FIELD, models.PayloadSchemaType.INTEGER)
+    batch: list[tuple[list[int], dict]] = []
+    with _bar(len(ids), "write payload", progress) as bar:
+        for item in lander_payloads(ids, res, model, generation):
+            batch.append(item)
+            if len(batch) == batch_size:
+                col.set_payloads(batch)
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            col.set_payloads(batch)
+            bar.update(len(batch))
+    col.flush()
+    state = state.model_copy(update={"state": "complete", "finished_at": datetime.now(timezone.utc)})
+    col.set_meta(SYNC_META, state.model_dump(mode="json"))
+    return state
+
+
+def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, progress: bool = True) -> SyncReport:
+    """Cluster every point of ``col`` and write the result as ``lander`` payload."""
+    card = lander.card
+    check_fits(col, card)
+    seconds: dict[str, float] = {}
+    with _stage(seconds, "scroll"):
+        ids, x = read_vectors(col, batch_size=batch_size, progress=progress)
+    with _stage(seconds, "index"):
+        col.prepare_knn()
+    with _stage(seconds, "knn"):
+        graph = fetch_knn(col, ids, x, card.k, batch_size=batch_size, progress=progress)
+    with _stage(seconds, "cluster"):
+        res = lander.predict_graph(x, graph)
+    with _stage(seconds, "write"):
+        state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress)
+    return SyncReport(collection=col.name, points=len(ids), clusters=res.n_clusters, levels=res.n_levels,
+                      generation=state.generation, model=card.name, seconds=seconds)
+
+
+def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None, *,
+                  start_id: int = 0, batch_size: int = 1024, progress: bool = True) -> Collection:
+    """Upsert ``x`` as points ``start_id .. start_id+N-1`` (creating a cosine collection if needed).
+
+    Everything is checked before the first write: finite non-zero vectors, payload count, and the
+    dimension of an existing collection.
+    """
+    x = check_embeddings(x, min_points=1)
+    if payloads is not None and len(payloads) != len(x):
+        raise InputError(f"{len(payloads)} payloads for {len(x)} vectors")
+    if start_id < 0:
+        raise InputError(f"--start-id must be >= 0, got {start_id}")
+    if name in store.collections():
+        col = store.open(name)
+        if col.info().dim != x.shape[1]:
+            raise InputError(f"collection '{name}' has vectors of size {col.info().dim}, the array has {x.shape[1]}")
+    else:
+        col = store.create(name, x.shape[1])
+    with _bar(len(x), "import", progress) as bar:
+        for s in range(0, len(x), batch_size):
+            e = min(s + batch_size, len(x))
+            col.upsert(np.arange(start_id + s, start_id + e), x[s:e], payloads[s:e] if payloads is not None else None)
+            bar.update(e - s)
+    col.flush()
+    return col
+
+
+def read_labels(col: Collection, *, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Point ids (ascending) and their cluster id, -1 where a point has none."""
+    ids, labels = [], []
+    for batch in col.scroll(batch_size=batch_size, vectors=False, payload=[KEY]):
+        ids.append(batch.ids)
+        labels.append([int((p.get(KEY) or {}).get("cluster", -1)) for p in batch.payloads])
+    if not ids:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    ids_a, labels_a = np.concatenate(ids), np.concatenate(labels).astype(np.int64)
+    order = np.argsort(ids_a, kind="stable")
+    return ids_a[order], labels_a[order]
+
+
+def status(col: Collection, *, top: int = 10) -> Status:
+    """Counts from the collection itself; model/generation/time from the last full sync's record."""
+    points = col.count()
+    unclustered = col.count(unclustered_filter())
+    sizes = col.facet(CLUSTER_FIELD, limit=max(points, 1)) if points > unclustered else []
+    meta = col.get_meta(SYNC_META)
+    state = SyncState(**meta) if meta else None
+    return Status(collection=col.name, points=points, clustered=points - unclustered, unclustered=unclustered,
+                  clusters=len(sizes), largest=[(int(v), c) for v, c in sizes[:top]],
+                  model=state.model if state else None, generation=state.generation if state else None,
+                  state=state.state if state else None,
+                  last_sync=(state.finished_at or state.started_at) if state else None)
