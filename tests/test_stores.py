@@ -1,0 +1,168 @@
+"""Both stores behind one interface: real Qdrant Edge in a tmp dir, qdrant-client local mode in memory."""
+
+import numpy as np
+import pytest
+import qdrant_edge as qe
+from qdrant_client import QdrantClient, models
+
+from qdrant_lander.errors import InputError, StoreError
+from qdrant_lander.knn import knn_graph
+from qdrant_lander.payload import CLUSTER_FIELD, cluster_filter, unclustered_filter
+from qdrant_lander.stores import open_store
+from qdrant_lander.stores.client import ServerStore
+from qdrant_lander.stores.edge import SHARD_DIR, EdgeStore
+from qdrant_lander.sync import fetch_knn, import_points, read_vectors
+
+N, D = 200, 16
+
+
+@pytest.fixture(scope="module")
+def x() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(8, D))
+    return (centers[np.arange(N) % 8] + 0.3 * rng.normal(size=(N, D))).astype(np.float32)
+
+
+@pytest.fixture(params=["edge", "local"])
+def store(request, tmp_path):
+    s = EdgeStore(tmp_path / "qdrant_data") if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def col(store, x):
+    return import_points(store, "docs", x, [{"text": f"t{i}", "n": i} for i in range(N)], start_id=5,
+                         batch_size=64, progress=False)
+
+
+def test_import_scroll_roundtrip(store, col, x):
+    assert store.collections() == ["docs"]
+    info = col.info()
+    assert (info.dim, info.vector, info.points) == (D, "", N)
+    ids, v = read_vectors(col, batch_size=37, progress=False)
+    np.testing.assert_array_equal(ids, np.arange(5, 5 + N))
+    np.testing.assert_allclose(v, x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-6)
+    got = col.retrieve([7, 10_000, 5], payload=True)
+    assert got.ids.tolist() == [7, 5] and got.payloads[0] == {"text": "t2", "n": 2}
+
+
+def test_knn_matches_exact_knn(col):
+    ids, v = read_vectors(col, progress=False)
+    col.prepare_knn()
+    graph = fetch_knn(col, ids, v, 10, batch_size=50, progress=False)
+    ref = knn_graph(v, 10)
+    assert (graph.nbr == ref.nbr).mean() > 0.99  # ties may swap order
+    np.testing.assert_allclose(graph.sim, ref.sim, atol=1e-5)
+    assert not (graph.nbr == np.arange(N)[:, None]).any()  # self excluded
+
+
+def test_payload_writes_keep_user_keys(col):
+    col.set_payloads([([5, 6], {"lander": {"cluster": 5, "path": [5]}}), ([7], {"lander": {"cluster": 7}})])
+    col.set_payloads([([6], {"lander": {"cluster": 7}})])  # replaces the whole lander value
+    p = col.retrieve([5, 6, 7, 8]).payloads
+    assert p[0] == {"text": "t0", "n": 0, "lander": {"cluster": 5, "path": [5]}}
+    assert p[1] == {"text": "t1", "n": 1, "lander": {"cluster": 7}}
+    assert p[3] == {"text": "t3", "n": 3}
+    col.create_index(CLUSTER_FIELD, models.PayloadSchemaType.INTEGER)
+    assert col.count(cluster_filter(7)) == 2
+    assert col.count(unclustered_filter()) == N - 3
+    assert col.facet(CLUSTER_FIELD, limit=10) == [(7, 2), (5, 1)]
+    col.set_payload_by_filter(cluster_filter(5), {"lander": {"cluster": 7}})  # a merge relabels by filter
+    assert col.count(cluster_filter(7)) == 3
+    col.delete_payload([6], ["lander"])
+    assert col.retrieve([6]).payloads[0] == {"text": "t1", "n": 1}
+    hits = col.search(col.retrieve([5], vectors=True).vectors[0], limit=10, filter=cluster_filter(7))
+    assert sorted(h.id for h in hits) == [5, 7] and hits[0].id == 5 and hits[0].payload["text"] == "t0"
+
+
+def test_meta_records(col):
+    assert col.get_meta("sync") is None
+    col.set_meta("sync", {"generation": 1})
+    col.set_meta("lease", {"owner": "a"})
+    col.set_meta("sync", {"generation": 2})
+    assert col.get_meta("sync") == {"generation": 2} and col.get_meta("lease") == {"owner": "a"}
+
+
+def test_edge_persists_and_locks(tmp_path, x):
+    path = tmp_path / "qdrant_data"
+    with open_store(path=path) as store:
+        col = import_points(store, "docs", x, progress=False)
+        col.set_meta("sync", {"generation": 3})
+        with pytest.raises(StoreError, match="open in another process"):
+            EdgeStore(path).open("docs")
+    with open_store(path=path) as store:
+        col = store.open("docs")
+        assert col.count() == N and col.get_meta("sync") == {"generation": 3}
+
+
+def test_missing_collection_lists_existing(store, col):
+    with pytest.raises(StoreError, match=r"'nope' does not exist .*existing: docs"):
+        store.open("nope")
+
+
+def test_import_bad_input_writes_nothing(store, col, x):
+    bad = x.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        import_points(store, "other", bad, progress=False)
+    assert store.collections() == ["docs"]
+    with pytest.raises(InputError, match="size 16, the array has 8"):
+        import_points(store, "docs", x[:, :8], start_id=1000, progress=False)
+    with pytest.raises(InputError, match="3 payloads for 200 vectors"):
+        import_points(store, "docs", x, [{}] * 3, start_id=1000, progress=False)
+    assert col.count() == N
+
+
+def _named_and_sparse(store):
+    """Collections made by other tools: two named vectors; sparse vectors only; Euclid distance."""
+    if isinstance(store, EdgeStore):
+        root = store.path
+        p = qe.EdgeVectorParams
+        qe.EdgeShard.create(str(root / "named" / SHARD_DIR), qe.EdgeConfig(vectors={
+            "img": p(size=4, distance=qe.Distance.Cosine), "txt": p(size=3, distance=qe.Distance.Cosine)})).close()
+        qe.EdgeShard.create(str(root / "sparse" / SHARD_DIR),
+                            qe.EdgeConfig(sparse_vectors={"s": qe.EdgeSparseVectorParams()})).close()
+        qe.EdgeShard.create(str(root / "euclid" / SHARD_DIR),
+                            qe.EdgeConfig(vectors=p(size=4, distance=qe.Distance.Euclid))).close()
+    else:
+        c, vp = store.client, models.VectorParams
+        c.create_collection("named", vectors_config={"img": vp(size=4, distance=models.Distance.COSINE),
+                                                     "txt": vp(size=3, distance=models.Distance.COSINE)})
+        c.create_collection("sparse", vectors_config={}, sparse_vectors_config={"s": models.SparseVectorParams()})
+        c.create_collection("euclid", vectors_config=vp(size=4, distance=models.Distance.EUCLID))
+
+
+def test_vector_config_errors(store):
+    _named_and_sparse(store)
+    with pytest.raises(StoreError, match=r"named vectors \['img', 'txt'\]: choose one with --vector NAME"):
+        store.open("named")
+    with pytest.raises(StoreError, match="no vector named 'x'"):
+        store.open("named", vector="x")
+    with pytest.raises(StoreError, match="only sparse vectors: s"):
+        store.open("sparse")
+    with pytest.raises(StoreError, match="uses Euclid distance"):
+        store.open("euclid")
+    col = store.open("named", vector="txt")
+    v = np.array([[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0]], dtype=np.float32)
+    if isinstance(store, EdgeStore):  # Edge needs every named vector on upsert
+        col.shard.update(qe.UpdateOperation.upsert_points(
+            [qe.Point(i, {"txt": v[i].tolist(), "img": [1, 0, 0, 0]}) for i in range(3)]))
+    else:
+        col.upsert(np.arange(3), v)
+    ids, got = read_vectors(col, progress=False)
+    assert got.shape == (3, 3)
+    assert col.knn(ids[:1], got[:1], 1).ids.tolist() == [[2]]
+
+
+def test_stored_nan_vectors_are_named(tmp_path):
+    """Qdrant Edge stores NaN vectors as given; reading them back must fail with the point ids."""
+    store = EdgeStore(tmp_path)
+    col = store.create("docs", 4)
+    v = np.ones((5, 4), dtype=np.float32)
+    v[2] = np.nan
+    v[4] = 0
+    col.upsert(np.arange(10, 15), v)
+    with pytest.raises(StoreError, match=r"2 vectors with NaN, inf or all zeros \(point ids \[12, 14\]\)"):
+        read_vectors(col, progress=False)
+    store.close()
