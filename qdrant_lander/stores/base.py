@@ -151,8 +151,12 @@ class Collection(ABC):
         """
 
     @abstractmethod
-    def set_payload_by_filter(self, filter: models.Filter, payload: dict[str, Any]) -> None:
-        """Merge ``payload`` into every point matching ``filter`` (e.g. relabel a merged cluster)."""
+    def set_payload_by_filter(self, filter: models.Filter, payload: dict[str, Any], *, key: str | None = None) -> None:
+        """Merge ``payload`` into every point matching ``filter`` (e.g. relabel a merged cluster).
+
+        With ``key``, merge into that nested object instead of the top level (``key="lander"`` changes
+        ``lander.cluster`` and keeps the rest of each point's ``lander`` value).
+        """
 
     @abstractmethod
     def delete_payload(self, ids: Sequence[int], keys: Sequence[str]) -> None: ...

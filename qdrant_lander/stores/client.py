@@ -89,8 +89,9 @@ class ServerCollection(Collection):
                for ids, p in items]
         self.client.batch_update_points(self.name, update_operations=ops, wait=True)
 
-    def set_payload_by_filter(self, filter: models.Filter, payload: dict[str, Any]) -> None:
-        self.client.set_payload(self.name, payload=payload, points=models.FilterSelector(filter=filter), wait=True)
+    def set_payload_by_filter(self, filter: models.Filter, payload: dict[str, Any], *, key: str | None = None) -> None:
+        self.client.set_payload(self.name, payload=payload, points=models.FilterSelector(filter=filter), key=key,
+                                wait=True)
 
     def delete_payload(self, ids: Sequence[int], keys: Sequence[str]) -> None:
         self.client.delete_payload(self.name, keys=list(keys), points=[int(i) for i in ids], wait=True)

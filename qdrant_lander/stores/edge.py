@@ -164,8 +164,8 @@ class EdgeCollection(Collection):
         for ids, payload in items:
             self.shard.update(qe.UpdateOperation.set_payload([int(i) for i in ids], payload))
 
-    def set_payload_by_filter(self, filter: models.Filter, payload: dict[str, Any]) -> None:
-        self.shard.update(qe.UpdateOperation.set_payload_by_filter(to_edge_filter(filter), payload))
+    def set_payload_by_filter(self, filter: models.Filter, payload: dict[str, Any], *, key: str | None = None) -> None:
+        self.shard.update(qe.UpdateOperation.set_payload_by_filter(to_edge_filter(filter), payload, key))
 
     def delete_payload(self, ids: Sequence[int], keys: Sequence[str]) -> None:
         self.shard.update(qe.UpdateOperation.delete_payload([int(i) for i in ids], list(keys)))
