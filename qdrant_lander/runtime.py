@@ -1,0 +1,175 @@
+"""Serving an exported model with onnxruntime: device choice, threads and bounded memory, no torch.
+
+The ONNX file (written by :mod:`onnx_export`) carries the model card and the model cut into stages
+(per-node stages and per-edge stages that read a per-node table, see ``onnx_export/stages.py``).
+:class:`OnnxScorer` runs each stage over the graph ``chunk_edges`` edges at a time and keeps only
+per-node results between stages, so memory grows with ``N * hidden``, not ``N * k * hidden``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import ValidationError
+
+from .errors import InputError, MissingExtraError, ModelError
+from .features import LevelInputs
+from .model_card import FORMAT_VERSION, ModelCard
+
+log = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+CARD_KEY = "qdrant_lander.card"
+STAGES_KEY = "qdrant_lander.stages"
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+DEFAULT_CHUNK_EDGES = 1 << 17  # ~100 MB of per-edge activations with the default model widths
+
+
+def _onnxruntime(device: Device):
+    """Import onnxruntime (from either the ``cpu`` or the ``gpu`` extra; never both)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        extra = "gpu" if device == "cuda" else "cpu"
+        raise MissingExtraError(
+            f'running a model needs onnxruntime: pip install "qdrant-lander[{extra}]" '
+            '(use [gpu] instead of [cpu] for CUDA; never install both)') from None
+    return onnxruntime
+
+
+def default_model_path() -> Path:
+    """The model shipped in the package (``qdrant_lander/models/default.onnx``)."""
+    ref = importlib.resources.files("qdrant_lander") / "models" / "default.onnx"
+    if not ref.is_file():
+        raise ModelError("no default model in this installation (qdrant_lander/models/default.onnx is missing); "
+                         "pass a model file or directory, or train one with `qdrant-lander train`")
+    return Path(str(ref))
+
+
+def _session(ort, path: Path, device: Device, threads: int | None):
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"device must be auto, cpu or cuda, not {device!r}")
+    if threads is not None and threads < 1:
+        raise InputError(f"threads must be at least 1, got {threads}")
+    available = ort.get_available_providers()
+    if device == "cuda" and CUDA not in available:
+        raise MissingExtraError('device "cuda" needs onnxruntime with CUDA: pip uninstall onnxruntime && '
+                                'pip install "qdrant-lander[gpu]"')
+    providers = [CUDA, CPU] if device != "cpu" and CUDA in available else [CPU]
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own untyped errors for unreadable files
+        raise ModelError(f"cannot load ONNX model {path}: {e}") from e
+    # onnxruntime-gpu lists CUDA as available even without a GPU; the session tells what it really got.
+    got = session.get_providers()[0]
+    if device == "cuda" and got != CUDA:
+        raise InputError(f"device 'cuda' requested but onnxruntime could not use a GPU (session got {got}); "
+                         "check the NVIDIA driver and CUDA/cuDNN libraries, or use --device cpu")
+    return session, got
+
+
+def _card(meta: dict[str, str], path: Path) -> ModelCard:
+    if CARD_KEY not in meta or STAGES_KEY not in meta:
+        raise ModelError(f"{path} is not a qdrant-lander model (no model card in its metadata); "
+                         "export it with `qdrant-lander export`")
+    try:
+        card = ModelCard.model_validate_json(meta[CARD_KEY])
+    except ValidationError as e:
+        raise ModelError(f"{path} has an unreadable model card: {e}") from e
+    if card.format_version > FORMAT_VERSION:
+        raise ModelError(f"{path} has model format {card.format_version}, this qdrant-lander reads up to "
+                         f"{FORMAT_VERSION}: upgrade qdrant-lander")
+    return card
+
+
+class OnnxScorer:
+    """A :data:`~qdrant_lander.decode.Scorer` backed by onnxruntime.
+
+    ``device``: ``cpu``, ``cuda`` (an error if no GPU can be used) or ``auto`` (CUDA only if the
+    session really got it). ``threads`` sets onnxruntime's intra-op threads (default: its own
+    choice, one per physical core). ``chunk_edges`` bounds how many edges one run touches.
+    ``provider`` says which execution provider is in use.
+    """
+
+    def __init__(self, path: str | Path, device: Device = "auto", threads: int | None = None,
+                 chunk_edges: int = DEFAULT_CHUNK_EDGES) -> None:
+        if chunk_edges < 1:
+            raise InputError(f"chunk_edges must be at least 1, got {chunk_edges}")
+        self.path = Path(path)
+        self._ort = _onnxruntime(device)
+        self._session, self.provider = _session(self._ort, self.path, device, threads)
+        self._device = "cuda" if self.provider == CUDA else "cpu"
+        self.card = _card(self._session.get_modelmeta().custom_metadata_map, self.path)
+        self._stages: list[dict] = json.loads(self._session.get_modelmeta().custom_metadata_map[STAGES_KEY])
+        self.chunk_edges = chunk_edges
+        self._inputs = {i.name: i for i in self._session.get_inputs()}
+        self._outputs = {o.name: o for o in self._session.get_outputs()}
+        self._dummy = {name: self._value(self._dummy_input(name)) for name in self._inputs}
+        log.info("model '%s' from %s on %s", self.card.name, self.path, self.provider)
+
+    @classmethod
+    def default(cls, device: Device = "auto", threads: int | None = None, **kwargs) -> OnnxScorer:
+        """The model shipped with the package."""
+        return cls(default_model_path(), device=device, threads=threads, **kwargs)
+
+    def _value(self, array: np.ndarray):
+        return self._ort.OrtValue.ortvalue_from_numpy(array, self._device, 0)
+
+    def _dummy_input(self, name: str) -> np.ndarray:
+        """A one-row, one-neighbour input for the entry points a run does not use (onnxruntime wants
+        every graph input fed); index inputs point at row 0, a table is as wide as its stage's rows."""
+        meta = self._inputs[name.removesuffix(".table") + ".self" if name.endswith(".table") else name]
+        shape = [d if isinstance(d, int) else 1 for d in meta.shape]
+        return np.zeros(shape, dtype=np.int64 if meta.type == "tensor(int64)" else np.float32)
+
+    def _width(self, name: str) -> int:
+        return int(self._inputs[name].shape[-1])
+
+    def _check(self, inputs: LevelInputs) -> None:
+        n, k = inputs.nbr.shape
+        expected = {"x": (n, self._width("x")), "sim": (n, k), "edge_attr": (n, k, self._width("edge_attr"))}
+        for name, shape in expected.items():
+            got = getattr(inputs, name).shape
+            if got != shape:
+                raise ModelError(f"model '{self.card.name}' expects {name} of shape {shape}, got {got}")
+
+    def __call__(self, inputs: LevelInputs) -> tuple[np.ndarray, np.ndarray]:
+        """(link probability float32 [N, k], density float32 [N]) for one level's inputs."""
+        self._check(inputs)
+        n, k = inputs.nbr.shape
+        edges = {"nbr": np.ascontiguousarray(inputs.nbr, dtype=np.int64),
+                 "sim": np.ascontiguousarray(inputs.sim, dtype=np.float32),
+                 "edge_attr": np.ascontiguousarray(inputs.edge_attr, dtype=np.float32)}
+        table = np.ascontiguousarray(inputs.x, dtype=np.float32)
+        rows = max(1, self.chunk_edges // max(k, 1))
+        for stage in self._stages:
+            name, kind = stage["name"], stage["kind"]
+            out_names = [o for o in self._outputs if o.startswith(name + ".")]
+            outs = [np.empty((n, k) if o.endswith(".link") else (n, *self._outputs[o].shape[1:]), np.float32)
+                    for o in out_names]
+            full_table = self._value(table) if kind == "edge" else None  # uploaded once per stage
+            for a in range(0, n, rows):
+                part = slice(a, a + rows)
+                feed = dict(self._dummy)
+                feed[f"{name}.self"] = self._value(table[part])
+                if kind == "edge":
+                    feed[f"{name}.table"] = full_table
+                    for role, array in edges.items():
+                        feed[f"{name}.{role}"] = self._value(array[part])
+                for out, value in zip(outs, self._session.run_with_ort_values(out_names, feed)):
+                    out[part] = value.numpy()
+            if len(outs) == 1:  # a per-node table for the next stage; the last stage gives link, density
+                table = outs[0]
+        link, density = outs
+        return link, density
+
