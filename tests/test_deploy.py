@@ -1,0 +1,237 @@
+"""The deployment files: they parse, their commands are real commands of our CLI, their settings are
+real settings, and the images install the package the way the Makefile does (minus torch).
+
+No Docker engine or Kubernetes cluster runs here, so this is what can be checked without one.
+"""
+
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from qdrant_lander.cli import main
+from qdrant_lander.config import ENV_PREFIX, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+METRICS_PORT = "9633"
+
+
+def check_cli(argv: list[str], where: str) -> None:
+    """``qdrant-lander ARGV --help`` must succeed: the command and every option in ARGV exist."""
+    cmd, names = main, list(argv)
+    while names and hasattr(cmd, "commands"):
+        if names[0] not in cmd.commands:
+            if cmd is main:
+                pytest.skip(f"{where}: command '{names[0]}' is not registered in the CLI yet")
+            break
+        cmd = cmd.commands[names.pop(0)]
+    known = {o for p in cmd.params for o in p.opts}
+    missing = [a for a in argv if a.startswith("--") and a not in known]
+    assert not missing, f"{where}: `qdrant-lander {' '.join(argv)}` uses options the CLI lacks: {missing}"
+    r = CliRunner().invoke(main, [*argv, "--help"])
+    assert r.exit_code == 0 and "Usage:" in r.output, f"{where}: {r.output}"
+
+
+def check_env(names, where: str) -> None:
+    fields = {ENV_PREFIX + f.upper() for f in Settings.model_fields} | {ENV_PREFIX + "CONFIG"}
+    bad = sorted(n for n in names if n.startswith(ENV_PREFIX) and n not in fields)
+    assert not bad, f"{where} sets unknown settings {bad}"
+
+
+# --- images ---------------------------------------------------------------------------------------
+
+
+def dockerfile(name: str) -> list[tuple[str, str]]:
+    """(instruction, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / name).read_text())
+    rows = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    return [(r.split(None, 1)[0].upper(), r.split(None, 1)[1]) for r in rows]
+
+
+def pip_installs(line: str) -> list[list[str]]:
+    """Argument lists of every `pip install` in a shell line."""
+    out = []
+    for part in re.split(r"&&|;", line):
+        words = shlex.split(part)
+        if len(words) > 2 and words[0].endswith("pip") and words[1] == "install":
+            out.append([w for w in words[2:] if not w.startswith("-")])
+    return out
+
+
+def extras_of(spec: str) -> set[str]:
+    m = re.fullmatch(r"\.\[([\w,-]+)\]", spec)
+    return set(m.group(1).split(",")) if m else set()
+
+
+def makefile_project_extras() -> set[str]:
+    installs = [a for ln in (ROOT / "Makefile").read_text().splitlines() if "pip install" in ln
+                for a in pip_installs(ln.strip().replace("$(BIN)/", ""))]
+    specs = [s for args in installs for s in args if s.startswith(".[")]
+    assert len(specs) == 1, f"expected one project install line in the Makefile, got {specs}"
+    return extras_of(specs[0])
+
+
+@pytest.mark.parametrize("name, runtime_extra", [("Dockerfile", "cpu"), ("Dockerfile.cuda", "gpu")])
+def test_image_installs_the_package_like_the_makefile_without_torch(name, runtime_extra):
+    steps = dockerfile(name)
+    installs = [a for op, arg in steps if op == "RUN" for a in pip_installs(arg)]
+    specs = [s for args in installs for s in args if s.startswith(".[")]
+    assert len(specs) == 1, f"{name}: expected one install of the project, got {specs}"
+    extras = extras_of(specs[0])
+    defined = set(PYPROJECT["project"]["optional-dependencies"])
+    assert extras <= defined, f"{name} uses extras pyproject.toml lacks: {extras - defined}"
+    # the Makefile installs cpu + train + dev; a serving image takes the runtime extra only
+    make_extras = makefile_project_extras()
+    assert {"train", "dev"} <= make_extras and "cpu" in make_extras
+    assert extras - {"report"} == {runtime_extra} and not extras & {"train", "dev"}
+    everything = " ".join(s for args in installs for s in args)
+    assert "torch" not in everything, f"{name}: serving images need no torch"
+    if runtime_extra == "gpu":  # never both onnxruntime builds: they overwrite one another
+        assert "cpu" not in extras and re.search(r"onnxruntime-gpu==", everything)
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
+def test_image_copies_what_the_package_build_needs(name):
+    steps = dockerfile(name)
+    sources = [shlex.split(arg)[0] for op, arg in steps if op == "COPY" and not arg.startswith("--from")]
+    sources += [w for op, arg in steps if op == "COPY" and not arg.startswith("--from") for w in shlex.split(arg)[1:-1]]
+    for src in sources:
+        assert (ROOT / src).exists(), f"{name} copies {src}, which is not in the repository"
+    packages = [p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]]
+    for needed in ["pyproject.toml", PYPROJECT["project"]["readme"], *packages]:
+        assert needed in sources, f"{name} does not copy {needed}, which the package build needs"
+    entry = next(arg for op, arg in steps if op == "ENTRYPOINT")
+    assert yaml.safe_load(entry) == list(PYPROJECT["project"]["scripts"])
+    assert next(arg for op, arg in steps if op == "EXPOSE") == METRICS_PORT
+
+
+def test_cpu_image_python_meets_requires_python():
+    base = next(arg for op, arg in dockerfile("Dockerfile") if op == "FROM")
+    version = tuple(int(v) for v in re.search(r"python:(\d+)\.(\d+)", base).groups())
+    minimum = tuple(int(v) for v in re.search(r">=(\d+)\.(\d+)", PYPROJECT["project"]["requires-python"]).groups())
+    assert version >= minimum
+
+
+# --- compose --------------------------------------------------------------------------------------
+
+
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+
+
+def test_compose_runs_qdrant_and_the_daemon_on_a_named_volume():
+    c = compose()
+    qdrant, lander = c["services"]["qdrant"], c["services"]["lander"]
+    assert qdrant["image"].split(":")[0].endswith("qdrant/qdrant")
+    volume = qdrant["volumes"][0].split(":")[0]
+    assert volume in c["volumes"], "the Qdrant storage must be a named volume"
+    assert (DEPLOY / lander["build"]["context"] / lander["build"]["dockerfile"]).resolve().is_file()
+    assert lander["depends_on"] == ["qdrant"]
+    check_env(lander["environment"], "docker-compose.yml")
+    cmd = [re.sub(r"\$\{(\w+):-([^}]*)\}", r"\2", a) for a in lander["command"]]
+    assert cmd[0] == "sync" and "--watch" in cmd
+    assert cmd[cmd.index("--url") + 1] == "http://qdrant:6333"
+    assert cmd[cmd.index("--metrics-port") + 1] == METRICS_PORT
+    check_cli(cmd, "docker-compose.yml")
+
+
+@pytest.mark.skipif(
+    shutil.which("docker") is None
+    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
+    reason="the docker compose plugin is not installed (the YAML is checked above instead)",
+)
+def test_docker_compose_config_validates():
+    r = subprocess.run(["docker", "compose", "-f", str(DEPLOY / "docker-compose.yml"), "config", "-q"],
+                       capture_output=True, text=True, env={"QDRANT_API_KEY": "test", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+
+
+# --- systemd --------------------------------------------------------------------------------------
+
+
+def unit() -> dict[str, list[tuple[str, str]]]:
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in (DEPLOY / "systemd" / "qdrant-lander.service").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), [])
+        else:
+            key, _, value = line.partition("=")
+            current.append((key, value))
+    return sections
+
+
+def test_systemd_unit_starts_a_real_command():
+    service = dict(unit()["Service"])  # later keys win, as in systemd, except Environment (collected)
+    env = dict(v.split("=", 1) for k, v in unit()["Service"] if k == "Environment")
+    check_env(env, "qdrant-lander.service")
+    argv = shlex.split(re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], service["ExecStart"]))
+    assert argv[0].startswith("/") and Path(argv[0]).name in PYPROJECT["project"]["scripts"]
+    assert argv[1] == "sync" and "--watch" in argv
+    check_cli(argv[1:], "qdrant-lander.service")
+    assert "multi-user.target" in dict(unit()["Install"])["WantedBy"]
+    assert service["Restart"] == "on-failure"
+
+
+def test_example_config_is_valid():
+    s = load_settings(config_file=DEPLOY / "config.example.toml", environ={})
+    assert s.metrics_port == int(METRICS_PORT) and s.api_key is None  # keys never in files
+
+
+# --- kubernetes -----------------------------------------------------------------------------------
+
+
+def manifests() -> dict[str, dict]:
+    kust = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    docs = [d for f in kust["resources"] for d in yaml.safe_load_all((DEPLOY / "k8s" / f).read_text())]
+    return {d["kind"]: d for d in docs}
+
+
+def test_kubernetes_manifests_fit_together(tmp_path):
+    m = manifests()
+    assert set(m) == {"ConfigMap", "Secret", "Deployment"}
+    cm, secret, dep = m["ConfigMap"], m["Secret"], m["Deployment"]
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"  # one writer per collection
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    (container,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    check_env(env, "deployment.yaml")
+    for e in env.values():
+        ref = e.get("valueFrom", {})
+        if "configMapKeyRef" in ref:
+            assert ref["configMapKeyRef"]["name"] == cm["metadata"]["name"]
+            assert ref["configMapKeyRef"]["key"] in cm["data"]
+        if "secretKeyRef" in ref:
+            assert ref["secretKeyRef"]["name"] == secret["metadata"]["name"]
+            assert ref["secretKeyRef"]["key"] in secret["stringData"]
+    assert "secretKeyRef" in env["QLANDER_API_KEY"]["valueFrom"]  # the key comes from the Secret only
+    # the config file the container reads is the ConfigMap's, and it is valid
+    mounts = {v["name"]: v["mountPath"] for v in container["volumeMounts"]}
+    (cfg_vol,) = [v for v in spec["template"]["spec"]["volumes"] if "configMap" in v]
+    (item,) = cfg_vol["configMap"]["items"]
+    assert env["QLANDER_CONFIG"]["value"] == f"{mounts[cfg_vol['name']]}/{item['path']}"
+    toml_file = tmp_path / item["path"]
+    toml_file.write_text(cm["data"][item["key"]])
+    s = load_settings(config_file=toml_file, environ={"QLANDER_COLLECTION": cm["data"]["collection"]})
+    assert s.url.startswith("http") and s.collection == cm["data"]["collection"]
+    # the command, with Kubernetes' $(VAR) expansion, is a real one; probes and scrape hit its port
+    args = [re.sub(r"\$\((\w+)\)", lambda x: cm["data"]["collection"], a) for a in container["args"]]
+    assert args[0] == "sync" and "--watch" in args
+    check_cli(args, "deployment.yaml")
+    port = args[args.index("--metrics-port") + 1]
+    assert {p["name"]: str(p["containerPort"]) for p in container["ports"]}["metrics"] == port
+    assert spec["template"]["metadata"]["annotations"]["prometheus.io/port"] == port
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
