@@ -235,3 +235,40 @@ def test_kubernetes_manifests_fit_together(tmp_path):
     assert spec["template"]["metadata"]["annotations"]["prometheus.io/port"] == port
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+
+
+# --- cluster guide --------------------------------------------------------------------------------
+
+
+def test_cluster_guide_lists_every_qdrant_call_the_server_store_makes():
+    """CLUSTER.md promises the daemon uses only the calls it lists; adding a call means listing it."""
+    import ast
+
+    tree = ast.parse((ROOT / "qdrant_lander" / "stores" / "client.py").read_text())
+    used = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "client"
+    }
+    guide = (DEPLOY / "CLUSTER.md").read_text()
+    table = guide.split("## 4.")[1]
+    listed = set(re.findall(r"^\| ?(.+?) \|", table, re.M))
+    listed = {name for cell in listed for name in re.findall(r"`(\w+)`", cell)}
+    assert used, "found no qdrant-client calls: has the server store moved?"
+    assert used <= listed, f"calls missing from deploy/CLUSTER.md: {sorted(used - listed)}"
+    assert listed <= used, f"deploy/CLUSTER.md lists calls the store no longer makes: {sorted(listed - used)}"
+
+
+def test_cluster_guide_collection_setup_runs(monkeypatch):
+    """The guide's Python block is valid qdrant-client code (run against local mode, which ignores sharding)."""
+    import qdrant_client
+
+    real = qdrant_client.QdrantClient
+    client = real(":memory:")
+    monkeypatch.setattr(qdrant_client, "QdrantClient", lambda **kw: client)
+    (code,) = re.findall(r"```python\n(.*?)```", (DEPLOY / "CLUSTER.md").read_text(), re.S)
+    exec(code, {"API_KEY": "k"})
+    info = client.get_collection("docs")
+    assert info.config.params.vectors.distance == qdrant_client.models.Distance.COSINE
+    assert client.collection_exists("_lander_meta")
