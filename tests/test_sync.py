@@ -1,0 +1,191 @@
+"""Full sync on real stores with the shipped model, the collection commands end to end, and bad input.
+
+Data: a few whole CLINC150 test intents (real text embeddings). qdrant-client's local mode is brute
+force, so its collections stay at a few hundred points.
+"""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import qdrant_edge as qe
+from click.testing import CliRunner
+from qdrant_client import QdrantClient, models
+
+from benchmarks.tasks import clinc_75_75, subsample_classes
+from qdrant_lander import Lander
+from qdrant_lander.cli import main
+from qdrant_lander.errors import StoreError
+from qdrant_lander.metrics import score
+from qdrant_lander.model_card import ModelCard
+from qdrant_lander.payload import SYNC_META, LanderPayload, SyncState, cluster_filter
+from qdrant_lander.stores.client import ServerStore
+from qdrant_lander.stores.edge import SHARD_DIR, EdgeStore
+from qdrant_lander.sync import check_fits, full_sync, import_points, read_labels, status
+
+
+@pytest.fixture(scope="module")
+def part():
+    return subsample_classes(clinc_75_75().test, 2, seed=1)  # 300 points, 2 intents
+
+
+@pytest.fixture(scope="module")
+def lander():
+    return Lander(device="cpu", threads=1)
+
+
+@pytest.fixture(params=["edge", "local"])
+def store(request, tmp_path):
+    s = EdgeStore(tmp_path / "qdrant_data") if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
+    yield s
+    s.close()
+
+
+def snapshot(col) -> tuple[list, dict | None]:
+    pts = [(int(i), p) for b in col.scroll(vectors=False, payload=True) for i, p in zip(b.ids, b.payloads)]
+    return pts, col.get_meta(SYNC_META)
+
+
+def test_sync_writes_one_lander_key_and_matches_predict(store, part, lander):
+    user = [{"text": f"q{i}", "label": int(v), "lander_note": "mine"} for i, v in enumerate(part.y)]
+    col = import_points(store, "docs", part.x, user, start_id=100, progress=False)
+    rep = full_sync(col, lander, batch_size=64, progress=False)
+    assert rep.points == len(part.x) and rep.generation == 1
+
+    ids, labels = read_labels(col)
+    np.testing.assert_array_equal(ids, np.arange(100, 100 + len(part.x)))
+    direct = lander.predict(part.x)
+    np.testing.assert_array_equal(labels, direct.labels + 100)  # store kNN here is exact: same clusters
+    assert rep.clusters == direct.n_clusters
+
+    pts, meta = snapshot(col)
+    for (pid, p), u in zip(pts, user):
+        lp = LanderPayload(**p.pop("lander"))
+        assert p == u  # the user's keys are untouched
+        assert lp.path[-1] == lp.cluster and lp.peak == (lp.cluster == pid) and lp.generation == 1
+        assert lp.model == lander.card.name
+    state = SyncState(**meta)
+    assert state.state == "complete" and state.points == len(part.x) and state.finished_at is not None
+
+    biggest = np.bincount(labels - 100).argmax() + 100
+    hits = col.search(col.retrieve([int(biggest)], vectors=True).vectors[0], limit=20, filter=cluster_filter(biggest))
+    assert hits and all(h.payload["lander"]["cluster"] == biggest for h in hits)
+
+    st = status(col)
+    assert (st.points, st.clustered, st.unclustered, st.clusters) == (len(part.x), len(part.x), 0, rep.clusters)
+    assert st.largest[0] == (biggest, int((labels == biggest).sum())) and st.generation == 1
+
+    assert full_sync(col, lander, progress=False).generation == 2
+    assert all(p["lander"]["generation"] == 2 for _, p in snapshot(col)[0])
+
+
+def test_model_must_fit_the_collection(tmp_path, part):
+    with EdgeStore(tmp_path) as store:
+        col = import_points(store, "docs", part.x[:, :64], progress=False)
+        card = ModelCard(name="m384", node_mode="structure", input_dim=384)
+        with pytest.raises(StoreError, match="vectors of size 64, but model 'm384' takes size 384"):
+            check_fits(col, card)
+        assert check_fits(col, card.model_copy(update={"input_dim": "any"})) == len(part.x)
+
+
+def test_bad_collections_fail_before_writing(tmp_path, part, lander):
+    store = EdgeStore(tmp_path)
+    empty = store.create("empty", 384)
+    with pytest.raises(StoreError, match="'empty' is empty; import points first"):
+        full_sync(empty, lander, progress=False)
+    few = import_points(store, "few", part.x[:5], progress=False)
+    with pytest.raises(StoreError, match="has 5 points; clustering needs more than k="):
+        full_sync(few, lander, progress=False)
+    nan = import_points(store, "nan", part.x, [{"text": "x"}] * len(part.x), progress=False)
+    nan.upsert(np.array([7, 9]), np.full((2, 384), np.nan, dtype=np.float32), [{"text": "bad"}] * 2)  # Edge keeps NaN
+    before = snapshot(nan)
+    with pytest.raises(StoreError, match=r"2 vectors with NaN, inf or all zeros \(point ids \[7, 9\]\)"):
+        full_sync(nan, lander, progress=False)
+    assert snapshot(nan) == before and before[1] is None
+    store.close()
+
+
+def run(args: list[str]) -> tuple[int, str, str]:
+    r = CliRunner().invoke(main, args)
+    return r.exit_code, r.stdout, r.stderr
+
+
+@pytest.fixture
+def files(tmp_path, part):
+    np.save(tmp_path / "x.npy", part.x)
+    np.save(tmp_path / "y.npy", part.y)
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"text": f"query {i}"}) for i in range(len(part.x))))
+    return tmp_path
+
+
+def test_cli_import_sync_search_labels_status(files, part, lander):
+    path = ["--path", str(files / "qd")]
+    code, out, _ = run(["import", "docs", str(files / "x.npy"), "--labels", str(files / "y.npy"),
+                        "--label-key", "intent", "--payload", str(files / "p.jsonl"), "--json", *path])
+    assert code == 0 and json.loads(out)["points"] == len(part.x)
+    code, out, err = run(["sync", "docs", "--json", "--threads", "1", *path])
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["points"] == len(part.x) and set(rep["seconds"]) == {"scroll", "index", "knn", "cluster", "write"}
+
+    code, out, _ = run(["labels", "docs", "--out", str(files / "l.npy"), "--json", *path])
+    labels = np.load(files / "l.npy")
+    assert code == 0 and json.loads(out)["clustered"] == len(part.x)
+    assert score(part.y, labels).fp == pytest.approx(score(part.y, lander.predict(part.x).labels).fp, abs=0.01)
+
+    cid = int(labels[0])
+    code, out, _ = run(["search", "docs", "--cluster", str(cid), "--like", "0", "--limit", "5", "--json", *path])
+    hits = json.loads(out)
+    assert code == 0 and hits[0]["id"] == 0 and all(h["payload"]["lander"]["cluster"] == cid for h in hits)
+    assert hits[0]["payload"]["text"] == "query 0" and hits[0]["payload"]["intent"] == int(part.y[0])
+
+    code, out, _ = run(["status", "docs", "--json", *path])
+    st = json.loads(out)
+    assert code == 0 and st["clustered"] == len(part.x) and st["generation"] == 1 and st["state"] == "complete"
+    code, out, _ = run(["status", "docs", *path])
+    assert "generation   1" in out and "clusters" in out
+
+
+def _files(root) -> dict:
+    """Every file's size and modification time (Edge files are large and sparse: reading them is slow)."""
+    return {p.relative_to(root): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def odd_store(tmp_path_factory):
+    """Collections made by other tools: two named vectors; sparse vectors only."""
+    root = tmp_path_factory.mktemp("odd") / "qd"
+    p = qe.EdgeVectorParams
+    qe.EdgeShard.create(str(root / "named" / SHARD_DIR), qe.EdgeConfig(vectors={
+        "a": p(size=4, distance=qe.Distance.Cosine), "b": p(size=4, distance=qe.Distance.Cosine)})).close()
+    qe.EdgeShard.create(str(root / "sparse" / SHARD_DIR),
+                        qe.EdgeConfig(sparse_vectors={"s": qe.EdgeSparseVectorParams()})).close()
+    return root
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sync", "nope"], "collection 'nope' does not exist in the embedded store at .* \\(existing: named, sparse\\)"),
+    (["sync", "named"], "has named vectors \\['a', 'b'\\]: choose one with --vector NAME"),
+    (["sync", "named", "--vector", "c"], "has no vector named 'c'"),
+    (["sync", "sparse"], "has no dense vectors to cluster \\(it has only sparse vectors: s\\)"),
+    (["search", "named", "--vector", "a", "--cluster", "1"], "give exactly one query"),
+])
+def test_cli_bad_collections(odd_store, args, message):
+    before = _files(odd_store)
+    code, _, err = run([*args, "--path", str(odd_store)])
+    assert code == 2 and err.startswith("Error: ")
+    assert re.search(message, err), err
+    assert _files(odd_store) == before
+
+
+def test_cli_import_rejects_nan_and_writes_nothing(files, part):
+    x = part.x.copy()
+    x[4, 1] = np.nan
+    np.save(files / "bad.npy", x)
+    code, _, err = run(["import", "docs", str(files / "bad.npy"), "--path", str(files / "qd")])
+    assert code == 2 and "1 rows contain NaN or inf (first rows: [4])" in err
+    assert not (files / "qd").exists()
+    code, _, err = run(["import", "docs", str(files / "x.npy"), "--labels", str(files / "p.jsonl"),
+                        "--path", str(files / "qd")])
+    assert code == 2 and "cannot read labels" in err and not (files / "qd").exists()
