@@ -184,6 +184,17 @@ def test_systemd_unit_starts_a_real_command():
     assert service["Restart"] == "on-failure"
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_verifies_the_unit(tmp_path):
+    """systemd's own checker; the install path of the executable is swapped for one that exists here."""
+    text = (DEPLOY / "systemd" / "qdrant-lander.service").read_text()
+    exe = dict(unit()["Service"])["ExecStart"].split()[0]
+    (tmp_path / "qdrant-lander.service").write_text(text.replace(exe, shutil.which("true")))
+    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "qdrant-lander.service")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "qdrant-lander.service" not in r.stderr, r.stderr
+
+
 def test_example_config_is_valid():
     s = load_settings(config_file=DEPLOY / "config.example.toml", environ={})
     assert s.metrics_port == int(METRICS_PORT) and s.api_key is None  # keys never in files
