@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -137,17 +137,23 @@ def check_fits(col: Collection, card: ModelCard) -> int:
     return info.points
 
 
-def lander_payloads(ids: np.ndarray, res: ClusterResult, model: str, generation: int) -> Iterator[tuple[list[int], dict]]:
-    """One complete ``lander`` payload per point, ordered by cluster so writes stay local."""
+def lander_payloads(ids: np.ndarray, res: ClusterResult, model: str, generation: int,
+                    clusters: np.ndarray | None = None) -> Iterator[tuple[list[int], dict]]:
+    """One complete ``lander`` payload per point, ordered by cluster so writes stay local.
+
+    ``clusters`` (per point) replaces the peak-id names of the final clusters, also in ``path[-1]``.
+    """
     path_ids = ids[res.paths]
+    if clusters is not None:
+        path_ids[:, -1] = clusters
     for r in np.lexsort((ids, res.labels)):
-        value = LanderPayload(cluster=int(ids[res.labels[r]]), path=path_ids[r].tolist(), density=float(res.density[r]),
+        value = LanderPayload(cluster=int(path_ids[r, -1]), path=path_ids[r].tolist(), density=float(res.density[r]),
                               peak=bool(res.peak[r]), model=model, generation=generation)
         yield [int(ids[r])], {KEY: value.model_dump()}
 
 
 def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: str, *, batch_size: int = 1024,
-                 progress: bool = True) -> SyncState:
+                 progress: bool = True, clusters: np.ndarray | None = None) -> SyncState:
     """Write a new generation of payloads, bracketed by ``writing``/``complete`` meta records."""
     prev = col.get_meta(SYNC_META)
     generation = (SyncState(**prev).generation if prev else 0) + 1
@@ -157,7 +163,7 @@ def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: st
     col.create_index(CLUSTER_FIELD, models.PayloadSchemaType.INTEGER)
     batch: list[tuple[list[int], dict]] = []
     with _bar(len(ids), "write payload", progress) as bar:
-        for item in lander_payloads(ids, res, model, generation):
+        for item in lander_payloads(ids, res, model, generation, clusters):
             batch.append(item)
             if len(batch) == batch_size:
                 col.set_payloads(batch)
@@ -172,8 +178,13 @@ def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: st
     return state
 
 
-def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, progress: bool = True) -> SyncReport:
-    """Cluster every point of ``col`` and write the result as ``lander`` payload."""
+def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, progress: bool = True,
+              rename: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> SyncReport:
+    """Cluster every point of ``col`` and write the result as ``lander`` payload.
+
+    ``rename(point ids, cluster ids)`` may return other cluster ids to write (the daemon keeps the
+    previous generation's ids stable this way, see :mod:`qdrant_lander.stable_ids`).
+    """
     card = lander.card
     check_fits(col, card)
     seconds: dict[str, float] = {}
@@ -185,8 +196,9 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
         graph = fetch_knn(col, ids, x, card.k, batch_size=batch_size, progress=progress)
     with _stage(seconds, "cluster"):
         res = lander.predict_graph(x, graph)
+        clusters = rename(ids, ids[res.labels]) if rename is not None else None
     with _stage(seconds, "write"):
-        state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress)
+        state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress, clusters=clusters)
     return SyncReport(collection=col.name, points=len(ids), clusters=res.n_clusters, levels=res.n_levels,
                       generation=state.generation, model=card.name, seconds=seconds)
 
