@@ -9,6 +9,9 @@ The file holds one graph with two entry points sharing the same weights:
   chunks so memory stays bounded on big graphs. Their order is in the metadata key
   ``qdrant_lander.stages``.
 
+Every input has a one-row default value (an initializer of the same name), so each entry point can
+be run alone, feeding only its own inputs.
+
 The model card travels in the metadata too (``qdrant_lander.card`` as JSON, plus a few plain keys
 for tools that only show strings), so the file alone is enough to serve the model.
 
@@ -24,7 +27,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 import torch
 from torch import nn
 
@@ -101,6 +106,17 @@ def _examples(net: LanderNet, parts: list[Stage]):
     return tuple(args), names, tuple(shapes), out_names
 
 
+def _add_input_defaults(model: onnx.ModelProto) -> None:
+    """Give every graph input a one-row, one-neighbour default (indices 0), so onnxruntime does not
+    require the inputs of the entry points a run does not use. A table is as wide as its stage's rows."""
+    inputs = {i.name: i for i in model.graph.input}
+    for name, value in inputs.items():
+        like = inputs[name.removesuffix(".table") + ".self"] if name.endswith(".table") else value
+        shape = [d.dim_value if d.HasField("dim_value") else 1 for d in like.type.tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(shape, dtype), name))
+
+
 def _git_revision() -> str:
     """The source revision this export comes from, when it is a git checkout."""
     try:
@@ -134,6 +150,7 @@ def export_onnx(net: LanderNet, card: ModelCard, path: str | Path) -> ModelCard:
     finally:
         net.train(was_training)
     model = program.model_proto
+    _add_input_defaults(model)
     meta = {
         CARD_KEY: card.model_dump_json(),
         STAGES_KEY: json.dumps([{"name": p.name, "kind": p.kind} for p in parts]),

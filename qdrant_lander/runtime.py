@@ -62,6 +62,7 @@ def _session(ort, path: Path, device: Device, threads: int | None):
                                 'pip install "qdrant-lander[gpu]"')
     providers = [CUDA, CPU] if device != "cpu" and CUDA in available else [CPU]
     options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: the inputs' defaults (see onnx_export) each raise a warning
     if threads is not None:
         options.intra_op_num_threads = threads
     if not path.is_file():
@@ -112,9 +113,9 @@ class OnnxScorer:
         self.card = _card(self._session.get_modelmeta().custom_metadata_map, self.path)
         self._stages: list[dict] = json.loads(self._session.get_modelmeta().custom_metadata_map[STAGES_KEY])
         self.chunk_edges = chunk_edges
-        self._inputs = {i.name: i for i in self._session.get_inputs()}
+        # every input has a default (see onnx_export), so onnxruntime lists them as overridable initializers
+        self._inputs = {i.name: i for i in self._session.get_overridable_initializers()}
         self._outputs = {o.name: o for o in self._session.get_outputs()}
-        self._dummy = {name: self._value(self._dummy_input(name)) for name in self._inputs}
         log.info("model '%s' from %s on %s", self.card.name, self.path, self.provider)
 
     @classmethod
@@ -124,13 +125,6 @@ class OnnxScorer:
 
     def _value(self, array: np.ndarray):
         return self._ort.OrtValue.ortvalue_from_numpy(array, self._device, 0)
-
-    def _dummy_input(self, name: str) -> np.ndarray:
-        """A one-row, one-neighbour input for the entry points a run does not use (onnxruntime wants
-        every graph input fed); index inputs point at row 0, a table is as wide as its stage's rows."""
-        meta = self._inputs[name.removesuffix(".table") + ".self" if name.endswith(".table") else name]
-        shape = [d if isinstance(d, int) else 1 for d in meta.shape]
-        return np.zeros(shape, dtype=np.int64 if meta.type == "tensor(int64)" else np.float32)
 
     def _width(self, name: str) -> int:
         return int(self._inputs[name].shape[-1])
@@ -160,8 +154,7 @@ class OnnxScorer:
             full_table = self._value(table) if kind == "edge" else None  # uploaded once per stage
             for a in range(0, n, rows):
                 part = slice(a, a + rows)
-                feed = dict(self._dummy)
-                feed[f"{name}.self"] = self._value(table[part])
+                feed = {f"{name}.self": self._value(table[part])}
                 if kind == "edge":
                     feed[f"{name}.table"] = full_table
                     for role, array in edges.items():

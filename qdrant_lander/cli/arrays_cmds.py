@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from . import main
-from ..errors import InputError
+from ..errors import InputError, MissingExtraError
 
 _model_option = click.option(
     "--model", "model", type=click.Path(exists=True, path_type=Path), default=None,
@@ -134,3 +134,28 @@ def evaluate(embeddings: Path, labels: Path, model: Path | None, device: str, th
 
 
 # --- export (issue 3) ---------------------------------------------------------------------------
+
+@main.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="ONNX file to write (e.g. model.onnx).")
+@click.option("--json", "as_json", is_flag=True, help="Print the model card stored in the file as JSON.")
+def export(model_dir: Path, out: Path, as_json: bool) -> None:
+    """Export a trained model directory to one self-contained ONNX file.
+
+    MODEL_DIR is what `qdrant-lander train` writes (it already contains model.onnx; use this to
+    re-export, e.g. after upgrading). The file carries the model card (k, tau, levels, what it was
+    trained on, source revision) in its metadata, so `--model FILE` is all serving needs: onnxruntime,
+    no torch. Exporting needs the `train` extra.
+    """
+    try:
+        from onnx_export import export_onnx
+
+        from ..training.trainer import load_trained
+    except ImportError as e:
+        raise MissingExtraError(f'export needs torch and onnx ({e.name} is missing): pip install torch==2.13.0 '
+                                '"qdrant-lander[train]"') from e
+    trained = load_trained(model_dir)
+    card = export_onnx(trained.net, trained.card, out)
+    click.echo(card.model_dump_json(indent=2) if as_json else
+               f"model '{card.name}' (k={card.k}, tau={card.tau:.3f}, revision {card.revision}) exported to {out}")
