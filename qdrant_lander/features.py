@@ -31,9 +31,16 @@ EDGE_FEATURES: tuple[str, ...] = (
     "sim_minus_kth_j",
     "log_size_i",
     "log_size_j",
+    "j_to_nbrs_of_i",  # mean cosine of j to i's other neighbours: does j sit inside i's neighbourhood?
+    "i_to_nbrs_of_j",
+    "j_to_nbrs_of_i_minus_mean_i",
+    "i_to_nbrs_of_j_minus_mean_j",
+    "centroid_cos",  # cosine of the two neighbourhood centroids (a smoothed, dimension-free same-class cue)
+    "centroid_cos_minus_sim",
 )
 
-STRUCTURE_NODE_FEATURES: tuple[str, ...] = ("mean_sim", "first_sim", "kth_sim", "std_sim", "log_size")
+STRUCTURE_NODE_FEATURES: tuple[str, ...] = ("mean_sim", "first_sim", "kth_sim", "std_sim", "log_size",
+                                            "centroid_norm")
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,31 @@ def _jaccard(nbr: np.ndarray) -> np.ndarray:
     return (inter / (2 * (k + 1) - inter)).astype(np.float32)
 
 
+def _neighbourhood_terms(vectors: np.ndarray, nbr: np.ndarray, block_rows: int = 4096) -> tuple[np.ndarray, ...]:
+    """Cosines between nodes and neighbourhood centroids c_i = mean of i's neighbours' vectors.
+
+    All are linear in c, so they cost O(N k D) (no k x k similarity matrices) and read only cosines,
+    never coordinates: the features stay dimension-free. Returns (j to i's other neighbours,
+    i to j's neighbours, cosine of the centroids) per edge and the centroid norm per node. Rows go
+    in blocks so memory stays at ``block_rows x k x D`` whatever N is.
+    """
+    n, k = nbr.shape
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    c = np.empty_like(v)
+    for s in range(0, n, block_rows):
+        c[s:s + block_rows] = v[nbr[s:s + block_rows]].mean(axis=1)
+    c_norm = np.linalg.norm(c, axis=1)
+    cu = c / np.maximum(c_norm, 1e-12)[:, None]
+    j_in_i, i_in_j, centroid_cos = (np.empty((n, k), dtype=np.float32) for _ in range(3))
+    for s in range(0, n, block_rows):
+        b = nbr[s:s + block_rows]
+        j_dot_ci = np.einsum("imd,id->im", v[b], c[s:s + block_rows])  # includes x_j . x_j = 1 once
+        j_in_i[s:s + block_rows] = (k * j_dot_ci - 1.0) / (k - 1) if k > 1 else 0.0
+        i_in_j[s:s + block_rows] = np.einsum("id,imd->im", v[s:s + block_rows], c[b])
+        centroid_cos[s:s + block_rows] = np.einsum("id,imd->im", cu[s:s + block_rows], cu[b])
+    return j_in_i, i_in_j, centroid_cos, c_norm
+
+
 def level_inputs(
     graph: KnnGraph,
     *,
@@ -101,6 +133,7 @@ def level_inputs(
     log_size = np.log(size.astype(np.float32))
     rank_ij = np.broadcast_to(np.arange(k, dtype=np.float32) / max(k - 1, 1), (n, k))
     rank_ji = _reverse_rank(nbr)
+    j_in_i, i_in_j, centroid_cos, c_norm = _neighbourhood_terms(mean, nbr)
     cols = [
         sim,
         rank_ij,
@@ -115,10 +148,16 @@ def level_inputs(
         sim - kth[nbr],
         np.broadcast_to(log_size[:, None], (n, k)),
         log_size[nbr],
+        j_in_i,
+        i_in_j,
+        j_in_i - mean_sim[:, None],
+        i_in_j - mean_sim[nbr],
+        centroid_cos,
+        centroid_cos - sim,
     ]
     edge_attr = np.stack(cols, axis=2).astype(np.float32)
     if node_mode == "structure":
-        x = np.stack([mean_sim, first, kth, sim.std(axis=1), log_size], axis=1)
+        x = np.stack([mean_sim, first, kth, sim.std(axis=1), log_size, c_norm], axis=1)
     else:
         x = np.concatenate([peak, mean], axis=1)
     return LevelInputs(

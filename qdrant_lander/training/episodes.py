@@ -1,0 +1,92 @@
+"""Episodes for meta-training: a random subset of classes, a random k, and the levels decoded on it.
+
+Each step sees different classes and a different k, so the model cannot memorise where the
+training classes live and has to learn what a same-class link *looks like* in the kNN structure
+(METHOD.md, second prototype). The levels come from the real decoder driven by the ground-truth
+scorer, so supernode graphs at level >= 1 look like the ones decoded at inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch, Data
+
+from ..decode import hierarchy_levels
+from ..features import NodeMode
+from ..knn import KnnGraph, knn_graph
+from .gt import GroundTruthScorer, edge_labels, gt_density
+
+
+class LevelData(Data):
+    """One level's graph. ``nbr_index`` is ``[N, k]`` row-major, so batching stacks it along dim 0
+    (torch-geometric still offsets it by ``num_nodes``, because its name contains "index")."""
+
+    def __cat_dim__(self, key: str, value: Any, *args: Any, **kwargs: Any) -> Any:
+        return 0 if key == "nbr_index" else super().__cat_dim__(key, value, *args, **kwargs)
+
+
+class CandidateNeighbours:
+    """The ``depth`` nearest neighbours of every training point, computed once.
+
+    An episode's kNN graph is read off these lists (first k neighbours inside the episode's subset)
+    instead of a fresh O(N^2) search per step; rows with fewer than k candidates inside the subset are
+    searched exactly, so the result equals :func:`knn_graph` on the subset (up to ties).
+    """
+
+    def __init__(self, x: np.ndarray, depth: int = 96) -> None:
+        self.x = x
+        self.graph = knn_graph(x, min(depth, x.shape[0] - 1))
+
+    def subgraph(self, keep: np.ndarray, k: int) -> KnnGraph:
+        """Exact kNN graph (degree k) of the points ``keep`` (a boolean mask), in their order."""
+        idx = np.flatnonzero(keep)
+        new_id = np.full(keep.size, -1, dtype=np.int64)
+        new_id[idx] = np.arange(idx.size)
+        cand = new_id[self.graph.nbr[idx]]
+        valid = cand >= 0
+        order = np.argsort(~valid, axis=1, kind="stable")[:, :k]
+        nbr = np.take_along_axis(cand, order, axis=1)
+        sim = np.take_along_axis(self.graph.sim[idx], order, axis=1)
+        short = np.flatnonzero(valid.sum(axis=1) < k)
+        if short.size:
+            s = self.x[idx[short]] @ self.x[idx].T
+            s[np.arange(short.size), short] = -np.inf
+            top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+            nbr[short], sim[short] = top, np.take_along_axis(s, top, axis=1)
+        return KnnGraph(nbr=nbr, sim=sim.astype(np.float32))
+
+
+def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, max_levels: int,
+                 graph: KnnGraph | None = None, flip: float = 0.0,
+                 rng: np.random.RandomState | None = None) -> list[LevelData]:
+    """The training levels of one labeled set: inputs plus link and density targets, level by level."""
+    scorer = GroundTruthScorer(y, flip=flip, rng=rng)
+    graph = graph if graph is not None else knn_graph(x, k)
+    out = []
+    for step, _ in hierarchy_levels(x, graph, scorer, tau=0.5, k=k, node_mode=node_mode, max_levels=max_levels):
+        inp = step.inputs
+        link = edge_labels(inp, y)
+        out.append(LevelData(x=torch.from_numpy(inp.x), nbr_index=torch.from_numpy(inp.nbr),
+                             sim=torch.from_numpy(inp.sim), edge_attr=torch.from_numpy(inp.edge_attr),
+                             link=torch.from_numpy(link), density=torch.from_numpy(gt_density(inp.sim, link)),
+                             num_nodes=inp.x.shape[0]))
+    return out
+
+
+def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.RandomState, *,
+                   class_fraction: tuple[float, float], k_choices: list[int], node_mode: NodeMode, max_levels: int,
+                   flip: float = 0.0) -> Batch:
+    """One training step's graph: the levels (of the episode's k) of a random class subset, batched."""
+    x = cands.x
+    classes = np.unique(y)
+    frac = rng.uniform(*class_fraction)
+    n_cls = min(len(classes), max(2, int(round(frac * len(classes)))))
+    keep = np.isin(y, rng.choice(classes, size=n_cls, replace=False))
+    k = int(rng.choice(k_choices))
+    k = min(k, int(keep.sum()) - 1)
+    levels = level_graphs(x[keep], y[keep], k, node_mode=node_mode, max_levels=max_levels,
+                          graph=cands.subgraph(keep, k), flip=flip, rng=rng)
+    return Batch.from_data_list([g for g in levels if g.nbr_index.shape[1] == k])

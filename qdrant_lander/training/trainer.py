@@ -1,0 +1,205 @@
+"""Episodic meta-training of :class:`LanderNet`, then tau chosen on held-out training classes.
+
+Protocol (METHOD.md, last section): split off ``heldout_fraction`` of the training classes; train on
+the rest with episodes (each step a random share of the classes, a random k, and the levels the
+decoder produces on them); choose tau/k/early stop on the held-out classes; record the link and
+density diagnostics there next to plain cosine. Seeded: the same data and config give the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from ..errors import InputError, ModelError
+from ..features import EDGE_FEATURES, STRUCTURE_NODE_FEATURES, NodeMode
+from ..model_card import ModelCard
+from .episodes import CandidateNeighbours, sample_episode
+from .evaluate import TorchScorer, level0_diagnostics
+from .model import Head, LanderNet, NetConfig
+from .tau import DecodeChoice, choose_decoding, pick
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+CARD_FILE = "card.json"
+ONNX_FILE = "model.onnx"
+
+
+class TrainConfig(BaseModel):
+    """Meta-training settings. The defaults train on a few thousand points in a few minutes on 2 CPU cores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_mode: NodeMode = Field("structure", description="'structure' = dimension-free (any embedding space); "
+                                                          "'embedding' = the paper's peak || mean input")
+    head: Head = "relative"
+    hidden: int = Field(64, gt=0)
+    layers: int = Field(1, ge=0)
+    steps: int = Field(300, gt=0, description="Training episodes (one gradient step each)")
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    density_weight: float = Field(1.0, ge=0, description="Weight of the density MSE next to the link loss")
+    k_choices: list[int] = Field([5, 10, 20], min_length=1, description="k drawn per episode")
+    train_levels: int = Field(3, ge=1, description="Levels of the ground-truth hierarchy trained on per episode")
+    class_fraction: tuple[float, float] = Field((0.2, 0.5), description="Share of training classes per episode")
+    flip: float = Field(0.0, ge=0, lt=0.5, description="Share of GT links flipped when building levels >= 1")
+    heldout_fraction: float = Field(0.25, gt=0, lt=1, description="Training classes kept back to choose tau")
+    decode_k: list[int] = Field([10], min_length=1, description="k values tried when choosing the decoding")
+    taus: list[float] = Field([round(t, 2) for t in np.arange(0.05, 1.0, 0.05)], min_length=1)
+    min_merge_ratios: list[float] = Field([0.0, 0.01, 0.05], min_length=1)
+    max_levels: int = Field(10, ge=1)
+    seed: int = 0
+    threads: int | None = Field(1, ge=1, description="torch CPU threads (None = torch's default)")
+
+
+@dataclass
+class TrainedModel:
+    """A trained network with its filled model card and what was measured while choosing the decoding."""
+
+    net: LanderNet
+    card: ModelCard
+    config: TrainConfig
+    decode_grid: list[DecodeChoice] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+    def scorer(self) -> TorchScorer:
+        return TorchScorer(self.net)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``model.pt`` (config + weights + card), ``card.json`` and, when the exporter is
+        installed, ``model.onnx`` (what serving loads)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({"net_config": self.net.config.model_dump(), "state_dict": self.net.state_dict(),
+                    "card": self.card.model_dump(mode="json"), "train_config": self.config.model_dump(mode="json")},
+                   out / MODEL_FILE)
+        (out / CARD_FILE).write_text(json.dumps(self.card.model_dump(mode="json"), indent=2) + "\n")
+        try:
+            from onnx_export.export import export_onnx
+        except ImportError:
+            log.warning("onnx_export is not importable: wrote %s without %s", MODEL_FILE, ONNX_FILE)
+        else:
+            export_onnx(self.net, self.card, out / ONNX_FILE)
+        return out
+
+
+def load_trained(model_dir: str | Path) -> TrainedModel:
+    """Rebuild a :class:`TrainedModel` from a directory written by :meth:`TrainedModel.save`."""
+    path = Path(model_dir) / MODEL_FILE
+    if not path.is_file():
+        raise ModelError(f"{path} does not exist: not a trained model directory")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    net = LanderNet(NetConfig(**blob["net_config"]))
+    net.load_state_dict(blob["state_dict"])
+    net.eval()
+    return TrainedModel(net=net, card=ModelCard(**blob["card"]), config=TrainConfig(**blob["train_config"]))
+
+
+def _split_classes(y: np.ndarray, fraction: float, rng: np.random.RandomState) -> np.ndarray:
+    """Boolean mask of the held-out points: a random ``fraction`` of the classes (at least 2 each side)."""
+    classes = np.unique(y)
+    if classes.size < 4:
+        raise InputError(f"meta-training needs at least 4 classes (2 to train on, 2 to choose tau), got {classes.size}")
+    n_held = int(np.clip(round(fraction * classes.size), 2, classes.size - 2))
+    return np.isin(y, rng.choice(classes, size=n_held, replace=False))
+
+
+def _balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE where positives and negatives each carry half the weight (links are mostly positive at level 0)."""
+    pos = target > 0.5
+    n_pos, n_neg = pos.sum().clamp_min(1), (~pos).sum().clamp_min(1)
+    weight = torch.where(pos, 0.5 / n_pos, 0.5 / n_neg)
+    return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum()
+
+
+def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndarray], config: TrainConfig | None = None,
+          progress: bool = True, name: str = "lander-custom", trained_on: list[str] | None = None) -> TrainedModel:
+    """Meta-train on labeled unit-length embeddings and choose the decoding on held-out classes.
+
+    ``x``/``y`` may be one labeled set or a list of them (e.g. several domains for a structure-only
+    model; each episode draws one set, in proportion to its number of classes). The returned model's
+    card carries tau, k and the held-out diagnostics.
+    """
+    config = config or TrainConfig()
+    xs = [x] if isinstance(x, np.ndarray) else list(x)
+    ys = [y] if isinstance(y, np.ndarray) else list(y)
+    if len(xs) != len(ys):
+        raise InputError(f"got {len(xs)} embedding arrays but {len(ys)} label arrays")
+    if config.node_mode == "embedding" and len({a.shape[1] for a in xs}) > 1:
+        raise InputError("node_mode='embedding' needs one embedding dimension; use node_mode='structure' to mix spaces")
+    t0 = time.perf_counter()
+    rng = np.random.RandomState(config.seed)
+    torch.manual_seed(config.seed)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+
+    held_masks = [_split_classes(b, config.heldout_fraction, rng) for b in ys]
+    pools = [CandidateNeighbours(np.ascontiguousarray(a[~m])) for a, m in zip(xs, held_masks)]
+    pool_y = [b[~m] for b, m in zip(ys, held_masks)]
+    weights = np.array([np.unique(b).size for b in pool_y], dtype=np.float64)
+    weights /= weights.sum()
+
+    node_dim = len(STRUCTURE_NODE_FEATURES) if config.node_mode == "structure" else 2 * xs[0].shape[1]
+    net = LanderNet(NetConfig(node_mode=config.node_mode, node_dim=node_dim, edge_dim=len(EDGE_FEATURES),
+                              hidden=config.hidden, layers=config.layers, head=config.head))
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
+    losses: list[float] = []
+    bar = tqdm(range(config.steps), desc="meta-training", disable=not progress, unit="episode")
+    net.train()
+    for _ in bar:
+        d = int(rng.choice(len(pools), p=weights))
+        batch = sample_episode(pools[d], pool_y[d], rng, class_fraction=config.class_fraction,
+                               k_choices=config.k_choices, node_mode=config.node_mode,
+                               max_levels=config.train_levels, flip=config.flip)
+        logits = net.link_logits(batch.x, batch.nbr_index, batch.sim, batch.edge_attr)
+        density = LanderNet.density_from_links(torch.sigmoid(logits), batch.sim)
+        loss = _balanced_bce(logits, batch.link) + config.density_weight * F.mse_loss(density, batch.density)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    net.eval()
+    train_s = time.perf_counter() - t0
+
+    scorer = TorchScorer(net)
+    # Tau is chosen per labeled set and averaged, so one set with many classes cannot dictate it alone.
+    choices, grids, diags = [], [], []
+    for a, b, m in zip(xs, ys, held_masks):
+        best, grid = choose_decoding(scorer, a[m], b[m], node_mode=config.node_mode, k_choices=config.decode_k,
+                                     taus=config.taus, min_merge_ratios=config.min_merge_ratios,
+                                     max_levels=config.max_levels)
+        choices.append(best)
+        grids.append(grid)
+        diags.append(level0_diagnostics(scorer, a[m], b[m], k=best.k, node_mode=config.node_mode))
+    best = _combine(grids) if len(grids) > 1 else choices[0]
+    notes: dict[str, float | str] = {f"heldout_{key}": round(float(np.mean([dg[key] for dg in diags])), 4)
+                                     for key in ("link_auc", "cosine_auc", "density_corr")}
+    notes.update(heldout_fp=round(best.fp, 4), heldout_fb=round(best.fb, 4), train_seconds=round(train_s, 1),
+                 heldout_classes=int(sum(np.unique(b[m]).size for b, m in zip(ys, held_masks))))
+    card = ModelCard(name=name, node_mode=config.node_mode, head=config.head,
+                     input_dim="any" if config.node_mode == "structure" else int(xs[0].shape[1]),
+                     k=best.k, tau=best.tau, max_levels=best.max_levels, min_merge_ratio=best.min_merge_ratio,
+                     trained_on=trained_on or [], notes=notes)
+    log.info("trained %s in %.1fs: tau=%.2f k=%d held-out Fp=%.3f", name, train_s, best.tau, best.k, best.fp)
+    return TrainedModel(net=net, card=card, config=config, decode_grid=[c for g in grids for c in g], losses=losses)
+
+
+def _combine(grids: list[list[DecodeChoice]]) -> DecodeChoice:
+    """:func:`pick` on the mean Fp/Fb across several held-out sets (same grid order in each)."""
+    mean = [c.model_copy(update={"fp": float(np.mean([g[i].fp for g in grids])),
+                                 "fb": float(np.mean([g[i].fb for g in grids]))}) for i, c in enumerate(grids[0])]
+    return pick(mean)
