@@ -49,7 +49,7 @@ class Lander:
         return self.scorer.card
 
     def fit(self, x: np.ndarray, y: np.ndarray, *, out_dir: str | Path | None = None, progress: bool = True,
-            trained_on: list[str] | None = None, **train_options) -> Lander:
+            name: str = "lander-custom", trained_on: list[str] | None = None, **train_options) -> Lander:
         """Meta-train a model on labeled embeddings (classes disjoint from those you will cluster).
 
         ``train_options`` are :class:`~qdrant_lander.training.trainer.TrainConfig` fields. The model
@@ -66,7 +66,11 @@ class Lander:
         y = check_labels(y, len(x))
         if np.unique(y).size < 2:
             raise InputError("meta-training needs at least 2 classes in the labels")
-        trained = train(x, y, TrainConfig(**train_options), progress=progress, trained_on=trained_on or [])
+        try:
+            config = TrainConfig(**train_options)
+        except ValueError as e:  # pydantic's ValidationError: unknown or invalid option
+            raise InputError(f"invalid training options: {e}") from e
+        trained = train(x, y, config, progress=progress, name=name, trained_on=trained_on or [])
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lander-model-"))
         trained.save(out)
         self.model, self._scorer = out, None

@@ -57,10 +57,9 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
         if not sep:
             raise InputError(f"--set expects KEY=VALUE, got {item!r}")
         options[key.strip()] = value.strip()
-    if name:
-        options["name"] = name
     lander = _lander(None, "cpu", None).fit(_load_npy(embeddings, "embeddings"), _load_npy(labels, "labels"),
-                                             out_dir=out_dir, trained_on=[embeddings.name], **options)
+                                             out_dir=out_dir, name=name or "lander-custom",
+                                             trained_on=[embeddings.name], **options)
     card = lander.card
     if as_json:
         click.echo(card.model_dump_json(indent=2))
