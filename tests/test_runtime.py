@@ -1,0 +1,113 @@
+"""OnnxScorer: device choice, threads, chunking, the default model, and clear errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import onnx
+import onnx.helper
+import onnxruntime as ort
+import pytest
+
+import qdrant_lander.runtime as runtime
+from qdrant_lander.errors import InputError, MissingExtraError, ModelError
+from qdrant_lander.runtime import OnnxScorer, default_model_path
+from tests.onnx_models import exported, hub_inputs, make_card
+
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return exported(tmp_path_factory)[1]
+
+
+def test_card_and_cpu_provider(model_path):
+    scorer = OnnxScorer(model_path, device="cpu")
+    assert scorer.provider == CPU
+    assert scorer.card.model_dump(exclude={"revision"}) == make_card().model_dump(exclude={"revision"})
+
+
+def test_auto_says_which_provider_it_uses(model_path, caplog):
+    with caplog.at_level(logging.INFO, logger="qdrant_lander.runtime"):
+        scorer = OnnxScorer(model_path, device="auto")
+    assert scorer.provider == CPU or CUDA in ort.get_available_providers()
+    assert f"on {scorer.provider}" in caplog.text
+
+
+def test_cuda_listed_but_unusable(model_path, monkeypatch):
+    """onnxruntime-gpu lists CUDA as available on machines without a GPU; only the session's
+    providers count. Simulated here: CUDA listed, but this onnxruntime cannot create it."""
+    if CUDA in ort.get_available_providers():
+        pytest.skip("this onnxruntime really has CUDA")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    assert OnnxScorer(model_path, device="auto").provider == CPU
+    with pytest.raises(InputError, match="could not use a GPU"):
+        OnnxScorer(model_path, device="cuda")
+
+
+def test_cuda_without_gpu_build_names_the_extra(model_path):
+    if CUDA in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(MissingExtraError, match=r"qdrant-lander\[gpu\]"):
+        OnnxScorer(model_path, device="cuda")
+
+
+def test_threads_reach_the_session(model_path):
+    scorer = OnnxScorer(model_path, device="cpu", threads=1)
+    assert scorer._session.get_session_options().intra_op_num_threads == 1
+    with pytest.raises(InputError):
+        OnnxScorer(model_path, threads=0)
+
+
+def test_chunk_size_does_not_change_results(model_path):
+    inputs = hub_inputs(300, 10, seed=3)
+    want = OnnxScorer(model_path, device="cpu")(inputs)
+    for chunk_edges in (1, 10, 999, 3000):
+        got = OnnxScorer(model_path, device="cpu", chunk_edges=chunk_edges)(inputs)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=0, atol=1e-6)
+
+
+def test_wrong_input_width_is_a_model_error(model_path):
+    inputs = hub_inputs(20, 4)
+    bad = inputs.__class__(**{**inputs.__dict__, "x": np.zeros((20, 3), np.float32)})
+    with pytest.raises(ModelError, match="expects x of shape"):
+        OnnxScorer(model_path, device="cpu")(bad)
+
+
+def test_not_a_lander_model(tmp_path):
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["a"], ["b"])], "g",
+                                   [onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, ["n"])],
+                                   [onnx.helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, ["n"])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)], ir_version=10), path)
+    with pytest.raises(ModelError, match="not a qdrant-lander model"):
+        OnnxScorer(path)
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="cannot load"):
+        OnnxScorer(tmp_path / "junk.onnx")
+    with pytest.raises(ModelError, match="does not exist"):
+        OnnxScorer(tmp_path / "missing.onnx")
+    with pytest.raises(InputError, match="device"):
+        OnnxScorer(path, device="tpu")
+
+
+def test_default_model_lookup(model_path, tmp_path, monkeypatch):
+    """The default model is package data; a missing one is a clear ModelError, a present one loads."""
+    monkeypatch.setattr(runtime.importlib.resources, "files", lambda package: tmp_path)
+    with pytest.raises(ModelError, match="no default model"):
+        OnnxScorer.default()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "default.onnx").write_bytes(model_path.read_bytes())
+    assert default_model_path() == tmp_path / "models" / "default.onnx"
+    assert OnnxScorer.default(device="cpu").card.name == "test-model"
+
+
+@pytest.mark.parametrize("device,extra", [("auto", "cpu"), ("cpu", "cpu"), ("cuda", "gpu")])
+def test_missing_onnxruntime_names_the_extra(model_path, monkeypatch, device, extra):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with pytest.raises(MissingExtraError, match=rf'pip install "qdrant-lander\[{extra}\]"'):
+        OnnxScorer(model_path, device=device)
