@@ -76,15 +76,17 @@ class TrainedModel:
     def scorer(self) -> TorchScorer:
         return TorchScorer(self.net)
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write ``model.pt`` (config + weights + card), ``card.json`` and, when the exporter is
-        installed, ``model.onnx`` (what serving loads)."""
+    def save(self, out_dir: str | Path, *, onnx: bool = True) -> Path:
+        """Write ``model.pt`` (config + weights + card), ``card.json`` and, with ``onnx`` and the
+        exporter installed, ``model.onnx`` (what serving loads)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         torch.save({"net_config": self.net.config.model_dump(), "state_dict": self.net.state_dict(),
                     "card": self.card.model_dump(mode="json"), "train_config": self.config.model_dump(mode="json")},
                    out / MODEL_FILE)
         (out / CARD_FILE).write_text(json.dumps(self.card.model_dump(mode="json"), indent=2) + "\n")
+        if not onnx:
+            return out
         try:
             from onnx_export.export import export_onnx
         except ImportError:
@@ -186,10 +188,12 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
         grids.append(grid)
         diags.append(level0_diagnostics(scorer, a[m], b[m], k=best.k, node_mode=config.node_mode))
     best = _combine(grids) if len(grids) > 1 else choices[0]
-    notes: dict[str, float | str] = {f"heldout_{key}": round(float(np.mean([dg[key] for dg in diags])), 4)
-                                     for key in ("link_auc", "cosine_auc", "density_corr")}
+    # NaN (e.g. no negative edge among easy held-out classes) is left out: the card must stay valid JSON.
+    notes: dict[str, float | str] = {f"heldout_{key}": round(float(np.nanmean(v)), 4)
+                                     for key in ("link_auc", "cosine_auc", "density_corr")
+                                     if not np.isnan(v := [dg[key] for dg in diags]).all()}
     notes.update(heldout_fp=round(best.fp, 4), heldout_fb=round(best.fb, 4), train_seconds=round(train_s, 1),
-                 heldout_classes=int(sum(np.unique(b[m]).size for b, m in zip(ys, held_masks))))
+                 heldout_classes=float(sum(np.unique(b[m]).size for b, m in zip(ys, held_masks))))
     card = ModelCard(name=name, node_mode=config.node_mode, head=config.head,
                      input_dim="any" if config.node_mode == "structure" else int(xs[0].shape[1]),
                      k=best.k, tau=best.tau, max_levels=best.max_levels, min_merge_ratio=best.min_merge_ratio,

@@ -1,0 +1,99 @@
+"""Decoding on hand-made graphs whose forest is known, plus the hierarchy's stopping rules."""
+
+import numpy as np
+
+from qdrant_lander.decode import cluster_hierarchy, decode_level, forest_roots, hierarchy_levels
+from qdrant_lander.features import LevelInputs
+from qdrant_lander.knn import knn_graph
+
+
+def test_known_forest():
+    # 0 <- 1 <- 2 (chain into peak 0), 3 -> 4 is blocked by tau, 4 is a peak of its own.
+    nbr = np.array([[1, 2], [0, 2], [1, 0], [4, 2], [3, 2]])
+    density = np.array([0.9, 0.8, 0.5, 0.3, 0.4], dtype=np.float32)
+    link = np.array([[0.9, 0.9], [0.95, 0.2], [0.9, 0.1], [0.3, 0.2], [0.9, 0.1]], dtype=np.float32)
+    parent = decode_level(nbr, link, density, tau=0.5)
+    assert parent.tolist() == [-1, 0, 1, -1, -1]
+    assert forest_roots(parent).tolist() == [0, 0, 0, 3, 4]
+
+
+def test_best_link_to_a_denser_neighbour_wins():
+    # Node 0 links strongest to 1, but 1 is less dense: it must take 3 (0.7) over 2 (0.6).
+    nbr = np.array([[1, 2, 3], [0, 2, 3], [3, 0, 1], [2, 0, 1]])
+    density = np.array([0.5, 0.1, 0.6, 0.9], dtype=np.float32)
+    link = np.array([[0.99, 0.6, 0.7], [0.9, 0.1, 0.1], [0.8, 0.1, 0.1], [0.1, 0.1, 0.1]], dtype=np.float32)
+    parent = decode_level(nbr, link, density, tau=0.5)
+    assert parent.tolist() == [3, 0, 3, -1]
+    assert forest_roots(parent).tolist() == [3, 3, 3, 3]
+
+
+def test_ties_are_strict_and_break_to_the_nearer_neighbour():
+    nbr = np.array([[1, 2], [0, 2], [0, 1]])
+    # equal density -> no edge either way; link exactly tau -> not kept
+    assert decode_level(nbr, np.full((3, 2), 0.9, np.float32), np.zeros(3, np.float32), 0.5).tolist() == [-1] * 3
+    dens = np.array([0.0, 1.0, 1.0], dtype=np.float32)
+    at_tau = np.array([[0.5, 0.5], [0.1, 0.1], [0.1, 0.1]], dtype=np.float32)
+    assert decode_level(nbr, at_tau, dens, 0.5)[0] == -1
+    # two denser neighbours with the same link: the nearer (first in the list) is the parent
+    same = np.array([[0.8, 0.8], [0.1, 0.1], [0.1, 0.1]], dtype=np.float32)
+    assert decode_level(nbr, same, dens, 0.5)[0] == 1
+
+
+def test_forest_roots_deep_chain():
+    parent = np.r_[-1, np.arange(999)]  # 1000-long chain into node 0
+    assert (forest_roots(parent) == 0).all()
+
+
+def _blobs(n_per=20, n_blobs=3, dim=8, seed=0):
+    rng = np.random.RandomState(seed)
+    centers = np.eye(dim)[:n_blobs]
+    x = np.concatenate([c + 0.05 * rng.randn(n_per, dim) for c in centers]).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.repeat(np.arange(n_blobs), n_per)
+
+
+def _label_scorer(y):
+    def scorer(inputs: LevelInputs):
+        lab = y[inputs.peak_index]
+        link = (lab[:, None] == lab[inputs.nbr]).astype(np.float32)
+        return link, (inputs.sim * (2 * link - 1)).mean(axis=1)
+    return scorer
+
+
+def test_label_scorer_recovers_blobs_with_peak_ids_and_paths():
+    x, y = _blobs()
+    res = cluster_hierarchy(x, knn_graph(x, 5), _label_scorer(y), tau=0.5, k=5, node_mode="structure")
+    assert res.n_clusters == 3
+    for c in range(3):
+        assert np.unique(res.labels[y == c]).size == 1
+    assert (y[res.labels] == y).all()  # a cluster id is the index of a point of that cluster (its peak)
+    assert res.peak.sum() == 3 and (res.labels[res.peak] == np.flatnonzero(res.peak)).all()
+    assert res.paths.shape == (len(x), res.n_levels) and (res.paths[:, -1] == res.labels).all()
+
+
+def test_stops_when_nothing_links():
+    x, _ = _blobs()
+    never = lambda inp: (np.zeros(inp.nbr.shape, np.float32), inp.sim.mean(axis=1))  # noqa: E731
+    res = cluster_hierarchy(x, knn_graph(x, 5), never, tau=0.5, k=5, node_mode="structure")
+    assert res.n_levels == 1 and res.n_clusters == len(x)
+
+
+def test_stops_at_one_supernode_and_at_max_levels():
+    x, _ = _blobs()
+    always = lambda inp: (np.ones(inp.nbr.shape, np.float32), inp.sim.mean(axis=1))  # noqa: E731
+    steps = list(hierarchy_levels(x, knn_graph(x, 5), always, tau=0.5, k=5, node_mode="structure"))
+    final = cluster_hierarchy(x, knn_graph(x, 5), always, tau=0.5, k=5, node_mode="structure")
+    assert final.n_clusters == 1 and len(steps) == final.n_levels
+    capped = cluster_hierarchy(x, knn_graph(x, 5), always, tau=0.5, k=5, node_mode="structure", max_levels=1)
+    assert capped.n_levels == 1 and capped.n_clusters > 1
+
+
+def test_min_merge_ratio_stops_after_a_level_that_merged_little():
+    x, y = _blobs()
+    # every level links only among the first 4 points: at most 3 merges out of 60 nodes (< 10%)
+    def few(inp):
+        small = inp.peak_index < 4
+        link = (small[:, None] & small[inp.nbr]).astype(np.float32)
+        return link, -inp.peak_index.astype(np.float32)  # lower index = denser
+    res = cluster_hierarchy(x, knn_graph(x, 5), few, tau=0.5, k=5, node_mode="structure", min_merge_ratio=0.1)
+    assert res.n_levels == 1 and len(x) - 3 <= res.n_clusters < len(x)
+    assert cluster_hierarchy(x, knn_graph(x, 5), few, tau=0.5, k=5, node_mode="structure").n_levels > 1

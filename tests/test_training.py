@@ -1,0 +1,130 @@
+"""Meta-training on a small real subset: the loss falls, seeds reproduce, tau comes from held-out
+classes, a saved model rebuilds exactly, and the structure-only model ignores the embedding's axes."""
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.tasks import TASKS, subsample_classes
+from qdrant_lander.features import level_inputs
+from qdrant_lander.knn import knn_graph
+from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs
+from qdrant_lander.training.evaluate import TorchScorer, auc
+from qdrant_lander.training.model import LanderNet
+from qdrant_lander.training.tau import DecodeChoice, pick
+from qdrant_lander.training.trainer import TrainConfig, _balanced_bce, load_trained, train
+from torch_geometric.data import Batch
+
+torch.set_num_threads(1)
+SMALL = dict(steps=30, hidden=16, k_choices=[5, 8], train_levels=2, decode_k=[5], taus=[0.3, 0.5, 0.7],
+             min_merge_ratios=[0.0], lr=5e-3)
+
+
+@pytest.fixture(scope="module")
+def omni():
+    part = subsample_classes(TASKS["omniglot"]().train, 15, seed=1)
+    return part.x, part.y
+
+
+@pytest.fixture(scope="module")
+def trained(omni):
+    return train(*omni, TrainConfig(**SMALL, seed=3), progress=False, name="t", trained_on=["omniglot[15]"])
+
+
+def _inputs(x, k=5):
+    n = len(x)
+    return level_inputs(knn_graph(x, k), peak=x, mean=x, size=np.ones(n, np.int64), peak_index=np.arange(n),
+                        node_mode="structure")
+
+
+def test_loss_decreases(trained):
+    first, last = np.mean(trained.losses[:5]), np.mean(trained.losses[-5:])
+    assert last < 0.8 * first
+
+
+def test_same_seed_same_weights_other_seed_differs(omni, trained):
+    again = train(*omni, TrainConfig(**SMALL, seed=3), progress=False, name="t", trained_on=["omniglot[15]"])
+    other = train(*omni, TrainConfig(**SMALL | {"steps": 3}, seed=4), progress=False, name="t")
+    a, b, c = trained.net.state_dict(), again.net.state_dict(), other.net.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not all(torch.equal(a[key], c[key]) for key in a)
+    drop = {"notes": {"train_seconds"}}
+    assert again.card.model_dump(exclude=drop) == trained.card.model_dump(exclude=drop)
+
+
+def test_tau_is_chosen_on_heldout_classes_and_stored(omni, trained):
+    held_classes = {c.n_classes for c in trained.decode_grid}
+    assert held_classes == {4}  # 25% of 15 training classes, never the classes trained on
+    assert trained.card.tau == pick(trained.decode_grid).tau and trained.card.k == 5
+    assert 0 < trained.card.notes["heldout_density_corr"] <= 1 and trained.card.notes["heldout_classes"] == 4
+    assert trained.card.input_dim == "any" and trained.card.trained_on == ["omniglot[15]"]
+
+
+def test_plateau_pick_takes_the_middle():
+    grid = [DecodeChoice(tau=t, k=10, min_merge_ratio=0, max_levels=10, fp=fp, fb=fp, n_clusters=1, n_classes=1,
+                         n_levels=1) for t, fp in [(0.1, 0.5), (0.3, 0.9), (0.5, 0.9), (0.7, 0.898), (0.9, 0.4)]]
+    assert pick(grid).tau == 0.5
+
+
+def test_saved_model_rebuilds_identically(omni, trained, tmp_path):
+    trained.save(tmp_path, onnx=False)
+    loaded = load_trained(tmp_path)
+    assert loaded.card == trained.card and loaded.net.config == trained.net.config
+    inp = _inputs(omni[0])
+    for got, want in zip(TorchScorer(loaded.net)(inp), TorchScorer(trained.net)(inp)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_structure_model_is_blind_to_rotations_of_the_space(omni, trained):
+    x = omni[0]
+    q, _ = np.linalg.qr(np.random.RandomState(0).randn(x.shape[1], x.shape[1]))
+    a, b = TorchScorer(trained.net)(_inputs(x)), TorchScorer(trained.net)(_inputs((x @ q).astype(np.float32)))
+    np.testing.assert_allclose(a[0], b[0], atol=1e-4)
+
+
+def test_density_is_derived_from_links(trained, omni):
+    inp = _inputs(omni[0])
+    link, density = TorchScorer(trained.net)(inp)
+    np.testing.assert_allclose(density, (inp.sim * (2 * link - 1)).mean(axis=1), atol=1e-6)
+    assert (link >= 0).all() and (link <= 1).all()
+
+
+def test_episode_graph_matches_exact_knn_and_batches_with_offsets(omni):
+    x, y = omni
+    keep = np.isin(y, np.unique(y)[:5])
+    got, want = CandidateNeighbours(x, depth=12).subgraph(keep, 5), knn_graph(x[keep], 5)
+    np.testing.assert_array_equal(got.nbr, want.nbr)
+    levels = level_graphs(x[keep], y[keep], 5, node_mode="structure", max_levels=2)
+    batch = Batch.from_data_list(levels)
+    n0 = levels[0].num_nodes
+    assert batch.nbr_index.shape == (sum(g.num_nodes for g in levels), 5)
+    assert torch.equal(batch.nbr_index[n0:], levels[1].nbr_index + n0)
+
+
+def test_gt_levels_are_the_decoded_levels(omni):
+    x, y = omni
+    levels = level_graphs(x, y, 5, node_mode="structure", max_levels=3)
+    assert levels[0].num_nodes == len(x) and levels[1].num_nodes < len(x)
+    assert levels[0].link.mean() > levels[-1].link.mean()  # higher levels: mostly other-class neighbours
+
+
+def test_balanced_bce_weighs_classes_equally():
+    logits = torch.tensor([[2.0, 2.0, 2.0, -1.0]])
+    target = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    pos = torch.nn.functional.softplus(torch.tensor(-2.0))
+    neg = torch.nn.functional.softplus(torch.tensor(-1.0))
+    assert torch.isclose(_balanced_bce(logits, target), 0.5 * pos + 0.5 * neg)
+
+
+def test_auc_matches_definition():
+    s = np.array([0.1, 0.4, 0.35, 0.8, 0.4])
+    t = np.array([0, 0, 1, 1, 1])
+    pairs = [(a > b) + 0.5 * (a == b) for a in s[t == 1] for b in s[t == 0]]
+    assert auc(s, t) == pytest.approx(np.mean(pairs))
+
+
+def test_paper_head_and_embedding_mode_train(omni):
+    x, y = omni
+    m = train(x, y, TrainConfig(**SMALL | {"steps": 3}, head="paper", node_mode="embedding"), progress=False)
+    assert m.card.input_dim == x.shape[1] and m.card.head == "paper"
+    assert isinstance(m.net, LanderNet)
