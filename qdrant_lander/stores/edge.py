@@ -133,12 +133,11 @@ class EdgeCollection(Collection):
         return self._points([by_id[int(i)] for i in ids if int(i) in by_id], vectors, payload)
 
     def prepare_knn(self) -> None:
-        """Build HNSW now (Edge has no background optimizer); Qdrant's own indexing threshold decides
-        whether a segment is big enough to be worth indexing, below it search stays a fast scan."""
-        i = self.shard.info()
-        if i.indexed_vectors_count < i.points_count:
-            log.info("building the vector index of '%s' (%d points)", self.name, i.points_count)
-            self.shard.optimize()
+        """Run Qdrant's optimizers now (Edge has no background ones): they build HNSW on segments above
+        the indexing threshold and rebuild segments that payload writes emptied (an update moves a point
+        out of an indexed segment, copy-on-write). Below the threshold search stays a fast scan."""
+        log.info("optimizing '%s' (%d points): builds the vector index if needed", self.name, self.shard.info().points_count)
+        self.shard.optimize()
 
     def _nearest(self, v: np.ndarray, limit: int, filter: qe.Filter | None = None,
                  payload: bool = False) -> qe.QueryRequest:
