@@ -27,7 +27,7 @@ Device = Literal["auto", "cpu", "cuda"]
 CARD_KEY = "qdrant_lander.card"
 STAGES_KEY = "qdrant_lander.stages"
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
-DEFAULT_CHUNK_EDGES = 1 << 17  # ~100 MB of per-edge activations with the default model widths
+DEFAULT_CHUNK_EDGES = 1 << 15  # ~100 MB peak working memory with the default widths; bigger is not faster (RESULTS.md)
 
 
 def _onnxruntime(device: Device):
