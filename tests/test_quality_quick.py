@@ -1,0 +1,68 @@
+"""The quality benchmark's quick mode end to end, as CI runs it (class subsamples of every dev task)."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.baselines import BASELINES
+from benchmarks.quality import SECTION, main, quick_task, write_section
+from benchmarks.tasks import TASKS
+from qdrant_lander.metrics import score
+
+METHODS = [*BASELINES, "hdbscan-2-2"]  # LANDER's meta-training is too slow for a quick CI run
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "RESULTS.md"
+    out.write_text("# Benchmark results\n\n## Speed\n\nkept as is\n")
+    result = CliRunner().invoke(main, ["--quick", "--methods", ",".join(METHODS), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), out.read_text()
+
+
+def test_every_task_and_method_gives_a_row_with_valid_scores(quick_run):
+    rows, _ = quick_run
+    expected = {(t, m) for t in TASKS for m in BASELINES} | {(t, "hdbscan-2-2") for t in ("lfw", "orl2lfw")}
+    assert {(r["task"], r["method"]) for r in rows} == expected
+    for r in rows:
+        for key in ("fp", "fb", "nmi"):
+            assert 0.0 <= r[key] <= 1.0, r
+        assert r["train_fp"] is None or 0.0 <= r["train_fp"] <= 1.0
+        assert r["n_clusters"] >= 1 and r["tune_s"] >= 0 and r["cluster_s"] >= 0
+
+
+def test_table_is_written_into_its_own_section(quick_run):
+    rows, text = quick_run
+    assert text.startswith("# Benchmark results\n\n## Speed\n\nkept as is\n")
+    table = text[text.index(SECTION):]
+    assert "| task | method | chosen params |" in table
+    assert sum(line.startswith("| lfw | ") for line in table.splitlines()) == 6
+
+
+def test_tuned_leiden_beats_all_singletons_on_clean_faces(quick_run):
+    rows, _ = quick_run
+    lfw = next(r for r in rows if r["task"] == "lfw" and r["method"] == "leiden-cpm")
+    n_classes = lfw["n_classes"]
+    y = quick_task(TASKS["lfw"]()).test.y
+    singletons = score(y, np.arange(len(y)))  # what "do nothing" scores: Fp 0, Fb from precision alone
+    assert lfw["fp"] > singletons.fp + 0.5
+    assert lfw["fb"] > singletons.fb
+    assert abs(lfw["n_clusters"] - n_classes) < n_classes  # not everything apart, not everything together
+
+
+def test_rewriting_the_section_keeps_the_others(tmp_path):
+    path = tmp_path / "R.md"
+    path.write_text(f"# Benchmark results\n\n## A\n\na\n\n{SECTION}\n\nold\n\n## B\n\nb\n")
+    write_section(path, f"{SECTION}\n\nnew\n")
+    assert path.read_text() == f"# Benchmark results\n\n## A\n\na\n\n{SECTION}\n\nnew\n\n## B\n\nb\n"
+    fresh = tmp_path / "new.md"
+    write_section(fresh, f"{SECTION}\n\nx\n")
+    assert fresh.read_text() == f"# Benchmark results\n\n{SECTION}\n\nx\n"
+
+
+def test_unknown_task_is_a_usage_error():
+    result = CliRunner().invoke(main, ["--quick", "--tasks", "nope"])
+    assert result.exit_code == 2 and "unknown tasks" in result.output
