@@ -47,7 +47,8 @@ class SyncReport(BaseModel):
     levels: int
     generation: int
     model: str
-    seconds: dict[str, float]  # per stage: scroll, index, knn, cluster, write
+    seconds: dict[str, float]  # wall time per stage: scroll, index, knn, cluster, write
+    cpu_seconds: dict[str, float]  # CPU time of this process (all threads) per stage
 
 
 class Status(BaseModel):
@@ -64,11 +65,12 @@ class Status(BaseModel):
 
 
 @contextmanager
-def _stage(seconds: dict[str, float], name: str) -> Iterator[None]:
-    t = time.perf_counter()
+def _stage(seconds: dict[str, float], cpu: dict[str, float], name: str) -> Iterator[None]:
+    t, c = time.perf_counter(), time.process_time()
     yield
     seconds[name] = round(time.perf_counter() - t, 3)
-    log.info("%s: %.2f s", name, seconds[name])
+    cpu[name] = round(time.process_time() - c, 3)
+    log.info("%s: %.2f s (%.2f s CPU)", name, seconds[name], cpu[name])
 
 
 def _bar(total: int, desc: str, progress: bool) -> tqdm:
@@ -188,19 +190,20 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
     card = lander.card
     check_fits(col, card)
     seconds: dict[str, float] = {}
-    with _stage(seconds, "scroll"):
+    cpu: dict[str, float] = {}
+    with _stage(seconds, cpu, "scroll"):
         ids, x = read_vectors(col, batch_size=batch_size, progress=progress)
-    with _stage(seconds, "index"):
+    with _stage(seconds, cpu, "index"):
         col.prepare_knn()
-    with _stage(seconds, "knn"):
+    with _stage(seconds, cpu, "knn"):
         graph = fetch_knn(col, ids, x, card.k, batch_size=batch_size, progress=progress)
-    with _stage(seconds, "cluster"):
+    with _stage(seconds, cpu, "cluster"):
         res = lander.predict_graph(x, graph)
         clusters = rename(ids, ids[res.labels]) if rename is not None else None
-    with _stage(seconds, "write"):
+    with _stage(seconds, cpu, "write"):
         state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress, clusters=clusters)
     return SyncReport(collection=col.name, points=len(ids), clusters=res.n_clusters, levels=res.n_levels,
-                      generation=state.generation, model=card.name, seconds=seconds)
+                      generation=state.generation, model=card.name, seconds=seconds, cpu_seconds=cpu)
 
 
 def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None, *,
