@@ -7,6 +7,8 @@ brute force (fine for the small collections tests use).
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -19,7 +21,10 @@ from ..errors import StoreError
 from .base import (META_COLLECTION, Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config,
                    drop_self, point_ids)
 
+log = logging.getLogger(__name__)
+
 HNSW_EF = 128  # search breadth for kNN; the server default (100) is close, this makes it explicit
+INDEX_WAIT_S = 600  # longest wait for the server's background indexing before kNN starts anyway
 
 
 def _vectors(vs: Sequence[Any], name: str, dim: int) -> np.ndarray:
@@ -63,6 +68,21 @@ class ServerCollection(Collection):
                                        with_vectors=self._with_vectors(vectors))
         by_id = {r.id: r for r in records}
         return self._points([by_id[int(i)] for i in ids if int(i) in by_id], vectors, payload)
+
+    def prepare_knn(self) -> None:
+        """Wait until the server's background optimizer is done (right after an import it is still
+        indexing, and unindexed segments are searched by exact scan: same results, much slower)."""
+        deadline = time.monotonic() + INDEX_WAIT_S
+        while (info := self.client.get_collection(self.name)).status != models.CollectionStatus.GREEN:
+            if info.status == models.CollectionStatus.RED:
+                raise StoreError(f"collection '{self.name}' has a failed optimizer on the server: {info.optimizer_status}")
+            if info.status == models.CollectionStatus.GREY:  # optimizations pending but not started (after a restart)
+                self.client.update_collection(self.name, optimizers_config=models.OptimizersConfigDiff())
+            if time.monotonic() > deadline:
+                log.warning("'%s' is still being indexed after %d s; kNN goes on (slower)", self.name, INDEX_WAIT_S)
+                return
+            log.info("waiting for the server to index '%s' (%s)", self.name, info.status.value)
+            time.sleep(2)
 
     def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int) -> Neighbours:
         params = models.SearchParams(hnsw_ef=max(HNSW_EF, k + 1))
