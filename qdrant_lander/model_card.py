@@ -26,4 +26,5 @@ class ModelCard(BaseModel):
     min_merge_ratio: float = 0.0
     trained_on: list[str] = Field(default_factory=list)
     revision: str = "unknown"
-    notes: dict[str, float | str] = Field(default_factory=dict, description="Measured diagnostics, e.g. link AUC")
+    notes: dict[str, float | str | None] = Field(default_factory=dict,
+                                                 description="Measured diagnostics, e.g. link AUC (None: not measurable)")

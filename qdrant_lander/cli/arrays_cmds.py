@@ -39,7 +39,7 @@ def _lander(model: Path | None, device: str, threads: int | None):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model directory to write (torch weights, model.onnx, card).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="Training option (a TrainConfig field), e.g. --set steps=300 --set head=paper. Repeatable.")
+              help="Training option (a TrainConfig field; values in JSON), e.g. --set steps=300 --set head=paper --set taus=[0.3,0.5]. Repeatable.")
 @click.option("--name", default=None, help="Model name written into payloads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ...], name: str | None,
@@ -51,12 +51,15 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
     classes themselves. tau and the stopping rule are chosen on held-out training classes and stored
     in the model, so clustering needs no tuning.
     """
-    options: dict[str, str] = {}
+    options: dict[str, object] = {}
     for item in settings:
         key, sep, value = item.partition("=")
         if not sep:
             raise InputError(f"--set expects KEY=VALUE, got {item!r}")
-        options[key.strip()] = value.strip()
+        try:
+            options[key.strip()] = json.loads(value)  # numbers and lists: --set taus=[0.3,0.5]
+        except json.JSONDecodeError:
+            options[key.strip()] = value.strip()  # plain words: --set head=paper
     lander = _lander(None, "cpu", None).fit(_load_npy(embeddings, "embeddings"), _load_npy(labels, "labels"),
                                              out_dir=out_dir, name=name or "lander-custom",
                                              trained_on=[embeddings.name], **options)
