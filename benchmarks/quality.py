@@ -51,6 +51,16 @@ class Run(BaseModel):
     cluster_cpu_s: float
 
 
+class RunInfo(BaseModel):
+    """When, how and where a row was measured; rows from several invocations can share one table."""
+
+    measured: str
+    command: str
+    machine: str
+    quick: bool
+    max_tune_points: int
+
+
 class Row(BaseModel):
     task: str
     method: str
@@ -66,6 +76,7 @@ class Row(BaseModel):
     tune_cpu_s: float
     cluster_s: float
     cluster_cpu_s: float
+    run: RunInfo
 
 
 @dataclass(frozen=True)
@@ -149,13 +160,13 @@ def shrink(part: Part, max_points: int, seed: int = 0) -> Part:
     return subsample_classes(part, max(2, round(n_classes * max_points / len(part.x))), seed=seed)
 
 
-def run_method(method: Method, task: Task, max_tune_points: int) -> Row:
-    tune_part = shrink(task.train, max_tune_points)
+def run_method(method: Method, task: Task, info: RunInfo) -> Row:
+    tune_part = shrink(task.train, info.max_tune_points)
     run = method.run(tune_part, task.train, task.test)
     s = score(task.test.y, np.asarray(run.labels))
     return Row(task=task.name, method=method.name, params=run.params, tuned_on=run.tuned_on, train_fp=run.train_fp,
                fp=s.fp, fb=s.fb, nmi=s.nmi, n_clusters=s.n_clusters, n_classes=s.n_classes, tune_s=run.tune_s,
-               tune_cpu_s=run.tune_cpu_s, cluster_s=run.cluster_s, cluster_cpu_s=run.cluster_cpu_s)
+               tune_cpu_s=run.tune_cpu_s, cluster_s=run.cluster_s, cluster_cpu_s=run.cluster_cpu_s, run=info)
 
 
 def quick_task(task: Task) -> Task:
@@ -163,19 +174,18 @@ def quick_task(task: Task) -> Task:
                 task.domain)
 
 
-def run_all(task_names: list[str], method_names: list[str] | None, *, quick: bool,
-            max_tune_points: int) -> tuple[list[Row], list[str]]:
+def run_all(task_names: list[str], method_names: list[str] | None, info: RunInfo) -> tuple[list[Row], list[str]]:
     """All rows, and a line per (task, method) that could not run for a reason a user can fix."""
     rows: list[Row] = []
     skipped: list[str] = []
     for task_name in task_names:
         task = TASKS[task_name]()
-        if quick:
+        if info.quick:
             task = quick_task(task)
         names = [n for n in method_names or METHODS if METHODS[n].domains is None or task.domain in METHODS[n].domains]
         for name in tqdm(names, desc=task.name, file=sys.stderr, leave=False):
             try:
-                rows.append(run_method(METHODS[name], task, max_tune_points))
+                rows.append(run_method(METHODS[name], task, info))
             except (ImportError, LanderError) as err:  # e.g. LANDER before its code or model lands
                 skipped.append(f"{task.name}/{name}: {type(err).__name__}: {str(err).splitlines()[0]}")
                 log.warning("skipping %s on %s: %s", name, task.name, err)
@@ -189,14 +199,15 @@ def _params(p: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.items()) or "-"
 
 
-def table(rows: list[Row]) -> str:
+def table(rows: list[Row], runs: list[RunInfo]) -> str:
     head = ("| task | method | chosen params | tuned on | train Fp | test Fp | test Fb | test NMI "
-            "| #clusters / #classes | tune s (cpu) | cluster s (cpu) |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| #clusters / #classes | tune s (cpu) | cluster s (cpu) | run |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [
         f"| {r.task} | {r.method} | {_params(r.params)} | {r.tuned_on} | "
         f"{'-' if r.train_fp is None else f'{r.train_fp:.3f}'} | {r.fp:.3f} | {r.fb:.3f} | {r.nmi:.3f} | "
         f"{r.n_clusters} / {r.n_classes} | {r.tune_s:.1f} ({r.tune_cpu_s:.1f}) | "
-        f"{r.cluster_s:.1f} ({r.cluster_cpu_s:.1f}) |"
+        f"{r.cluster_s:.1f} ({r.cluster_cpu_s:.1f}) | {runs.index(r.run) + 1} |"
         for r in rows
     ]
     return head + "\n".join(lines) + "\n"
@@ -213,20 +224,30 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, no GPU used, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
 
 
-def section(rows: list[Row], skipped: list[str], command: str, quick: bool, max_tune_points: int) -> str:
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def merge(old: list[Row], new: list[Row]) -> list[Row]:
+    """``new`` plus the ``old`` rows it does not redo (same quick/full mode only), in registry order."""
+    quick = new[0].run.quick if new else None
+    redone = {(r.task, r.method) for r in new}
+    kept = [r for r in old if r.run.quick == quick and (r.task, r.method) not in redone]
+    order = {name: i for i, name in enumerate([*TASKS, *METHODS])}
+    return sorted(kept + new, key=lambda r: (order.get(r.task, len(order)), order.get(r.method, len(order))))
+
+
+def section(rows: list[Row], skipped: list[str]) -> str:
+    runs = sorted({r.run.model_dump_json(): r.run for r in rows}.values(), key=lambda run: run.measured)
     text = [
         SECTION, "",
-        f"Measured {when} with `{command}`{' (quick: class subsamples)' if quick else ''}.",
-        f"Machine: {machine()}.", "",
+        *[f"- Run {i}: {run.measured}, `{run.command}`{' (quick: class subsamples)' if run.quick else ''}; "
+          f"tuning subset cap {run.max_tune_points} points; machine: {run.machine}." for i, run in enumerate(runs, 1)],
+        "",
         "Protocol: every baseline picks its setting on the labeled train part by maximum pairwise F (Fp) over "
         "the grid in `benchmarks/baselines.py`, then clusters the class-disjoint test part once with it. Train "
-        f"parts above {max_tune_points} points are tuned on a random subset of whole classes (seed 0; column "
-        "\"tuned on\"). `ours` is meta-trained on the whole train part. Scores are on the test part; noise points "
-        "of HDBSCAN count as singleton clusters. Timings are wall-clock seconds with process CPU seconds in brackets "
-        "(CPU time is the fairer figure when other jobs share the machine): \"tune\" = grid search (or "
+        "parts above the run's cap are tuned on a random subset of whole classes (seed 0; column \"tuned on\"). "
+        "`ours` is meta-trained on the whole train part. Scores are on the test part; noise points of HDBSCAN "
+        "count as singleton clusters. Timings are wall-clock seconds with process CPU seconds in brackets (CPU "
+        "time is the fairer figure when other jobs share the machine): \"tune\" = grid search (or "
         "meta-training), \"cluster\" = one run on the test part including its kNN graph / distances.", "",
-        table(rows),
+        table(rows, runs),
     ]
     if skipped:
         text += ["Not run:", *[f"- {s}" for s in skipped], ""]
@@ -263,7 +284,8 @@ def _names(value: str | None, known: dict, what: str) -> list[str] | None:
 @click.option("--max-tune-points", default=6000, show_default=True,
               help="Tune on a whole-class subset of the train part when it has more points than this.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Markdown file whose 'Quality (dev tasks)' section is (re)written with the table.")
+              help="Markdown file whose 'Quality (dev tasks)' section is rewritten; rows of (task, method) pairs "
+                   "not rerun are kept from quality_rows.json next to it (only rows of the same quick/full mode).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of the markdown section.")
 def main(quick: bool, tasks_opt: str | None, methods_opt: str | None, max_tune_points: int, out: Path | None,
          as_json: bool) -> None:
@@ -271,14 +293,24 @@ def main(quick: bool, tasks_opt: str | None, methods_opt: str | None, max_tune_p
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     tasks = _names(tasks_opt, TASKS, "tasks") or list(TASKS)
     methods = _names(methods_opt, METHODS, "methods")
-    rows, skipped = run_all(tasks, methods, quick=quick, max_tune_points=max_tune_points)
     command = " ".join(["python -m benchmarks.quality", *(["--quick"] if quick else []),
                         *([f"--tasks {tasks_opt}"] if tasks_opt else []),
                         *([f"--methods {methods_opt}"] if methods_opt else [])])
-    body = section(rows, skipped, command, quick, max_tune_points)
-    click.echo(json.dumps([r.model_dump() for r in rows], indent=1) if as_json else body)
+    info = RunInfo(measured=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), command=command,
+                   machine=machine(), quick=quick, max_tune_points=max_tune_points)
+    rows, skipped = run_all(tasks, methods, info)
+    click.echo(json.dumps([r.model_dump() for r in rows], indent=1) if as_json else section(rows, skipped))
     if out is not None:
-        write_section(out, body)
+        store = rows_file(out)
+        old = [Row(**r) for r in json.loads(store.read_text())] if store.exists() else []
+        rows = merge(old, rows)
+        store.write_text(json.dumps([r.model_dump() for r in rows], indent=1) + "\n")
+        write_section(out, section(rows, skipped))
+
+
+def rows_file(out: Path) -> Path:
+    """The raw rows behind ``out``'s table, so a later run of a few methods can update their rows only."""
+    return out.with_name("quality_rows.json")
 
 
 if __name__ == "__main__":

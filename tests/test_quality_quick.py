@@ -20,11 +20,11 @@ def quick_run(tmp_path_factory):
     out.write_text("# Benchmark results\n\n## Speed\n\nkept as is\n")
     result = CliRunner().invoke(main, ["--quick", "--methods", ",".join(METHODS), "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout), out.read_text()
+    return json.loads(result.stdout), out.read_text(), out
 
 
 def test_every_task_and_method_gives_a_row_with_valid_scores(quick_run):
-    rows, _ = quick_run
+    rows, _, _ = quick_run
     expected = {(t, m) for t in TASKS for m in BASELINES} | {(t, "hdbscan-2-2") for t in ("lfw", "orl2lfw")}
     assert {(r["task"], r["method"]) for r in rows} == expected
     for r in rows:
@@ -35,7 +35,7 @@ def test_every_task_and_method_gives_a_row_with_valid_scores(quick_run):
 
 
 def test_table_is_written_into_its_own_section(quick_run):
-    rows, text = quick_run
+    _, text, _ = quick_run
     assert text.startswith("# Benchmark results\n\n## Speed\n\nkept as is\n")
     table = text[text.index(SECTION):]
     assert "| task | method | chosen params |" in table
@@ -43,7 +43,7 @@ def test_table_is_written_into_its_own_section(quick_run):
 
 
 def test_tuned_leiden_beats_all_singletons_on_clean_faces(quick_run):
-    rows, _ = quick_run
+    rows, _, _ = quick_run
     lfw = next(r for r in rows if r["task"] == "lfw" and r["method"] == "leiden-cpm")
     n_classes = lfw["n_classes"]
     y = quick_task(TASKS["lfw"]()).test.y
@@ -66,3 +66,13 @@ def test_rewriting_the_section_keeps_the_others(tmp_path):
 def test_unknown_task_is_a_usage_error():
     result = CliRunner().invoke(main, ["--quick", "--tasks", "nope"])
     assert result.exit_code == 2 and "unknown tasks" in result.output
+
+
+def test_rerunning_some_methods_updates_only_their_rows(quick_run):
+    rows, _, out = quick_run
+    result = CliRunner().invoke(main, ["--quick", "--tasks", "orl2lfw", "--methods", "finch", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(table) == len(rows)  # same (task, method) pairs, none lost, none doubled
+    runs = {line.split("|")[1].strip() + "/" + line.split("|")[2].strip(): line.split("|")[-2].strip() for line in table}
+    assert runs["orl2lfw/finch"] == "2" and set(runs.values()) == {"1", "2"}  # runs numbered by time
