@@ -38,7 +38,7 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import arrays_cmds, collection_cmds, ops_cmds  # noqa: F401  (commands attach to ``main``)
+    from . import arrays_cmds, collection_cmds, demo_cmd, ops_cmds  # noqa: F401  (commands attach to ``main``)
 
 
 _register()
