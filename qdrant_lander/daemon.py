@@ -1,0 +1,182 @@
+"""The sync daemon: incremental passes on an interval, full re-clusterings with stable ids, one writer.
+
+A pass is incremental (:func:`~qdrant_lander.incremental.incremental_pass`) unless a full one is
+due: the collection was never fully synced or its last full sync crashed, ``rebuild_every`` passes
+went by in watch mode, or the collection grew by ``growth`` (a share) since the last full sync. The
+last rule matters early on: a model clusters 500 points of 75 topics far worse than 10,000, and an
+incremental pass only attaches and merges, it never splits what a small first sync glued together.
+Growth-triggered full syncs come at geometric intervals, so their amortised cost per point stays
+constant. Every full sync maps its clusters onto the previous ids (:mod:`~qdrant_lander.stable_ids`).
+
+Exit codes (``qdrant-lander sync`` returns them):
+
+* 0 ``EXIT_OK``: the pass(es) finished, or watch mode was stopped by SIGTERM/SIGINT.
+* 2 ``EXIT_INPUT``: bad input or configuration (missing collection, model that does not fit, ...).
+* 3 ``EXIT_LEASE``: another writer holds the collection (its lease, or on the embedded store the
+  process lock), or took the lease over while we ran.
+* 4 ``EXIT_STORE``: ``max_failures`` passes in a row failed (store unreachable, say); watch mode
+  only, a single failed pass is logged and retried after the interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from .errors import InputError, LanderError, MissingExtraError, ModelError
+from .incremental import (FRESH_ID_START, INCREMENTAL_META, NeedsFullSync, NeighbourCache, PassReport,
+                          incremental_pass, load_state, replay_journal, sync_state)
+from .lander import Lander
+from .lease import Lease, LeaseHeld
+from .observability import Metrics
+from .stable_ids import stable_ids
+from .stores.base import Collection
+from .sync import full_sync, read_labels
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_INPUT, EXIT_LEASE, EXIT_STORE = 0, 2, 3, 4
+
+
+class DaemonOptions(BaseModel):
+    interval: float = Field(5.0, gt=0, description="Seconds between passes in watch mode")
+    rebuild_every: int = Field(0, ge=0, description="Full re-clustering every N passes in watch mode (0 = never)")
+    growth: float = Field(0.25, ge=0, description="Full re-clustering once the collection grew by this share "
+                                                  "since the last full one (0 = never)")
+    hops: int = Field(2, ge=1, description="Rings of neighbours scored around new points")
+    bridge: bool = Field(False, description="Also merge clusters a new point links into above tau")
+    max_new: int = Field(20_000, ge=1, description="New points per incremental pass (bounds memory and latency)")
+    batch_size: int = Field(1024, ge=1)
+    lease_ttl: float = Field(60.0, gt=0, description="Seconds a lease lasts without renewal")
+    wait_lease: float = Field(0.0, ge=0, description="Seconds to wait for another writer's lease")
+    max_failures: int = Field(5, ge=1, description="Failed passes in a row before watch mode gives up")
+    progress: bool = False
+
+
+def _stable_rename(col: Collection, batch_size: int):
+    """The previous generation's labels, as a ``rename`` hook for :func:`full_sync`."""
+    old_ids, old_labels = read_labels(col, batch_size=batch_size)
+
+    def rename(ids: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(old_ids, ids), max(len(old_ids) - 1, 0))
+        found = (old_ids[pos] == ids) if len(old_ids) else np.zeros(len(ids), dtype=bool)
+        return stable_ids(np.where(found, old_labels[pos] if len(old_ids) else -1, -1), clusters)
+
+    return rename, old_labels
+
+
+class Daemon:
+    """Keeps one collection clustered. Holds the collection's lease while it works."""
+
+    def __init__(self, col: Collection, lander: Lander, options: DaemonOptions | None = None,
+                 metrics: Metrics | None = None, owner: str | None = None):
+        self.col, self.lander = col, lander
+        self.options = options or DaemonOptions()
+        self.metrics = metrics
+        self.cache = NeighbourCache(lander.card.k)
+        self.lease = Lease(col, ttl=self.options.lease_ttl, owner=owner)
+        self.passes = 0
+
+    def full_pass(self) -> PassReport:
+        """Re-cluster everything; clusters keep the ids they had where they overlap most."""
+        t0 = time.perf_counter()
+        o = self.options
+        replay_journal(self.col)  # so the old labels the new ones are matched against are complete
+        rename, old_labels = _stable_rename(self.col, o.batch_size)
+        rep = full_sync(self.col, self.lander, batch_size=o.batch_size, progress=o.progress, rename=rename)
+        _, labels = read_labels(self.col, batch_size=o.batch_size)
+        state = load_state(self.col)
+        top = int(labels.max(initial=-1))
+        nxt = max(state.next_fresh_id, top + 1) if top >= FRESH_ID_START else state.next_fresh_id
+        self.col.set_meta(INCREMENTAL_META, state.model_copy(update={"pending_merges": [], "next_fresh_id": nxt})
+                          .model_dump())
+        kept = len(np.intersect1d(np.unique(labels), np.unique(old_labels[old_labels >= 0])))
+        return PassReport(full=True, new=int((old_labels < 0).sum()) + rep.points - len(old_labels),
+                          created=rep.clusters - kept, seconds=round(time.perf_counter() - t0, 4),
+                          model_seconds=rep.seconds.get("cluster", 0.0), field=rep.points)
+
+    def _full_due(self) -> bool:
+        try:
+            state = sync_state(self.col)
+        except NeedsFullSync as e:
+            log.info("%s", e)
+            return True
+        o = self.options
+        return o.growth > 0 and self.col.count() >= (1 + o.growth) * state.points
+
+    def run_pass(self, *, full: bool = False) -> PassReport:
+        """One pass (full if asked or due), logged in one line and counted in the metrics."""
+        t0 = time.perf_counter()
+        try:
+            if full or self._full_due():
+                report = self.full_pass()
+            else:
+                o = self.options
+                report = incremental_pass(self.col, self.lander.scorer, self.lander.card, cache=self.cache,
+                                          hops=o.hops, bridge=o.bridge, max_new=o.max_new, batch_size=o.batch_size)
+        except Exception as e:
+            if self.metrics is not None:
+                self.metrics.record_failure(e, seconds=time.perf_counter() - t0)
+            raise
+        self.passes += 1
+        log.info("%s", report.log_line())
+        if self.metrics is not None:
+            self.metrics.record_pass(points=report.new, merges=report.merged, created=report.created,
+                                     seconds=report.seconds, model_seconds=report.model_seconds)
+        return report
+
+    def once(self, *, full: bool = False) -> PassReport:
+        """Take the lease, run one pass, give the lease back."""
+        self.lease.acquire(wait=self.options.wait_lease)
+        try:
+            return self.run_pass(full=full)
+        finally:
+            self.lease.release()
+
+    def watch(self, stop: threading.Event | None = None) -> int:
+        """Pass after pass until ``stop`` is set (or SIGTERM/SIGINT); returns an exit code."""
+        stop = stop or threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+        o = self.options
+        try:
+            self.lease.acquire(wait=o.wait_lease)
+        except LeaseHeld as e:
+            log.error("%s", e)
+            return EXIT_LEASE
+        failures = 0
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.lease.renew()
+                    due = o.rebuild_every > 0 and self.passes > 0 and self.passes % o.rebuild_every == 0
+                    report = self.run_pass(full=due)
+                    failures = 0
+                except LeaseHeld as e:
+                    log.error("%s", e)
+                    return EXIT_LEASE
+                except (InputError, ModelError, MissingExtraError) as e:
+                    log.error("%s", e)
+                    return EXIT_INPUT
+                except Exception as e:  # the store's own errors (network, timeouts) are retried
+                    failures += 1
+                    level = logging.ERROR if isinstance(e, LanderError) else logging.WARNING
+                    log.log(level, "pass failed (%d in a row): %s", failures, e, exc_info=log.isEnabledFor(logging.DEBUG))
+                    if failures >= o.max_failures:
+                        log.error("giving up after %d failed passes", failures)
+                        return EXIT_STORE
+                    report = None
+                if report is not None and not report.full and report.new >= o.max_new:
+                    continue  # a backlog: go on at once
+                stop.wait(max(0.0, o.interval - (time.monotonic() - started)))
+            log.info("stopped after %d passes", self.passes)
+            return EXIT_OK
+        finally:
+            self.lease.release()

@@ -1,0 +1,117 @@
+"""One writer per collection: a lease with an expiry, kept in the store itself.
+
+Two daemons relabelling the same collection would race on merges and ids, so a daemon holds the
+``lease`` meta record (owner, expiry) while it works and renews it every pass. Qdrant has no
+compare-and-set, so taking the lease is write-then-confirm: read (free or expired?), write our owner
+and expiry, wait ``settle`` seconds, read again; only if our owner is still there do we hold it.
+Race window: two daemons that both read "free" and write within ``settle`` of each other both
+re-read the later writer, so exactly one wins; two whose write/re-read sequences do not overlap see
+each other. Only a writer whose read-write gap exceeds ``settle`` (a stalled process) can slip in,
+and every renewal re-reads the record, so a daemon that finds another owner stops at its next
+renewal. An expired lease (a crashed holder) is free: ``ttl`` bounds how long a crash blocks others.
+
+The embedded store (Qdrant Edge) is also locked by the OS to the one process that opened it, so a
+second process cannot even open the collection; the lease then guards writers inside one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+
+from pydantic import BaseModel
+
+from .errors import LanderError
+from .stores.base import Collection
+
+log = logging.getLogger(__name__)
+
+LEASE_META = "lease"
+
+
+class LeaseHeld(LanderError):
+    """Another writer holds the collection's lease."""
+
+
+class LeaseRecord(BaseModel):
+    owner: str
+    host: str
+    pid: int
+    expires_at: float  # unix time
+
+    def describe(self) -> str:
+        left = self.expires_at - time.time()
+        return f"{self.owner} (pid {self.pid} on {self.host}, expires in {left:.0f} s)"
+
+
+class Lease:
+    """The lease of one collection for one owner (a daemon)."""
+
+    def __init__(self, col: Collection, *, ttl: float = 60.0, settle: float = 0.5, owner: str | None = None):
+        self.col, self.ttl, self.settle = col, ttl, settle
+        self.owner = owner or f"lander-{uuid.uuid4().hex[:12]}"
+        self.held = False
+
+    def _read(self) -> LeaseRecord | None:
+        meta = self.col.get_meta(LEASE_META)
+        return LeaseRecord(**meta) if meta else None
+
+    def _write(self, expires_at: float) -> None:
+        rec = LeaseRecord(owner=self.owner, host=socket.gethostname(), pid=os.getpid(), expires_at=expires_at)
+        self.col.set_meta(LEASE_META, rec.model_dump())
+
+    def holder(self) -> LeaseRecord | None:
+        """The current holder if the lease is held and not expired (possibly ourselves)."""
+        rec = self._read()
+        return rec if rec is not None and rec.expires_at > time.time() else None
+
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free, expired or already ours; False if someone else holds it."""
+        rec = self.holder()
+        if rec is not None and rec.owner != self.owner:
+            return False
+        self._write(time.time() + self.ttl)
+        time.sleep(self.settle)
+        rec = self._read()
+        self.held = rec is not None and rec.owner == self.owner
+        return self.held
+
+    def acquire(self, *, wait: float = 0.0, poll: float = 1.0) -> None:
+        """Take the lease, waiting up to ``wait`` seconds for the holder to release it or expire."""
+        deadline = time.monotonic() + wait
+        while not self.try_acquire():
+            rec = self.holder()
+            if time.monotonic() >= deadline:
+                who = rec.describe() if rec else "another writer"
+                raise LeaseHeld(f"collection '{self.col.name}' is being clustered by {who}; "
+                                "stop that daemon, wait for it (--wait-lease SECONDS), or let its lease expire")
+            time.sleep(min(poll, max(deadline - time.monotonic(), 0.0)))
+        log.info("lease on '%s' taken by %s for %.0f s", self.col.name, self.owner, self.ttl)
+
+    def renew(self) -> None:
+        """Extend the lease; :class:`LeaseHeld` if another writer took it meanwhile (we then stop)."""
+        rec = self._read()
+        if rec is None or rec.owner != self.owner:
+            self.held = False
+            who = rec.describe() if rec else "nobody (the record was removed)"
+            raise LeaseHeld(f"lost the lease on '{self.col.name}': it is now held by {who}")
+        self._write(time.time() + self.ttl)
+
+    def release(self) -> None:
+        """Give the lease up now (expired record) so the next daemon need not wait for the expiry."""
+        if not self.held:
+            return
+        rec = self._read()
+        if rec is not None and rec.owner == self.owner:
+            self._write(time.time())
+        self.held = False
+
+    def __enter__(self) -> Lease:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
