@@ -10,14 +10,19 @@ counters.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import threading
 import time
+from typing import Any, TypeVar
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .errors import InputError
+
+T = TypeVar("T")
 
 # Passes range from milliseconds (a few new points) to many minutes (a full sync of millions).
 PASS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -72,6 +77,14 @@ class Metrics:
     def record_error(self, operation: str) -> None:
         """One failed Qdrant call (``operation`` = e.g. ``scroll``, ``query_batch_points``, ``set_payload``)."""
         self.qdrant_errors.labels(operation).inc()
+
+    def instrument(self, collection: T) -> T:
+        """``collection`` (a store Collection) with every failed call counted by method name.
+
+        Wrap the daemon's collection once and every store call, generators such as ``scroll``
+        included, feeds ``qlander_qdrant_errors_total{operation=...}``; errors still propagate.
+        """
+        return _Counted(collection, self)  # type: ignore[return-value]
 
     def _finish(self, outcome: str, seconds: float, error: str | None) -> None:
         self.passes.labels(outcome).inc()
@@ -135,3 +148,35 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _Counted:
+    """Delegates everything to ``inner``; exceptions from its methods are counted, then re-raised."""
+
+    def __init__(self, inner: Any, metrics: Metrics) -> None:
+        self._inner, self._metrics = inner, metrics
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+        record = functools.partial(self._metrics.record_error, name)
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                out = attr(*args, **kwargs)
+            except Exception:
+                record()
+                raise
+            return _counted_iter(out, record) if inspect.isgenerator(out) else out
+
+        return call
+
+
+def _counted_iter(gen: Any, record: Any) -> Any:
+    try:
+        yield from gen
+    except Exception:
+        record()
+        raise

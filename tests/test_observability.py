@@ -5,6 +5,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from qdrant_lander.errors import InputError
@@ -96,3 +97,28 @@ def test_port_in_use_is_an_error():
             Metrics().start(port, host="127.0.0.1")
     finally:
         a.stop()
+
+
+def test_instrumented_collection_counts_failed_store_calls(tmp_path):
+    """A real store collection: failures of plain calls and of generators (scroll) are counted."""
+    import numpy as np
+    from qdrant_client import QdrantClient
+
+    from qdrant_lander.errors import StoreError
+    from qdrant_lander.stores.client import ServerStore
+
+    m = Metrics()
+    store = ServerStore(QdrantClient(":memory:"))
+    col = m.instrument(store.create("docs", 4))
+    col.upsert(np.arange(3), np.eye(3, 4, dtype=np.float32))
+    assert col.count() == 3 and col.name == "docs"  # calls and attributes pass through
+    assert sum(len(b.ids) for b in col.scroll(batch_size=2)) == 3
+    with pytest.raises(StoreError):
+        col.knn(np.arange(3), np.eye(3, 4, dtype=np.float32), k=5)  # only 2 other points exist
+    store.client.delete_collection("docs")  # the server loses the collection under the daemon
+    with pytest.raises(Exception):
+        list(col.scroll(batch_size=2))
+    s = samples(generate_latest(m.registry).decode())
+    assert s[("qlander_qdrant_errors_total", (("operation", "knn"),))] == 1
+    assert s[("qlander_qdrant_errors_total", (("operation", "scroll"),))] == 1
+    assert ("qlander_qdrant_errors_total", (("operation", "count"),)) not in s
