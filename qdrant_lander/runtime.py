@@ -136,6 +136,9 @@ class OnnxScorer:
             got = getattr(inputs, name).shape
             if got != shape:
                 raise ModelError(f"model '{self.card.name}' expects {name} of shape {shape}, got {got}")
+        if inputs.nbr.size and (inputs.nbr.min() < 0 or inputs.nbr.max() >= n):
+            raise InputError(f"neighbour indices must be row numbers in [0, {n}), got [{inputs.nbr.min()}, "
+                             f"{inputs.nbr.max()}]")
 
     def __call__(self, inputs: LevelInputs) -> tuple[np.ndarray, np.ndarray]:
         """(link probability float32 [N, k], density float32 [N]) for one level's inputs."""

@@ -71,11 +71,14 @@ def test_chunk_size_does_not_change_results(model_path):
             np.testing.assert_allclose(g, w, rtol=0, atol=1e-6)
 
 
-def test_wrong_input_width_is_a_model_error(model_path):
+def test_inputs_that_do_not_fit_are_refused(model_path):
     inputs = hub_inputs(20, 4)
     bad = inputs.__class__(**{**inputs.__dict__, "x": np.zeros((20, 3), np.float32)})
     with pytest.raises(ModelError, match="expects x of shape"):
         OnnxScorer(model_path, device="cpu")(bad)
+    inputs.nbr[5, 2] = 20
+    with pytest.raises(InputError, match="neighbour indices"):
+        OnnxScorer(model_path, device="cpu")(inputs)
 
 
 def test_not_a_lander_model(tmp_path):
