@@ -1,0 +1,108 @@
+"""One writer per collection: the lease kept in the store, two daemons on one collection, and the
+embedded store's process lock."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from benchmarks.tasks import clinc_75_75, subsample_classes
+from qdrant_lander import Lander
+from qdrant_lander.daemon import EXIT_LEASE, EXIT_OK, Daemon, DaemonOptions
+from qdrant_lander.errors import StoreError
+from qdrant_lander.lease import LEASE_META, Lease, LeaseHeld
+from qdrant_lander.stores.client import ServerStore
+from qdrant_lander.stores.edge import EdgeStore
+from qdrant_lander.sync import import_points
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def col():
+    store = ServerStore(QdrantClient(":memory:"))
+    x = subsample_classes(clinc_75_75().test, 1, seed=3).x  # 150 points
+    yield import_points(store, "docs", x, progress=False)
+    store.close()
+
+
+def test_second_owner_refused_until_release(col):
+    a, b = Lease(col, ttl=30, settle=0.01, owner="a"), Lease(col, ttl=30, settle=0.01, owner="b")
+    a.acquire()
+    assert not b.try_acquire()
+    with pytest.raises(LeaseHeld, match="being clustered by a"):
+        b.acquire(wait=0.1, poll=0.05)
+    a.renew()  # still ours
+    a.release()
+    b.acquire()
+    assert col.get_meta(LEASE_META)["owner"] == "b"
+
+
+def test_expired_lease_is_free_and_old_owner_stops(col):
+    a, b = Lease(col, ttl=0.3, settle=0.01, owner="a"), Lease(col, ttl=30, settle=0.01, owner="b")
+    a.acquire()
+    time.sleep(0.4)  # a crashed holder: no renewal
+    b.acquire()
+    with pytest.raises(LeaseHeld, match="now held by b"):
+        a.renew()
+    a.release()  # not ours any more: must not clear b's record
+    assert b.holder().owner == "b"
+
+
+def test_waiting_for_a_lease(col):
+    a, b = Lease(col, ttl=30, settle=0.01, owner="a"), Lease(col, ttl=30, settle=0.01, owner="b")
+    a.acquire()
+    threading.Timer(0.3, a.release).start()
+    t = time.monotonic()
+    b.acquire(wait=5, poll=0.05)
+    assert 0.25 < time.monotonic() - t < 5
+
+
+def test_two_daemons_on_one_collection(col):
+    lander = Lander(os.environ.get("QLANDER_TEST_MODEL"), device="cpu", threads=1)
+    opts = DaemonOptions(interval=0.05, lease_ttl=30)
+    first, second = Daemon(col, lander, opts, owner="first"), Daemon(col, lander, opts, owner="second")
+    stop = threading.Event()
+    codes = []
+    runner = threading.Thread(target=lambda: codes.append(first.watch(stop)))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while first.passes == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.passes >= 1
+        assert second.watch(threading.Event()) == EXIT_LEASE
+        with pytest.raises(LeaseHeld):
+            second.once()
+        # --wait-lease: the second daemon gets the collection once the first stops
+        waiting = Daemon(col, lander, opts.model_copy(update={"wait_lease": 30}), owner="second")
+        threading.Timer(0.5, stop.set).start()
+        assert not waiting.once().full
+    finally:
+        stop.set()
+        runner.join(30)
+    assert codes == [EXIT_OK]
+
+
+def test_embedded_store_allows_one_process(tmp_path):
+    x = np.random.RandomState(0).rand(20, 8).astype(np.float32)
+    with EdgeStore(tmp_path / "d") as store:
+        import_points(store, "docs", x, progress=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from qdrant_lander.stores.edge import EdgeStore; "
+         f"s = EdgeStore({str(tmp_path / 'd')!r}); s.open('docs'); print('open', flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(StoreError, match="open in another process"):
+            EdgeStore(tmp_path / "d").open("docs")
+    finally:
+        holder.kill()
+        holder.wait()
+    with EdgeStore(tmp_path / "d") as store:  # the lock dies with its process
+        assert store.open("docs").count() == 20
