@@ -14,6 +14,7 @@ import io
 import json
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -396,8 +397,9 @@ def read_collection(
     state = collection.get_meta(SYNC_META)
     info: dict[str, str] = {}
     if state:
+        when = state.get("finished_at") or state.get("started_at")
         info |= {"model": str(state.get("model")), "generation": str(state.get("generation")),
-                 "last full sync": str(state.get("finished_at") or state.get("started_at"))}
+                 "last full sync": f"{datetime.fromisoformat(when):%Y-%m-%d %H:%M %Z}" if when else "never"}
     return ReportData(
         title=collection.name,
         clusters=cl,

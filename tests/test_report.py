@@ -1,6 +1,7 @@
 """The HTML report: figures and numbers from plain data, read from a real store, rendered in Chromium."""
 
 import base64
+import html
 import re
 import shutil
 import subprocess
@@ -178,3 +179,29 @@ def test_page_renders_in_headless_chromium(tmp_path):
     blue = (np.abs(img[..., 0] - 0x3B / 255) < 0.02) & (np.abs(img[..., 2] - 0xB6 / 255) < 0.02)
     assert blue.sum() > 5000
     assert (img[..., :3].mean(axis=2) < 0.3).sum() > 5000  # dark text
+
+
+def test_report_of_a_real_sync(tmp_path):
+    """What `sync` really writes (shipped model, Qdrant Edge) is what the report reads."""
+    import json
+    from pathlib import Path
+
+    from qdrant_lander import Lander
+    from qdrant_lander.sync import full_sync, import_points
+
+    demo = Path(__file__).resolve().parents[1] / "qdrant_lander" / "demo_data"
+    x = np.load(demo / "clinc_sample.npz")["embeddings"].astype(np.float32)
+    rows = [json.loads(line) for line in (demo / "clinc_sample.jsonl").read_text().splitlines()]
+    keep = np.flatnonzero(np.isin([r["intent"] for r in rows], sorted({r["intent"] for r in rows})[:4]))
+    with EdgeStore(tmp_path / "qd") as store:
+        col = import_points(store, "docs", x[keep], [rows[i] for i in keep], progress=False)
+        rep = full_sync(col, Lander(), progress=False)
+        d = read_collection(col, label_field="intent", top=5, examples=2)
+    assert (d.clusters >= 0).all() and len(np.unique(d.clusters)) == rep.clusters
+    assert d.paths.shape == (len(keep), rep.levels) and (d.paths[:, -1] == d.clusters).all()
+    assert d.info["model"] == rep.model and d.info["generation"] == str(rep.generation)
+    page = build_report(d, fields=["text"])
+    assert "Pairwise F" in page
+    shown = [p["text"] for ex in d.examples.values() for p in ex]
+    assert len(shown) == 2 * min(5, rep.clusters) - sum(len(e) < 2 for e in d.examples.values())
+    assert all(html.escape(t) in page for t in shown)
