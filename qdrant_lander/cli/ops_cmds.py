@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import click
@@ -11,8 +10,6 @@ import click
 from ..config import Settings
 from . import main
 from .settings_options import settings_options
-
-log = logging.getLogger(__name__)
 
 
 @main.group()
@@ -53,12 +50,10 @@ def report(collection: str, out: Path, label_field: str | None, fields: str | No
       qdrant-lander report docs --out report.html --label-field intent --fields text
     """
     from ..report import read_collection, require_extra, write_report
-    from ..stores import open_store
+    from .collection_cmds import _collection
 
     require_extra()  # fail before reading a large collection
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    with open_store(settings.url, api_key, settings.path) as store:
-        coll = store.open(collection, vector=settings.vector)
+    with _collection(settings, collection) as coll:
         data = read_collection(coll, label_field=label_field, top=top, examples=examples,
                                batch_size=settings.batch_size)
     write_report(data, str(out), fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None, top=top)
