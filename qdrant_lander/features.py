@@ -86,7 +86,7 @@ def _jaccard(nbr: np.ndarray) -> np.ndarray:
     return (inter / (2 * (k + 1) - inter)).astype(np.float32)
 
 
-def _neighbourhood_terms(vectors: np.ndarray, nbr: np.ndarray, block_rows: int = 4096) -> tuple[np.ndarray, ...]:
+def _neighbourhood_terms(vectors: np.ndarray, nbr: np.ndarray, block_rows: int = 2048) -> tuple[np.ndarray, ...]:
     """Cosines between nodes and neighbourhood centroids c_i = mean of i's neighbours' vectors.
 
     All are linear in c, so they cost O(N k D) (no k x k similarity matrices) and read only cosines,
@@ -97,17 +97,19 @@ def _neighbourhood_terms(vectors: np.ndarray, nbr: np.ndarray, block_rows: int =
     n, k = nbr.shape
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     c = np.empty_like(v)
+    j_dot_ci = np.empty((n, k), dtype=np.float32)  # x_j . c_i, includes x_j . x_j = 1 once
     for s in range(0, n, block_rows):
-        c[s:s + block_rows] = v[nbr[s:s + block_rows]].mean(axis=1)
+        vb = v[nbr[s:s + block_rows]]
+        c[s:s + block_rows] = vb.mean(axis=1)
+        j_dot_ci[s:s + block_rows] = np.matmul(vb, c[s:s + block_rows, :, None])[..., 0]
     c_norm = np.linalg.norm(c, axis=1)
-    cu = c / np.maximum(c_norm, 1e-12)[:, None]
-    j_in_i, i_in_j, centroid_cos = (np.empty((n, k), dtype=np.float32) for _ in range(3))
+    i_in_j, centroid_cos = np.empty((n, k), dtype=np.float32), np.empty((n, k), dtype=np.float32)
     for s in range(0, n, block_rows):
-        b = nbr[s:s + block_rows]
-        j_dot_ci = np.einsum("imd,id->im", v[b], c[s:s + block_rows])  # includes x_j . x_j = 1 once
-        j_in_i[s:s + block_rows] = (k * j_dot_ci - 1.0) / (k - 1) if k > 1 else 0.0
-        i_in_j[s:s + block_rows] = np.einsum("id,imd->im", v[s:s + block_rows], c[b])
-        centroid_cos[s:s + block_rows] = np.einsum("id,imd->im", cu[s:s + block_rows], cu[b])
+        cb = c[nbr[s:s + block_rows]]
+        i_in_j[s:s + block_rows] = np.matmul(cb, v[s:s + block_rows, :, None])[..., 0]
+        centroid_cos[s:s + block_rows] = np.matmul(cb, c[s:s + block_rows, :, None])[..., 0]
+    centroid_cos /= np.maximum(c_norm[nbr] * c_norm[:, None], 1e-12)
+    j_in_i = (k * j_dot_ci - 1.0) / (k - 1) if k > 1 else np.zeros_like(j_dot_ci)
     return j_in_i, i_in_j, centroid_cos, c_norm
 
 

@@ -60,10 +60,13 @@ class CandidateNeighbours:
 
 
 def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, max_levels: int,
-                 graph: KnnGraph | None = None, flip: float = 0.0,
+                 graph: KnnGraph | None = None, drop: float = 0.0, flip: float = 0.0,
                  rng: np.random.RandomState | None = None) -> list[LevelData]:
-    """The training levels of one labeled set: inputs plus link and density targets, level by level."""
-    scorer = GroundTruthScorer(y, flip=flip, rng=rng)
+    """The training levels of one labeled set: inputs plus link and density targets, level by level.
+
+    Targets are always the true labels; ``drop``/``flip`` only make the *decoded* levels imperfect
+    (see :class:`GroundTruthScorer`)."""
+    scorer = GroundTruthScorer(y, drop=drop, flip=flip, rng=rng)
     graph = graph if graph is not None else knn_graph(x, k)
     out = []
     for step, _ in hierarchy_levels(x, graph, scorer, tau=0.5, k=k, node_mode=node_mode, max_levels=max_levels):
@@ -78,8 +81,10 @@ def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, m
 
 def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.RandomState, *,
                    class_fraction: tuple[float, float], k_choices: list[int], node_mode: NodeMode, max_levels: int,
-                   flip: float = 0.0) -> Batch:
-    """One training step's graph: the levels (of the episode's k) of a random class subset, batched."""
+                   drop: float = 0.0, flip: float = 0.0) -> Batch:
+    """One training step's graph: the levels (of the episode's k) of a random class subset, batched.
+
+    The episode's levels are decoded with a random share (up to ``drop``/``flip``) of wrong links."""
     x = cands.x
     classes = np.unique(y)
     frac = rng.uniform(*class_fraction)
@@ -88,5 +93,6 @@ def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.Ran
     k = int(rng.choice(k_choices))
     k = min(k, int(keep.sum()) - 1)
     levels = level_graphs(x[keep], y[keep], k, node_mode=node_mode, max_levels=max_levels,
-                          graph=cands.subgraph(keep, k), flip=flip, rng=rng)
+                          graph=cands.subgraph(keep, k), drop=rng.uniform(0, drop), flip=rng.uniform(0, flip),
+                          rng=rng)
     return Batch.from_data_list([g for g in levels if g.nbr_index.shape[1] == k])

@@ -50,10 +50,15 @@ class TrainConfig(BaseModel):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     density_weight: float = Field(1.0, ge=0, description="Weight of the density MSE next to the link loss")
+    denser_edges_only: bool = Field(False, description="Link loss only on edges to a denser neighbour (GT density),"
+                                                       " the only edges the decoder can follow (as in the paper)")
     k_choices: list[int] = Field([5, 10, 20], min_length=1, description="k drawn per episode")
     train_levels: int = Field(3, ge=1, description="Levels of the ground-truth hierarchy trained on per episode")
     class_fraction: tuple[float, float] = Field((0.2, 0.5), description="Share of training classes per episode")
-    flip: float = Field(0.0, ge=0, lt=0.5, description="Share of GT links flipped when building levels >= 1")
+    drop: float = Field(0.0, ge=0, lt=1, description="Up to this share of true links dropped when decoding the "
+                                                     "training levels (same-class fragments at the next level)")
+    flip: float = Field(0.0, ge=0, lt=0.5, description="Up to this share of false links turned on when decoding "
+                                                       "the training levels (impure supernodes)")
     heldout_fraction: float = Field(0.25, gt=0, lt=1, description="Training classes kept back to choose tau")
     decode_k: list[int] = Field([10], min_length=1, description="k values tried when choosing the decoding")
     taus: list[float] = Field([round(t, 2) for t in np.arange(0.05, 1.0, 0.05)], min_length=1)
@@ -117,11 +122,13 @@ def _split_classes(y: np.ndarray, fraction: float, rng: np.random.RandomState) -
     return np.isin(y, rng.choice(classes, size=n_held, replace=False))
 
 
-def _balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE where positives and negatives each carry half the weight (links are mostly positive at level 0)."""
-    pos = target > 0.5
-    n_pos, n_neg = pos.sum().clamp_min(1), (~pos).sum().clamp_min(1)
-    weight = torch.where(pos, 0.5 / n_pos, 0.5 / n_neg)
+def _balanced_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE where positives and negatives each carry half the weight (links are mostly positive at level 0),
+    over the edges in ``mask`` (all when None)."""
+    mask = torch.ones_like(target, dtype=torch.bool) if mask is None else mask
+    pos, neg = (target > 0.5) & mask, (target <= 0.5) & mask
+    n_pos, n_neg = pos.sum().clamp_min(1), neg.sum().clamp_min(1)
+    weight = torch.where(pos, 0.5 / n_pos, torch.where(neg, 0.5 / n_neg, 0.0))
     return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum()
 
 
@@ -164,10 +171,14 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
         d = int(rng.choice(len(pools), p=weights))
         batch = sample_episode(pools[d], pool_y[d], rng, class_fraction=config.class_fraction,
                                k_choices=config.k_choices, node_mode=config.node_mode,
-                               max_levels=config.train_levels, flip=config.flip)
+                               max_levels=config.train_levels, drop=config.drop, flip=config.flip)
         logits = net.link_logits(batch.x, batch.nbr_index, batch.sim, batch.edge_attr)
         density = LanderNet.density_from_links(torch.sigmoid(logits), batch.sim)
-        loss = _balanced_bce(logits, batch.link) + config.density_weight * F.mse_loss(density, batch.density)
+        mask = None
+        if config.denser_edges_only:
+            n, k = batch.nbr_index.shape
+            mask = batch.density.index_select(0, batch.nbr_index.reshape(-1)).reshape(n, k) > batch.density[:, None]
+        loss = _balanced_bce(logits, batch.link, mask) + config.density_weight * F.mse_loss(density, batch.density)
         opt.zero_grad()
         loss.backward()
         opt.step()
