@@ -1,4 +1,4 @@
-"""Export a trained LanderNet to one ONNX file that is enough to serve it.
+"""Export a trained LanderNet to one self-contained ONNX file.
 
 The file holds one graph with two entry points sharing the same weights:
 
@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from qdrant_lander.model_card import ModelCard
+from qdrant_lander.runtime import CARD_KEY, STAGES_KEY
 from qdrant_lander.training.model import LanderNet
 
 from .stages import Stage, stages
@@ -41,8 +42,6 @@ from .stages import Stage, stages
 log = logging.getLogger(__name__)
 
 OPSET = 18
-CARD_KEY = "qdrant_lander.card"
-STAGES_KEY = "qdrant_lander.stages"
 EDGE_ROLES = ("self", "table", "nbr", "sim", "edge_attr")
 
 # Example sizes for tracing; deliberately all different (tables get _N + stage number rows) so no
@@ -142,13 +141,18 @@ def export_onnx(net: LanderNet, card: ModelCard, path: str | Path) -> ModelCard:
     was_training = net.training
     net.eval()
     args, names, shapes, out_names = _examples(net, parts)
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    registry_level = registry_log.level
+    registry_log.setLevel(logging.ERROR)  # "torchvision is not installed" lines, irrelevant here
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's own deprecation chatter
             program = torch.onnx.export(_AllEntryPoints(net, parts), args, dynamo=True, opset_version=OPSET,
-                                        input_names=names, output_names=out_names, dynamic_shapes=(shapes,), verbose=False)
+                                        input_names=names, output_names=out_names, dynamic_shapes=(shapes,),
+                                        verbose=False)
     finally:
         net.train(was_training)
+        registry_log.setLevel(registry_level)
     model = program.model_proto
     _add_input_defaults(model)
     meta = {
