@@ -115,3 +115,10 @@ def test_greedy_rejects_a_batch_of_another_dimension(part):
     g.partial_fit(part.x[:5])
     with pytest.raises(ValueError, match="dimension"):
         g.partial_fit(np.ones((2, 3), dtype=np.float32))
+
+
+def test_greedy_baseline_streams_a_fixed_shuffle_not_the_class_sorted_rows(part):
+    params = {"max_distance": 0.15, "min_faces": 2}
+    labels = BASELINES["greedy-dbscan"](**params).fit_predict(part.x)
+    order = np.random.RandomState(0).permutation(len(part.x))
+    assert np.array_equal(labels[order], GreedyDBSCAN(**params).fit_predict(part.x[order]))
