@@ -73,6 +73,8 @@ def _session(ort, path: Path, device: Device, threads: int | None):
         raise ModelError(f"cannot load ONNX model {path}: {e}") from e
     # onnxruntime-gpu lists CUDA as available even without a GPU; the session tells what it really got.
     got = session.get_providers()[0]
+    if device == "auto" and CUDA in providers and got != CUDA:
+        log.warning("onnxruntime lists CUDA but could not use it (no GPU or driver?); running on %s", got)
     if device == "cuda" and got != CUDA:
         raise InputError(f"device 'cuda' requested but onnxruntime could not use a GPU (session got {got}); "
                          "check the NVIDIA driver and CUDA/cuDNN libraries, or use --device cpu")

@@ -37,13 +37,14 @@ def test_auto_says_which_provider_it_uses(model_path, caplog):
     assert f"on {scorer.provider}" in caplog.text
 
 
-def test_cuda_listed_but_unusable(model_path, monkeypatch):
+def test_cuda_listed_but_unusable(model_path, monkeypatch, caplog):
     """onnxruntime-gpu lists CUDA as available on machines without a GPU; only the session's
     providers count. Simulated here: CUDA listed, but this onnxruntime cannot create it."""
     if CUDA in ort.get_available_providers():
         pytest.skip("this onnxruntime really has CUDA")
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
     assert OnnxScorer(model_path, device="auto").provider == CPU
+    assert "could not use it" in caplog.text
     with pytest.raises(InputError, match="could not use a GPU"):
         OnnxScorer(model_path, device="cuda")
 
