@@ -1,8 +1,9 @@
 """The sync daemon: incremental passes on an interval, full re-clusterings with stable ids, one writer.
 
 A pass is incremental (:func:`~qdrant_lander.incremental.incremental_pass`) unless a full one is
-due: the collection was never fully synced or its last full sync crashed, ``rebuild_every`` passes
-went by in watch mode, or the collection grew by ``growth`` (a share) since the last full sync. The
+due: the collection was never fully synced or its last full sync crashed, ``rebuild_every``
+incremental passes labelled points since the last full one (watch mode; idle passes do not count), or
+the collection grew by ``growth`` (a share) since the last full sync. The
 last rule matters early on: a model clusters 500 points of 75 topics far worse than 10,000, and an
 incremental pass only attaches and merges, it never splits what a small first sync glued together.
 Growth-triggered full syncs come at geometric intervals, so their amortised cost per point stays
@@ -45,14 +46,15 @@ EXIT_OK, EXIT_INPUT, EXIT_LEASE, EXIT_STORE = 0, 2, 3, 4
 
 class DaemonOptions(BaseModel):
     interval: float = Field(5.0, gt=0, description="Seconds between passes in watch mode")
-    rebuild_every: int = Field(0, ge=0, description="Full re-clustering every N passes in watch mode (0 = never)")
+    rebuild_every: int = Field(0, ge=0, description="Full re-clustering after N incremental passes that labelled "
+                                                     "points, in watch mode (0 = never)")
     growth: float = Field(0.25, ge=0, description="Full re-clustering once the collection grew by this share "
                                                   "since the last full one (0 = never)")
     hops: int = Field(2, ge=1, description="Rings of neighbours scored around new points")
     bridge: bool = Field(False, description="Also merge clusters a new point links into above tau")
     max_new: int = Field(20_000, ge=1, description="New points per incremental pass (bounds memory and latency)")
     batch_size: int = Field(1024, ge=1)
-    lease_ttl: float = Field(60.0, gt=0, description="Seconds a lease lasts without renewal")
+    lease_ttl: float = Field(300.0, gt=0, description="Seconds a lease lasts without renewal (above the longest pass)")
     wait_lease: float = Field(0.0, ge=0, description="Seconds to wait for another writer's lease")
     max_failures: int = Field(5, ge=1, description="Failed passes in a row before watch mode gives up")
     progress: bool = False
@@ -81,6 +83,7 @@ class Daemon:
         self.cache = NeighbourCache(lander.card.k)
         self.lease = Lease(col, ttl=self.options.lease_ttl, owner=owner)
         self.passes = 0
+        self.since_full = 0  # incremental passes that labelled points since the last full one
 
     def full_pass(self) -> PassReport:
         """Re-cluster everything; clusters keep the ids they had where they overlap most."""
@@ -124,6 +127,7 @@ class Daemon:
                 self.metrics.record_failure(e, seconds=time.perf_counter() - t0)
             raise
         self.passes += 1
+        self.since_full = 0 if report.full else self.since_full + (report.new > 0)
         log.info("%s", report.log_line())
         if self.metrics is not None:
             self.metrics.record_pass(points=report.new, merges=report.merged, created=report.created,
@@ -156,8 +160,7 @@ class Daemon:
                 started = time.monotonic()
                 try:
                     self.lease.renew()
-                    due = o.rebuild_every > 0 and self.passes > 0 and self.passes % o.rebuild_every == 0
-                    report = self.run_pass(full=due)
+                    report = self.run_pass(full=0 < o.rebuild_every <= self.since_full)
                     failures = 0
                 except LeaseHeld as e:
                     log.error("%s", e)

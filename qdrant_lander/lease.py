@@ -8,7 +8,8 @@ Race window: two daemons that both read "free" and write within ``settle`` of ea
 re-read the later writer, so exactly one wins; two whose write/re-read sequences do not overlap see
 each other. Only a writer whose read-write gap exceeds ``settle`` (a stalled process) can slip in,
 and every renewal re-reads the record, so a daemon that finds another owner stops at its next
-renewal. An expired lease (a crashed holder) is free: ``ttl`` bounds how long a crash blocks others.
+renewal. An expired lease is free, and so is one whose holder was a process on this host that is
+gone: ``ttl`` bounds how long a crash elsewhere blocks others.
 
 The embedded store (Qdrant Edge) is also locked by the OS to the one process that opened it, so a
 second process cannot even open the collection; the lease then guards writers inside one process.
@@ -47,6 +48,16 @@ class LeaseRecord(BaseModel):
         return f"{self.owner} (pid {self.pid} on {self.host}, expires in {left:.0f} s)"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 class Lease:
     """The lease of one collection for one owner (a daemon)."""
 
@@ -64,9 +75,14 @@ class Lease:
         self.col.set_meta(LEASE_META, rec.model_dump())
 
     def holder(self) -> LeaseRecord | None:
-        """The current holder if the lease is held and not expired (possibly ourselves)."""
+        """The current holder if the lease is held, not expired, and not a dead process on this host
+        (a daemon killed with -9 on this machine frees its lease at once, not after ``ttl``)."""
         rec = self._read()
-        return rec if rec is not None and rec.expires_at > time.time() else None
+        if rec is None or rec.expires_at <= time.time():
+            return None
+        if rec.host == socket.gethostname() and rec.pid != os.getpid() and not _alive(rec.pid):
+            return None
+        return rec
 
     def try_acquire(self) -> bool:
         """Take the lease if it is free, expired or already ours; False if someone else holds it."""
