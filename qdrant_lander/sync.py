@@ -110,14 +110,14 @@ def read_vectors(col: Collection, *, batch_size: int = 1024, progress: bool = Tr
 
 
 def fetch_knn(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, *, batch_size: int = 1024,
-              progress: bool = True) -> KnnGraph:
+              progress: bool = True, exact: bool = False) -> KnnGraph:
     """The level-0 kNN graph of all points from the store's index, as row indices into ``ids``."""
     nbr = np.empty((len(ids), k), dtype=np.int64)
     sim = np.empty((len(ids), k), dtype=np.float32)
     with _bar(len(ids), "kNN", progress) as bar:
         for s in range(0, len(ids), batch_size):
             e = min(s + batch_size, len(ids))
-            res = col.knn(ids[s:e], x[s:e], k)
+            res = col.knn(ids[s:e], x[s:e], k, exact=exact)
             rows = np.minimum(np.searchsorted(ids, res.ids), len(ids) - 1)
             if not np.array_equal(ids[rows], res.ids):
                 raise StoreError(f"collection '{col.name}' changed during the sync (unknown neighbour ids); run it again")
@@ -180,10 +180,12 @@ def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: st
     return state
 
 
-def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, progress: bool = True,
+def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, progress: bool = True, exact: bool = False,
               rename: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> SyncReport:
     """Cluster every point of ``col`` and write the result as ``lander`` payload.
 
+    ``exact`` takes neighbours by a full scan instead of the HNSW index: slower on large collections,
+    but the graph (hence the clustering) is exactly what ``Lander.predict`` builds in memory.
     ``rename(point ids, cluster ids)`` may return other cluster ids to write (the daemon keeps the
     previous generation's ids stable this way, see :mod:`qdrant_lander.stable_ids`).
     """
@@ -194,9 +196,10 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
     with _stage(seconds, cpu, "scroll"):
         ids, x = read_vectors(col, batch_size=batch_size, progress=progress)
     with _stage(seconds, cpu, "index"):
-        col.prepare_knn()
+        if not exact:
+            col.prepare_knn()
     with _stage(seconds, cpu, "knn"):
-        graph = fetch_knn(col, ids, x, card.k, batch_size=batch_size, progress=progress)
+        graph = fetch_knn(col, ids, x, card.k, batch_size=batch_size, progress=progress, exact=exact)
     with _stage(seconds, cpu, "cluster"):
         res = lander.predict_graph(x, graph)
         clusters = rename(ids, ids[res.labels]) if rename is not None else None

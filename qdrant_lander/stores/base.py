@@ -130,8 +130,10 @@ class Collection(ABC):
         """Make kNN queries fast (build the vector index) before a large batch of them."""
 
     @abstractmethod
-    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int) -> Neighbours:
+    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False) -> Neighbours:
         """The k nearest stored points of stored points ``ids`` (whose vectors are ``vectors``).
+
+        ``exact`` scans all vectors instead of the HNSW index: reproducible, slower on large collections.
 
         A server uses the ids (its stored vectors never travel); Qdrant Edge cannot query by id and
         uses the vectors. Raises StoreError when fewer than k neighbours come back.

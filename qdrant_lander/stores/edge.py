@@ -139,14 +139,14 @@ class EdgeCollection(Collection):
         log.info("optimizing '%s' (%d points): builds the vector index if needed", self.name, self.shard.info().points_count)
         self.shard.optimize()
 
-    def _nearest(self, v: np.ndarray, limit: int, filter: qe.Filter | None = None,
-                 payload: bool = False) -> qe.QueryRequest:
+    def _nearest(self, v: np.ndarray, limit: int, filter: qe.Filter | None = None, payload: bool = False,
+                 exact: bool = False) -> qe.QueryRequest:
         return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(v.tolist(), using=self.vector or None),
-                               filter=filter, params=qe.SearchParams(hnsw_ef=max(HNSW_EF, limit)),
+                               filter=filter, params=qe.SearchParams(hnsw_ef=max(HNSW_EF, limit), exact=exact),
                                with_payload=payload)
 
-    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int) -> Neighbours:
-        results = self.shard.query_batch(qe.QueryBatchRequest([self._nearest(v, k + 1) for v in vectors]))
+    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False) -> Neighbours:
+        results = self.shard.query_batch(qe.QueryBatchRequest([self._nearest(v, k + 1, exact=exact) for v in vectors]))
         return drop_self(ids, [[(h.id, h.score) for h in r] for r in results], k, self.name)
 
     def search(self, vector: np.ndarray, *, limit: int, filter: models.Filter | None = None) -> list[Hit]:
