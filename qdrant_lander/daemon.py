@@ -50,7 +50,7 @@ class DaemonOptions(BaseModel):
                                                      "points, in watch mode (0 = never)")
     growth: float = Field(0.25, ge=0, description="Full re-clustering once the collection grew by this share "
                                                   "since the last full one (0 = never)")
-    hops: int = Field(2, ge=1, description="Rings of neighbours scored around new points")
+    hops: int = Field(1, ge=1, description="Rings of neighbours scored around new points")
     bridge: bool = Field(False, description="Also merge clusters a new point links into above tau")
     max_new: int = Field(20_000, ge=1, description="New points per incremental pass (bounds memory and latency)")
     batch_size: int = Field(1024, ge=1)

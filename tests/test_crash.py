@@ -34,7 +34,7 @@ x = np.load(xfile)
 with EdgeStore(path) as store:
     col = store.open("docs")
     daemon = Daemon(col, Lander(model, device="cpu", threads=1),
-                    DaemonOptions(interval=0.02, rebuild_every=2, hops=1, growth=0))
+                    DaemonOptions(interval=0.02, rebuild_every=2, growth=0))
 
     def arrive(start):
         for s in range(start, len(x), 10):
@@ -86,7 +86,7 @@ def test_kill_9_at_random_moments(tmp_path):
     # restart: one pass finishes the work and leaves everything consistent
     with EdgeStore(path) as store:
         col = store.open("docs")
-        Daemon(col, Lander(MODEL, device="cpu", threads=1), DaemonOptions(hops=1, growth=0)).once()
+        Daemon(col, Lander(MODEL, device="cpu", threads=1), DaemonOptions(growth=0)).once()
         assert col.count(unclustered_filter()) == 0
     pts, sync, inc = read_all(path)
     assert SyncState(**sync).state == "complete"

@@ -90,13 +90,13 @@ def test_warm_cache_queries_only_the_new_points(tmp_path, data, lander):
         full_sync(col, lander, progress=False)
         cache = NeighbourCache(lander.card.k)
         import_points(store, "docs", x[400:420], start_id=400, progress=False)
-        incremental_pass(col, lander.scorer, lander.card, cache=cache, hops=1)
+        incremental_pass(col, lander.scorer, lander.card, cache=cache)
         queried = []
         knn = col.knn
         col.knn = lambda ids, v, k: queried.extend(ids.tolist()) or knn(ids, v, k)
         import_points(store, "docs", x[420:425], start_id=420, progress=False)
         cached = set(cache.lists)
-        rep = incremental_pass(col, lander.scorer, lander.card, cache=cache, hops=1)
+        rep = incremental_pass(col, lander.scorer, lander.card, cache=cache)
         assert rep.new == 5 and rep.field > 5
         # the new points are queried; of the old ones only those whose lists were never fetched
         assert set(range(420, 425)) <= set(queried)
@@ -110,21 +110,23 @@ def test_deleted_and_reupserted_points(store, data, lander):
     full_sync(col, lander, progress=False)
     cache = NeighbourCache(lander.card.k)
     import_points(store, "docs", x[350:380], start_id=350, progress=False)
-    incremental_pass(col, lander.scorer, lander.card, cache=cache)
+    incremental_pass(col, lander.scorer, lander.card, cache=cache, hops=2)
     labels = check_consistent(col)
-    # delete the cached neighbours of the next arrivals, and re-upsert a cluster's peak with a new vector
-    victims = sorted({int(q) for p in range(350, 360) for q in cache.lists[p][0][:3] if q < 350})
+    # delete points the cache lists next to point 355 (ring 1 of the next arrival: its list is ring 2), and re-upsert
+    # a cluster's peak with a new vector
+    victims = [int(q) for q in cache.lists[355][0][:3] if q < 350]
     peak = next(pid for pid, lp in labels.items() if lp.peak and pid not in victims)
     if isinstance(store, EdgeStore):
         import qdrant_edge as qe
         col.shard.update(qe.UpdateOperation.delete_points(victims))
     else:
         col.client.delete(col.name, points_selector=models.PointIdsList(points=victims), wait=True)
-    import_points(store, "docs", x[380:400], start_id=380, progress=False)
+    arrivals = np.concatenate([x[[355]] * 0.95 + x[[380]] * 0.05, x[381:400]])
+    import_points(store, "docs", arrivals, start_id=380, progress=False)
     import_points(store, "docs", x[[peak]] * 0.9 + x[[400]] * 0.1, start_id=peak, progress=False)
     assert _ids_in_use(col, [peak, 10_000]) == {peak}  # its old cluster/supernode id is still in use
-    rep = incremental_pass(col, lander.scorer, lander.card, cache=cache)
-    assert rep.new == 21 and rep.deleted_seen >= 1
+    rep = incremental_pass(col, lander.scorer, lander.card, cache=cache, hops=2)  # deleted ids matter from ring 2 on
+    assert victims and rep.new == 21 and rep.deleted_seen >= 1
     assert col.count(unclustered_filter()) == 0
     after = check_consistent(col)
     assert not set(victims) & set(after)
@@ -200,7 +202,7 @@ def test_growth_triggers_a_full_pass(tmp_path, data, lander):
     x, _ = data
     with EdgeStore(tmp_path / "d") as store:
         col = import_points(store, "docs", x[:200], progress=False)
-        daemon = Daemon(col, lander, DaemonOptions(lease_ttl=5, growth=0.25, hops=1))
+        daemon = Daemon(col, lander, DaemonOptions(lease_ttl=5, growth=0.25))
         assert daemon.once().full
         import_points(store, "docs", x[200:240], start_id=200, progress=False)
         assert not daemon.once().full  # 240 < 1.25 * 200

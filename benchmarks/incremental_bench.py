@@ -1,0 +1,191 @@
+"""Incremental sync: quality of a stream against one full sync, and speed on the embedded store.
+
+Quality: the CLINC150 75-intent test part (11,250 points) arrives in random order in batches of 100;
+after each batch one ``sync --once`` pass runs (a fresh :class:`~qdrant_lander.daemon.Daemon`, so a
+cold neighbour cache, as a new process would have; the lease is skipped). Compared with one full sync
+over all points and with the Immich-style greedy incremental DBSCAN fed the same stream, its setting
+tuned on the train part.
+
+Speed: a synthetic power-law collection (256-d) of N points is fully synced, then new points arrive
+in batches through one long-lived daemon (warm cache): new points per second of pass time in steady
+state. Watch mode: a thread upserts points at a steady rate while the daemon watches; a third thread
+polls the store and records when each point's payload appears (arrival-to-payload latency).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py quality [--model M]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py speed --sizes 10000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.baselines import GreedyIncremental, tune  # noqa: E402
+from benchmarks.greedy_dbscan import GreedyDBSCAN  # noqa: E402
+from benchmarks.synthetic import synthetic  # noqa: E402
+from benchmarks.tasks import clinc_75_75  # noqa: E402
+from qdrant_lander import Lander  # noqa: E402
+from qdrant_lander.daemon import Daemon, DaemonOptions  # noqa: E402
+from qdrant_lander.metrics import score  # noqa: E402
+from qdrant_lander.payload import KEY  # noqa: E402
+from qdrant_lander.stores.edge import EdgeStore  # noqa: E402
+from qdrant_lander.sync import full_sync, import_points, read_labels  # noqa: E402
+
+
+def _fp(y: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> dict:
+    s = score(y[ids], labels)
+    return {"fp": round(s.fp, 4), "fb": round(s.fb, 4), "nmi": round(s.nmi, 4), "clusters": int(np.unique(labels).size)}
+
+
+def stream_quality(x: np.ndarray, y: np.ndarray, lander: Lander, opts: DaemonOptions, batch: int) -> dict:
+    with tempfile.TemporaryDirectory() as d, EdgeStore(d) as store:
+        t0 = time.perf_counter()
+        fulls, passes = 0, []
+        for s in range(0, len(x), batch):
+            col = import_points(store, "docs", x[s:s + batch], start_id=s, progress=False)
+            rep = Daemon(col, lander, opts).run_pass()  # what one `sync --once` does (minus the lease)
+            fulls += rep.full
+            passes.append(rep.seconds)
+        ids, labels = read_labels(col)
+        return {**_fp(y, ids, labels), "full_passes": fulls, "passes": len(passes),
+                "seconds": round(time.perf_counter() - t0, 1), "median_pass_s": round(float(np.median(passes)), 3)}
+
+
+def quality(args: argparse.Namespace, lander: Lander) -> dict:
+    task = clinc_75_75()
+    order = np.random.RandomState(args.seed).permutation(len(task.test.x))
+    x, y = task.test.x[order], task.test.y[order]
+    out: dict = {"points": len(x), "batch": args.batch, "model": lander.card.name}
+    with tempfile.TemporaryDirectory() as d, EdgeStore(d) as store:
+        col = import_points(store, "docs", x, progress=False)
+        t0 = time.perf_counter()
+        full_sync(col, lander, progress=False)
+        out["full"] = {**_fp(y, *read_labels(col)), "seconds": round(time.perf_counter() - t0, 1)}
+    for growth in args.growth:
+        opts = DaemonOptions(growth=growth, hops=args.hops)
+        out[f"stream_growth_{growth}"] = stream_quality(x, y, lander, opts, args.batch)
+        print(json.dumps(out), flush=True)
+    tuned = tune(GreedyIncremental, task.train.x, task.train.y)
+    g = GreedyDBSCAN(**tuned.params)
+    t0 = time.perf_counter()
+    for s in range(0, len(x), args.batch):
+        labels = g.partial_fit(x[s:s + args.batch])
+    out["greedy_dbscan"] = {**_fp(y, np.arange(len(x)), labels), "params": tuned.params,
+                            "train_fp": round(tuned.fp, 4), "seconds": round(time.perf_counter() - t0, 1)}
+    return out
+
+
+class _Watcher:
+    """Feeds points at a steady rate and records arrival-to-payload latency from the outside."""
+
+    def __init__(self, store: EdgeStore, col, x: np.ndarray, start_id: int, rate: float, chunk: int):
+        self.store, self.col, self.x, self.start, self.rate, self.chunk = store, col, x, start_id, rate, chunk
+        self.arrived: dict[int, float] = {}
+        self.latency: list[float] = []
+        self.lock = threading.Lock()
+        self.fed = threading.Event()
+
+    def feed(self) -> None:
+        for s in range(0, len(self.x), self.chunk):
+            t = time.monotonic()
+            ids = range(self.start + s, self.start + min(s + self.chunk, len(self.x)))
+            self.col.upsert(np.asarray(ids), self.x[s:s + self.chunk])
+            with self.lock:
+                self.arrived.update((i, t) for i in ids)
+            time.sleep(max(0.0, self.chunk / self.rate - (time.monotonic() - t)))
+        self.fed.set()
+
+    def observe(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            with self.lock:
+                pending = list(self.arrived)
+            if pending:
+                pts = self.col.retrieve(pending, payload=True)
+                now = time.monotonic()
+                done = [int(i) for i, p in zip(pts.ids, pts.payloads) if p.get(KEY)]
+                with self.lock:
+                    self.latency += [now - self.arrived.pop(i) for i in done]
+            stop.wait(0.05)
+
+
+def speed_at(n: int, args: argparse.Namespace, lander: Lander) -> dict:
+    extra = args.stream + int(args.rate * args.watch_seconds)
+    x, _ = synthetic(n + extra, 256, seed=args.seed)
+    out: dict = {"collection": n}
+    with tempfile.TemporaryDirectory() as d, EdgeStore(d) as store:
+        t0 = time.perf_counter()
+        col = import_points(store, "docs", x[:n], progress=False)
+        out["import_s"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        full_sync(col, lander, progress=False)
+        out["full_sync_s"] = round(time.perf_counter() - t0, 1)
+        daemon = Daemon(col, lander, DaemonOptions(growth=0, hops=args.hops, interval=args.interval))
+        passes = []
+        for s in range(n, n + args.stream, args.batch):
+            import_points(store, "docs", x[s:s + args.batch], start_id=s, progress=False)
+            rep = daemon.run_pass()
+            passes.append({"new": rep.new, "s": rep.seconds, "field": rep.field, "model_s": rep.model_seconds})
+        steady = passes[len(passes) // 2:]  # the cache has warmed up by then
+        out["batch"] = args.batch
+        out["passes"] = passes
+        out["steady_points_per_s"] = round(sum(p["new"] for p in steady) / sum(p["s"] for p in steady), 1)
+        # watch mode: arrivals at a steady rate, the daemon polling every `interval` seconds
+        w = _Watcher(store, col, x[n + args.stream:], n + args.stream, args.rate, args.chunk)
+        stop, done = threading.Event(), threading.Event()
+        threads = [threading.Thread(target=w.feed), threading.Thread(target=w.observe, args=(done,)),
+                   threading.Thread(target=daemon.watch, args=(stop,))]
+        for t in threads:
+            t.start()
+        w.fed.wait()
+        deadline = time.monotonic() + 60
+        while w.arrived and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        done.set()
+        for t in threads:
+            t.join()
+        lat = np.asarray(w.latency)
+        out["watch"] = {"rate_per_s": args.rate, "interval_s": args.interval, "points": int(lat.size),
+                        "unlabelled_after_60s": len(w.arrived),
+                        "latency_p50_s": round(float(np.percentile(lat, 50)), 3),
+                        "latency_p95_s": round(float(np.percentile(lat, 95)), 3),
+                        "latency_max_s": round(float(lat.max()), 3)}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["quality", "speed"])
+    p.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hops", type=int, default=DaemonOptions().hops)
+    p.add_argument("--batch", type=int, default=None, help="points per batch (quality 100, speed 500)")
+    p.add_argument("--growth", type=float, nargs="+", default=[0.25, 0.0], help="quality: daemon growth rules")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="speed: collection sizes")
+    p.add_argument("--stream", type=int, default=5_000, help="speed: new points streamed in batches")
+    p.add_argument("--rate", type=float, default=200.0, help="watch: arrivals per second")
+    p.add_argument("--chunk", type=int, default=20, help="watch: points per upsert")
+    p.add_argument("--watch-seconds", type=float, default=15.0)
+    p.add_argument("--interval", type=float, default=0.25, help="watch: daemon interval")
+    args = p.parse_args()
+    lander = Lander(args.model, device="cpu", threads=1)
+    if args.what == "quality":
+        args.batch = args.batch or 100
+        print(json.dumps(quality(args, lander)))
+    else:
+        args.batch = args.batch or 500
+        for n in args.sizes:
+            print(json.dumps(speed_at(n, args, lander)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
