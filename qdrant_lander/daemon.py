@@ -171,7 +171,8 @@ class Daemon:
                 except Exception as e:  # the store's own errors (network, timeouts) are retried
                     failures += 1
                     level = logging.ERROR if isinstance(e, LanderError) else logging.WARNING
-                    log.log(level, "pass failed (%d in a row): %s", failures, e, exc_info=log.isEnabledFor(logging.DEBUG))
+                    log.log(level, "pass failed (%d in a row): %s", failures, e,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
                     if failures >= o.max_failures:
                         log.error("giving up after %d failed passes", failures)
                         return EXIT_STORE
@@ -183,3 +184,23 @@ class Daemon:
             return EXIT_OK
         finally:
             self.lease.release()
+
+
+def run(col: Collection, lander: Lander, mode: str, options: DaemonOptions,
+        metrics_port: int | None = None) -> tuple[int, PassReport | None]:
+    """What ``qdrant-lander sync --once/--full/--watch`` does: (exit code, report of the single pass).
+
+    ``/metrics`` and ``/healthz`` are served on ``metrics_port`` in watch mode.
+    """
+    metrics = Metrics() if metrics_port is not None else None
+    daemon = Daemon(col, lander, options, metrics)
+    if mode == "watch":
+        if metrics is not None:
+            port = metrics.start(metrics_port)
+            log.info("serving /metrics and /healthz on port %d", port)
+        try:
+            return daemon.watch(), None
+        finally:
+            if metrics is not None:
+                metrics.stop()
+    return EXIT_OK, daemon.once(full=mode == "full")  # LeaseHeld propagates: the caller exits EXIT_LEASE
