@@ -49,17 +49,17 @@ def peak_rss_mb() -> float:
 
 
 def run(x: np.ndarray, y: np.ndarray, *, model: str | None, path: Path, batch_size: int, threads: int | None,
-        exact: bool) -> dict:
+        knn: str) -> dict:
     lander = Lander(model, device="cpu", threads=threads)
     timed = TimedScorer(lander.scorer)
     lander._scorer = timed  # benchmark-only instrumentation
-    out: dict = {"points": int(len(x)), "dim": int(x.shape[1]), "model": lander.card.name,
+    out: dict = {"points": int(len(x)), "dim": int(x.shape[1]), "model": lander.card.name, "knn_mode": knn,
                  "rss_mb_after_data": round(peak_rss_mb())}
     with open_store(path=path) as store:
         t = time.perf_counter()
         col = import_points(store, "bench", x, [{"label": int(v)} for v in y], batch_size=batch_size, progress=False)
         out["import_s"] = round(time.perf_counter() - t, 2)
-        rep = full_sync(col, lander, batch_size=batch_size, progress=False, exact=exact)
+        rep = full_sync(col, lander, batch_size=batch_size, progress=False, knn=knn)
         ids, labels = read_labels(col, batch_size=batch_size)
     s = dict(rep.seconds)
     s["model"] = round(timed.seconds, 2)
@@ -70,7 +70,7 @@ def run(x: np.ndarray, y: np.ndarray, *, model: str | None, path: Path, batch_si
     out.update(stages_s=s, sync_total_s=round(total, 2), knn_stage_s=round(knn_stage, 2),
                total_over_knn=round(total / knn_stage, 2), cpu_stages_s=cpu,
                cpu_total_over_knn=round(sum(cpu.values()) / (cpu["index"] + cpu["knn"]), 2),
-               clusters=rep.clusters, levels=rep.levels, peak_rss_mb=round(peak_rss_mb()))
+               knn=rep.knn, clusters=rep.clusters, levels=rep.levels, peak_rss_mb=round(peak_rss_mb()))
     assert np.array_equal(ids, np.arange(len(x))) and (labels >= 0).all()
     out["fp_sync"] = round(score(y, labels).fp, 4)
     return out
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--exact-knn", action="store_true", help="full-scan kNN instead of HNSW")
+    ap.add_argument("--knn", choices=["auto", "exact", "index"], default="auto", help="as `sync --knn`")
     ap.add_argument("--path", type=Path, default=None, help="store directory (default: a temp dir)")
     args = ap.parse_args()
     if args.task == "clinc":
@@ -98,14 +98,14 @@ def main() -> None:
         x, y = synthetic(args.n, args.dim)
     with tempfile.TemporaryDirectory() as tmp:
         out = run(x, y, model=args.model, path=args.path or Path(tmp), batch_size=args.batch_size,
-                  threads=args.threads, exact=args.exact_knn)
+                  threads=args.threads, knn=args.knn)
     if args.task == "clinc":
         t = time.perf_counter()
         direct = Lander(args.model, device="cpu", threads=args.threads).predict(x)
         out["predict_s"] = round(time.perf_counter() - t, 2)
         out["fp_predict"] = round(score(y, direct.labels).fp, 4)
         out["fp_diff"] = round(abs(out["fp_sync"] - out["fp_predict"]), 4)
-    out["task"], out["exact_knn"] = args.task, args.exact_knn
+    out["task"] = args.task
     print(json.dumps(out))
 
 

@@ -50,7 +50,7 @@ def test_sync_writes_one_lander_key_and_matches_predict(store, part, lander):
     user = [{"text": f"q{i}", "label": int(v), "lander_note": "mine"} for i, v in enumerate(part.y)]
     col = import_points(store, "docs", part.x, user, start_id=100, progress=False)
     rep = full_sync(col, lander, batch_size=64, progress=False)
-    assert rep.points == len(part.x) and rep.generation == 1
+    assert rep.points == len(part.x) and rep.generation == 1 and rep.knn == "exact"  # auto: small, full scan
 
     ids, labels = read_labels(col)
     np.testing.assert_array_equal(ids, np.arange(100, 100 + len(part.x)))
@@ -123,15 +123,16 @@ def test_cli_import_sync_search_labels_status(files, part, lander):
     code, out, _ = run(["import", "docs", str(files / "x.npy"), "--labels", str(files / "y.npy"),
                         "--label-key", "intent", "--payload", str(files / "p.jsonl"), "--json", *path])
     assert code == 0 and json.loads(out)["points"] == len(part.x)
-    code, out, err = run(["sync", "docs", "--json", "--threads", "1", "--exact-knn", *path])
+    code, out, err = run(["sync", "docs", "--json", "--threads", "1", "--knn", "index", *path])
     assert code == 0, err
     rep = json.loads(out)
     assert rep["points"] == len(part.x) and set(rep["seconds"]) == {"scroll", "index", "knn", "cluster", "write"}
+    assert rep["knn"] == "index"
 
     code, out, _ = run(["labels", "docs", "--out", str(files / "l.npy"), "--json", *path])
     labels = np.load(files / "l.npy")
     assert code == 0 and json.loads(out)["clustered"] == len(part.x)
-    np.testing.assert_array_equal(labels, lander.predict(part.x).labels)  # ids 0..N-1 = rows
+    np.testing.assert_array_equal(labels, lander.predict(part.x).labels)  # small: Edge scans, no HNSW
 
     cid = int(labels[0])
     code, out, _ = run(["search", "docs", "--cluster", str(cid), "--like", "0", "--limit", "5", "--json", *path])

@@ -101,12 +101,13 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
 
 @main.command()
 @click.argument("collection")
-@click.option("--exact-knn", is_flag=True,
-              help="Neighbours by a full scan instead of the HNSW index: reproducible and identical to "
-                   "`cluster` on the same array, but slower on large collections.")
+@click.option("--knn", type=click.Choice(["auto", "exact", "index"]), default="auto", show_default=True,
+              help="How neighbours are found: exact = full scan in the store (same result as `cluster` on "
+                   "the same array; cost grows with N^2), index = the HNSW index (fast, approximate), "
+                   "auto = exact while points x dimension <= 5M, else index.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (counts, seconds per stage) as JSON.")
 @settings_options(*_STORE, "vector", "model", "device", "threads")
-def sync(collection: str, exact_knn: bool, as_json: bool, settings: Settings) -> None:
+def sync(collection: str, knn: str, as_json: bool, settings: Settings) -> None:
     """Cluster every point of COLLECTION and write the result as payload.
 
     \b
@@ -124,7 +125,7 @@ def sync(collection: str, exact_knn: bool, as_json: bool, settings: Settings) ->
 
     lander = Lander(settings.model, device=settings.device, threads=settings.threads)
     with _collection(settings, collection) as col:
-        report = full_sync(col, lander, batch_size=settings.batch_size, exact=exact_knn)
+        report = full_sync(col, lander, batch_size=settings.batch_size, knn=knn)
     if as_json:
         click.echo(report.model_dump_json())
         return
