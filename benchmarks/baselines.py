@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import itertools
 import random
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import hdbscan
 import igraph as ig
 import numpy as np
-from finch import FINCH
 from pydantic import BaseModel
 
 from benchmarks.greedy_dbscan import GreedyDBSCAN
 from qdrant_lander.knn import KnnGraph, knn_graph
 from qdrant_lander.metrics import score
 from qdrant_lander.validate import check_embeddings
+
+with warnings.catch_warnings():  # finch warns that pynndescent is missing; we always ask it for exact neighbours
+    warnings.simplefilter("ignore")
+    from finch import FINCH
 
 Grid = dict[str, list]
 

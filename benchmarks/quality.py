@@ -35,6 +35,7 @@ from qdrant_lander.metrics import score
 log = logging.getLogger(__name__)
 
 SECTION = "## Quality (dev tasks)"
+NOTES = "### Notes"
 QUICK_POINTS = 800  # --quick: each part cut to about this many points, whole classes
 
 
@@ -134,7 +135,7 @@ def lander(tune_part: Part, train: Part, test: Part) -> Run:
         model = Lander().fit(train.x, train.y)
     with timed() as clustering:
         labels = model.predict(test.x).labels
-    return Run(params={"tau": getattr(model.card, "tau", None)}, tuned_on=_describe(train), train_fp=None,
+    return Run(params={"tau": model.card.tau}, tuned_on=_describe(train), train_fp=None,
                tune_s=fitting.wall, tune_cpu_s=fitting.cpu, labels=np.asarray(labels).tolist(),
                cluster_s=clustering.wall, cluster_cpu_s=clustering.cpu)
 
@@ -255,14 +256,20 @@ def section(rows: list[Row], skipped: list[str]) -> str:
 
 
 def write_section(path: Path, body: str) -> None:
-    """Replace this benchmark's ``##`` section of ``path`` (or append it), leaving other sections alone."""
+    """Replace this benchmark's ``##`` section of ``path`` (or append it), leaving other sections alone.
+
+    A hand-written ``### Notes`` block at the end of the old section (reading of the numbers) is kept.
+    """
     old = path.read_text() if path.exists() else "# Benchmark results\n\n"
     start = old.find(SECTION + "\n")
     if start < 0:
         new = old.rstrip("\n") + "\n\n" + body
     else:
         end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + body + ("" if end < 0 else "\n" + old[end + 1:])
+        end = len(old) if end < 0 else end + 1
+        notes = old.find(NOTES, start, end)
+        kept = "" if notes < 0 else "\n" + old[notes:end].rstrip("\n") + "\n"
+        new = old[:start] + body.rstrip("\n") + "\n" + kept + ("\n" + old[end:] if end < len(old) else "")
     path.write_text(new.rstrip("\n") + "\n")
 
 

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.baselines import BASELINES
-from benchmarks.quality import SECTION, main, quick_task, write_section
+from benchmarks.quality import NOTES, SECTION, main, quick_task, write_section
 from benchmarks.tasks import TASKS
 from qdrant_lander.metrics import score
 
@@ -58,6 +58,9 @@ def test_rewriting_the_section_keeps_the_others(tmp_path):
     path.write_text(f"# Benchmark results\n\n## A\n\na\n\n{SECTION}\n\nold\n\n## B\n\nb\n")
     write_section(path, f"{SECTION}\n\nnew\n")
     assert path.read_text() == f"# Benchmark results\n\n## A\n\na\n\n{SECTION}\n\nnew\n\n## B\n\nb\n"
+    path.write_text(f"# Benchmark results\n\n{SECTION}\n\nold\n\n{NOTES}\n\nread by hand\n\n## B\n\nb\n")
+    write_section(path, f"{SECTION}\n\nnew\n")
+    assert path.read_text() == f"# Benchmark results\n\n{SECTION}\n\nnew\n\n{NOTES}\n\nread by hand\n\n## B\n\nb\n"
     fresh = tmp_path / "new.md"
     write_section(fresh, f"{SECTION}\n\nx\n")
     assert fresh.read_text() == f"# Benchmark results\n\n{SECTION}\n\nx\n"
