@@ -63,6 +63,8 @@ class RunInfo(BaseModel):
 
 
 class Row(BaseModel):
+    """One line of the table: a method's test scores on a task, with how it was tuned and timed."""
+
     task: str
     method: str
     params: dict[str, Any]
