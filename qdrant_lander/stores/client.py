@@ -76,8 +76,9 @@ class ServerCollection(Collection):
         while (info := self.client.get_collection(self.name)).status != models.CollectionStatus.GREEN:
             if info.status == models.CollectionStatus.RED:
                 raise StoreError(f"collection '{self.name}' has a failed optimizer on the server: {info.optimizer_status}")
-            if info.status == models.CollectionStatus.GREY:  # optimizations pending but not started (after a restart)
-                self.client.update_collection(self.name, optimizers_config=models.OptimizersConfigDiff())
+            if info.status == models.CollectionStatus.GREY:  # pending until the next update (e.g. after a restart)
+                log.warning("'%s' has optimizations pending on the server; kNN goes on (slower)", self.name)
+                return
             if time.monotonic() > deadline:
                 log.warning("'%s' is still being indexed after %d s; kNN goes on (slower)", self.name, INDEX_WAIT_S)
                 return
