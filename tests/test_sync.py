@@ -79,6 +79,23 @@ def test_sync_writes_one_lander_key_and_matches_predict(store, part, lander):
     assert all(p["lander"]["generation"] == 2 for _, p in snapshot(col)[0])
 
 
+def test_interrupted_sync_is_visible_and_the_next_one_recovers(tmp_path, part, lander):
+    """A sync that died mid-write leaves a 'writing' record; points hold the old or the new generation."""
+    with EdgeStore(tmp_path) as store:
+        col = import_points(store, "docs", part.x, progress=False)
+        full_sync(col, lander, progress=False)
+        crashed = SyncState(**col.get_meta(SYNC_META)).model_copy(update={"state": "writing", "generation": 2,
+                                                                         "finished_at": None})
+        col.set_meta(SYNC_META, crashed.model_dump(mode="json"))  # as left by a crash after step 1
+        col.set_payloads([([0, 1], {"lander": {**snapshot(col)[0][0][1]["lander"], "generation": 2}})])
+        st = status(col)
+        assert (st.state, st.generation) == ("writing", 2)
+        assert {p["lander"]["generation"] for _, p in snapshot(col)[0]} == {1, 2}
+        assert full_sync(col, lander, progress=False).generation == 3
+        pts, meta = snapshot(col)
+        assert {p["lander"]["generation"] for _, p in pts} == {3} and SyncState(**meta).state == "complete"
+
+
 def test_model_must_fit_the_collection(tmp_path, part):
     with EdgeStore(tmp_path) as store:
         col = import_points(store, "docs", part.x[:, :64], progress=False)
