@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import resource
 import tempfile
 import time
@@ -59,6 +60,7 @@ def run(x: np.ndarray, y: np.ndarray, *, model: str | None, path: Path, batch_si
         t = time.perf_counter()
         col = import_points(store, "bench", x, [{"label": int(v)} for v in y], batch_size=batch_size, progress=False)
         out["import_s"] = round(time.perf_counter() - t, 2)
+        logging.getLogger(__name__).info("import: %.1f s, peak RSS so far %d MB", out["import_s"], peak_rss_mb())
         rep = full_sync(col, lander, batch_size=batch_size, progress=False, knn=knn)
         ids, labels = read_labels(col, batch_size=batch_size)
     s = dict(rep.seconds)
@@ -87,6 +89,7 @@ def main() -> None:
     ap.add_argument("--knn", choices=["auto", "exact", "index"], default="auto", help="as `sync --knn`")
     ap.add_argument("--path", type=Path, default=None, help="store directory (default: a temp dir)")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stage times as they end
     if args.task == "clinc":
         from benchmarks.tasks import clinc_75_75
 
