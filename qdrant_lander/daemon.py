@@ -25,6 +25,7 @@ import logging
 import signal
 import threading
 import time
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -53,6 +54,7 @@ class DaemonOptions(BaseModel):
     hops: int = Field(1, ge=1, description="Rings of neighbours scored around new points")
     bridge: bool = Field(False, description="Also merge clusters a new point links into above tau")
     max_new: int = Field(20_000, ge=1, description="New points per incremental pass (bounds memory and latency)")
+    knn: Literal["auto", "exact", "index"] = Field("auto", description="Neighbours of full passes (see full_sync)")
     batch_size: int = Field(1024, ge=1)
     lease_ttl: float = Field(300.0, gt=0, description="Seconds a lease lasts without renewal (above the longest pass)")
     wait_lease: float = Field(0.0, ge=0, description="Seconds to wait for another writer's lease")
@@ -91,7 +93,8 @@ class Daemon:
         o = self.options
         replay_journal(self.col)  # so the old labels the new ones are matched against are complete
         rename, old_labels = _stable_rename(self.col, o.batch_size)
-        rep = full_sync(self.col, self.lander, batch_size=o.batch_size, progress=o.progress, rename=rename)
+        rep = full_sync(self.col, self.lander, batch_size=o.batch_size, progress=o.progress, knn=o.knn,
+                        rename=rename)
         _, labels = read_labels(self.col, batch_size=o.batch_size)
         state = load_state(self.col)
         top = int(labels.max(initial=-1))

@@ -4,6 +4,7 @@ Data: a few whole CLINC150 test intents arriving in random order; local mode is 
 collections stay at a few hundred points. ``QLANDER_TEST_MODEL`` may name another model file.
 """
 
+import json
 import os
 
 import numpy as np
@@ -209,3 +210,29 @@ def test_growth_triggers_a_full_pass(tmp_path, data, lander):
         import_points(store, "docs", x[240:260], start_id=240, progress=False)
         rep = daemon.once()
         assert rep.full and rep.new == 20  # 260 >= 250
+
+
+def test_cli_once_and_full(tmp_path, data):
+    from click.testing import CliRunner
+
+    from qdrant_lander.cli import main
+
+    x, _ = data
+    np.save(tmp_path / "a.npy", x[:300])
+    np.save(tmp_path / "b.npy", x[300:360])
+    store = ["--path", str(tmp_path / "d")] + (["--model", os.environ["QLANDER_TEST_MODEL"]]
+                                               if os.environ.get("QLANDER_TEST_MODEL") else [])
+    run = CliRunner().invoke
+    assert run(main, ["import", "docs", str(tmp_path / "a.npy"), "--path", str(tmp_path / "d")]).exit_code == 0
+    first = run(main, ["sync", "docs", "--once", *store])
+    assert first.exit_code == 0 and first.output.startswith("full pass: new=300")  # never synced: a full pass
+    assert run(main, ["import", "docs", str(tmp_path / "b.npy"), "--start-id", "300",
+                      "--path", str(tmp_path / "d")]).exit_code == 0
+    inc = run(main, ["sync", "docs", "--once", "--json", *store])
+    assert inc.exit_code == 0, inc.output
+    rep = json.loads(inc.stdout)
+    assert rep["new"] == 60 and not rep["full"] and rep["attached"] + rep["created"] == 60
+    full = run(main, ["sync", "docs", "--full", "--json", *store])
+    assert full.exit_code == 0 and json.loads(full.stdout)["full"]
+    missing = run(main, ["sync", "nope", "--once", *store])
+    assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -2,6 +2,7 @@
 embedded store's process lock."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -9,10 +10,12 @@ import time
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from qdrant_client import QdrantClient
 
 from benchmarks.tasks import clinc_75_75, subsample_classes
 from qdrant_lander import Lander
+from qdrant_lander.cli import main
 from qdrant_lander.daemon import EXIT_LEASE, EXIT_OK, Daemon, DaemonOptions
 from qdrant_lander.errors import StoreError
 from qdrant_lander.lease import LEASE_META, Lease, LeaseHeld
@@ -101,8 +104,30 @@ def test_embedded_store_allows_one_process(tmp_path):
         assert holder.stdout.readline().strip() == "open"
         with pytest.raises(StoreError, match="open in another process"):
             EdgeStore(tmp_path / "d").open("docs")
+        busy = CliRunner().invoke(main, ["sync", "docs", "--once", "--path", str(tmp_path / "d")])
+        assert busy.exit_code == EXIT_LEASE and "open in another process" in busy.output
     finally:
         holder.kill()
         holder.wait()
     with EdgeStore(tmp_path / "d") as store:  # the lock dies with its process
         assert store.open("docs").count() == 20
+
+
+def test_watch_logs_one_line_per_pass_and_stops_on_sigterm(tmp_path):
+    x = subsample_classes(clinc_75_75().test, 1, seed=3).x
+    with EdgeStore(tmp_path / "d") as store:
+        import_points(store, "docs", x, progress=False)
+    model = ["--model", os.environ["QLANDER_TEST_MODEL"]] if os.environ.get("QLANDER_TEST_MODEL") else []
+    cli = [sys.executable, "-c", "from qdrant_lander.cli import main; main()"]
+    proc = subprocess.Popen([*cli, "sync", "docs", "--watch", "--interval", "0.1",
+                             "--path", str(tmp_path / "d"), *model], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while len([ln for ln in lines if " pass: new=" in ln]) < 2:
+            lines.append(proc.stderr.readline())
+            assert lines[-1] or proc.poll() is None, "".join(lines)
+        assert "full pass: new=150" in "".join(lines)  # never synced: the first pass is a full one
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == EXIT_OK
+    finally:
+        proc.kill()

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import numpy as np
@@ -106,8 +106,21 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
                    "the same array; cost grows with N^2), index = the HNSW index (fast, approximate), "
                    "auto = exact while points x dimension <= 5M, else index.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (counts, seconds per stage) as JSON.")
-@settings_options(*_STORE, "vector", "model", "device", "threads")
-def sync(collection: str, knn: str, as_json: bool, settings: Settings) -> None:
+@click.option("--once", "mode", flag_value="once", default=None,
+              help="One incremental pass: cluster only the points added since (a full re-clustering when due).")
+@click.option("--watch", "mode", flag_value="watch",
+              help="Keep the collection clustered: an incremental pass every --interval seconds until SIGTERM.")
+@click.option("--full", "mode", flag_value="full",
+              help="Re-cluster everything, keeping cluster ids stable (each takes the old id it overlaps most).")
+@click.option("--wait-lease", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="--once/--watch/--full: seconds to wait while another daemon holds the collection (else exit 3).")
+@click.option("--growth", type=click.FloatRange(0), default=0.25, show_default=True,
+              help="--once/--watch: re-cluster everything once the collection grew by this share since the last "
+                   "full sync (0 = never).")
+@settings_options(*_STORE, "vector", "model", "device", "threads", "interval", "rebuild_every", "metrics_port",
+                  "log_level")
+def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease: float, growth: float,
+         settings: Settings) -> None:
     """Cluster every point of COLLECTION and write the result as payload.
 
     \b
@@ -119,7 +132,16 @@ def sync(collection: str, knn: str, as_json: bool, settings: Settings) -> None:
       qdrant-lander search COLLECTION --cluster ID --like POINT_ID
     (or any Qdrant query with a lander.cluster filter) stays fast.
     Everything is computed before the first write; a failed sync leaves the collection as it was.
+
+    \b
+    Incremental (docs/daemon.md): --once clusters only the points without payload, --watch keeps
+    doing so every --interval seconds (one log line per pass; --rebuild-every N re-clusters everything
+    after N passes with new points; --metrics-port serves /metrics and /healthz). One writer per
+    collection. Exit codes: 0 done or stopped, 2 bad input, 3 another writer holds the collection,
+    4 --watch gave up after repeated failed passes.
     """
+    if mode is not None:
+        _sync_daemon(collection, mode, knn, wait_lease, growth, as_json, settings)
     from ..lander import Lander
     from ..sync import full_sync
 
@@ -132,6 +154,35 @@ def sync(collection: str, knn: str, as_json: bool, settings: Settings) -> None:
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
     click.echo(f"synced '{collection}': {report.points} points -> {report.clusters} clusters in {report.levels} "
                f"levels (generation {report.generation}, model {report.model}); {stages}")
+
+
+def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth: float, as_json: bool,
+                 settings: Settings) -> NoReturn:
+    """``sync --once/--full/--watch``: the incremental daemon (qdrant_lander.daemon); exits with its code."""
+    import logging
+    import sys
+
+    from ..daemon import EXIT_LEASE, DaemonOptions, run
+    from ..errors import StoreError
+    from ..lander import Lander
+    from ..lease import LeaseHeld
+
+    if mode == "watch":
+        logging.getLogger("qdrant_lander").setLevel(settings.log_level)  # one line per pass at INFO
+    options = DaemonOptions(interval=settings.interval, rebuild_every=settings.rebuild_every, growth=growth,
+                            wait_lease=wait_lease, knn=knn, batch_size=settings.batch_size, progress=mode == "full")
+    lander = Lander(settings.model, device=settings.device, threads=settings.threads)
+    try:
+        with _collection(settings, collection) as col:
+            code, report = run(col, lander, mode, options, settings.metrics_port)
+    except (LeaseHeld, StoreError) as e:
+        if not isinstance(e, LeaseHeld) and "open in another process" not in str(e):  # Edge's process lock
+            raise
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(EXIT_LEASE)
+    if report is not None:
+        click.echo(report.model_dump_json() if as_json else report.log_line())
+    sys.exit(code)
 
 
 @main.command()
