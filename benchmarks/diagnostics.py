@@ -49,7 +49,7 @@ def evaluate(model: TrainedModel, task_name: str, label: str) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) and not float(v).is_integer() or isinstance(v, float) and v < 10 else str(v)
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
     return "\n".join(lines)
@@ -59,10 +59,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["clinc75", "clinc2banking", "omniglot", "lfw"])
     ap.add_argument("--universal", action="store_true", help="one structure-only model trained on all tasks' train parts")
+    ap.add_argument("--eval-tasks", nargs="+", default=None, help="with --universal: test parts to cluster "
+                    "(default: --tasks)")
     ap.add_argument("--config", default="{}", help="TrainConfig fields as JSON, e.g. '{\"steps\": 300}'")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--label", default="lander")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--save", default=None, help="save each trained model (torch + card) under this directory")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = json.loads(args.config)
@@ -74,11 +77,15 @@ def main() -> None:
         parts = [TASKS[t]().train for t in args.tasks]
         model = train([p.x for p in parts], [p.y for p in parts], config.model_copy(update={"node_mode": "structure"}),
                       name="universal", trained_on=[p.name for p in parts])
-        rows = [evaluate(model, t, args.label) for t in args.tasks]
+        if args.save:
+            model.save(f"{args.save}/universal", onnx=False)
+        rows = [evaluate(model, t, args.label) for t in args.eval_tasks or args.tasks]
     else:
         for t in args.tasks:
             part = TASKS[t]().train
             model = train(part.x, part.y, config, name=f"{args.label}-{t}", trained_on=[part.name])
+            if args.save:
+                model.save(f"{args.save}/{t}", onnx=False)
             rows.append(evaluate(model, t, args.label))
             print(markdown(rows[-1:]), flush=True)
     print(json.dumps({"config": config.model_dump(mode="json")}))

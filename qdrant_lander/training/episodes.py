@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch, Data
 
-from ..decode import hierarchy_levels
+from ..decode import Scorer, hierarchy_levels
 from ..features import NodeMode
 from ..knn import KnnGraph, knn_graph
 from .gt import GroundTruthScorer, edge_labels, gt_density
@@ -60,16 +60,19 @@ class CandidateNeighbours:
 
 
 def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, max_levels: int,
-                 graph: KnnGraph | None = None, drop: float = 0.0, flip: float = 0.0,
-                 rng: np.random.RandomState | None = None) -> list[LevelData]:
+                 graph: KnnGraph | None = None, scorer: Scorer | None = None, tau: float = 0.5,
+                 drop: float = 0.0, flip: float = 0.0, rng: np.random.RandomState | None = None) -> list[LevelData]:
     """The training levels of one labeled set: inputs plus link and density targets, level by level.
 
-    Targets are always the true labels; ``drop``/``flip`` only make the *decoded* levels imperfect
-    (see :class:`GroundTruthScorer`)."""
-    scorer = GroundTruthScorer(y, drop=drop, flip=flip, rng=rng)
+    Levels are decoded by ``scorer`` at ``tau`` (e.g. the model being trained, so it also learns
+    from the imperfect supernodes it produces itself), or by the ground-truth scorer (with
+    ``drop``/``flip`` errors, see :class:`GroundTruthScorer`). Targets are always the true labels of
+    the supernodes' peak points."""
+    if scorer is None:
+        scorer = GroundTruthScorer(y, drop=drop, flip=flip, rng=rng)
     graph = graph if graph is not None else knn_graph(x, k)
     out = []
-    for step, _ in hierarchy_levels(x, graph, scorer, tau=0.5, k=k, node_mode=node_mode, max_levels=max_levels):
+    for step, _ in hierarchy_levels(x, graph, scorer, tau=tau, k=k, node_mode=node_mode, max_levels=max_levels):
         inp = step.inputs
         link = edge_labels(inp, y)
         out.append(LevelData(x=torch.from_numpy(inp.x), nbr_index=torch.from_numpy(inp.nbr),
@@ -81,7 +84,8 @@ def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, m
 
 def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.RandomState, *,
                    class_fraction: tuple[float, float], k_choices: list[int], node_mode: NodeMode, max_levels: int,
-                   drop: float = 0.0, flip: float = 0.0) -> Batch:
+                   max_points: int | None = None, scorer: Scorer | None = None,
+                   tau_range: tuple[float, float] = (0.1, 0.9), drop: float = 0.0, flip: float = 0.0) -> Batch:
     """One training step's graph: the levels (of the episode's k) of a random class subset, batched.
 
     The episode's levels are decoded with a random share (up to ``drop``/``flip``) of wrong links."""
@@ -89,10 +93,14 @@ def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.Ran
     classes = np.unique(y)
     frac = rng.uniform(*class_fraction)
     n_cls = min(len(classes), max(2, int(round(frac * len(classes)))))
-    keep = np.isin(y, rng.choice(classes, size=n_cls, replace=False))
+    chosen = rng.choice(classes, size=n_cls, replace=False)
+    if max_points is not None:  # drop classes beyond the cap (at least 2 stay): bounded step time
+        sizes = np.bincount(np.searchsorted(classes, y), minlength=classes.size)[np.searchsorted(classes, chosen)]
+        chosen = chosen[: max(2, int(np.searchsorted(np.cumsum(sizes), max_points, side="right")))]
+    keep = np.isin(y, chosen)
     k = int(rng.choice(k_choices))
     k = min(k, int(keep.sum()) - 1)
     levels = level_graphs(x[keep], y[keep], k, node_mode=node_mode, max_levels=max_levels,
-                          graph=cands.subgraph(keep, k), drop=rng.uniform(0, drop), flip=rng.uniform(0, flip),
-                          rng=rng)
+                          graph=cands.subgraph(keep, k), scorer=scorer, tau=rng.uniform(*tau_range),
+                          drop=rng.uniform(0, drop), flip=rng.uniform(0, flip), rng=rng)
     return Batch.from_data_list([g for g in levels if g.nbr_index.shape[1] == k])

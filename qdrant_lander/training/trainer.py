@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from ..errors import InputError, ModelError
@@ -46,7 +47,7 @@ class TrainConfig(BaseModel):
     head: Head = "relative"
     hidden: int = Field(64, gt=0)
     layers: int = Field(1, ge=0)
-    steps: int = Field(300, gt=0, description="Training episodes (one gradient step each)")
+    steps: int = Field(400, gt=0, description="Training episodes (one gradient step each)")
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     density_weight: float = Field(1.0, ge=0, description="Weight of the density MSE next to the link loss")
@@ -55,10 +56,14 @@ class TrainConfig(BaseModel):
     k_choices: list[int] = Field([5, 10, 20], min_length=1, description="k drawn per episode")
     train_levels: int = Field(3, ge=1, description="Levels of the ground-truth hierarchy trained on per episode")
     class_fraction: tuple[float, float] = Field((0.2, 0.5), description="Share of training classes per episode")
+    max_points: int | None = Field(4000, ge=2, description="Cap on an episode's points (whole classes dropped)")
     drop: float = Field(0.0, ge=0, lt=1, description="Up to this share of true links dropped when decoding the "
                                                      "training levels (same-class fragments at the next level)")
     flip: float = Field(0.0, ge=0, lt=0.5, description="Up to this share of false links turned on when decoding "
                                                        "the training levels (impure supernodes)")
+    self_decode: float = Field(0.0, ge=0, le=1, description="After the first third of the steps, this share of "
+                               "episodes is decoded by the model being trained (at a random tau) instead of the "
+                               "ground truth, so levels >= 1 look like the ones it will decode")
     heldout_fraction: float = Field(0.25, gt=0, lt=1, description="Training classes kept back to choose tau")
     decode_k: list[int] = Field([10], min_length=1, description="k values tried when choosing the decoding")
     taus: list[float] = Field([round(t, 2) for t in np.arange(0.05, 1.0, 0.05)], min_length=1)
@@ -132,12 +137,23 @@ def _balanced_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum()
 
 
+def episode_loss(net: LanderNet, batch: Batch, config: TrainConfig) -> torch.Tensor:
+    """Balanced link BCE + weighted density MSE on one batched episode."""
+    logits = net.link_logits(batch.x, batch.nbr_index, batch.sim, batch.edge_attr)
+    density = LanderNet.density_from_links(torch.sigmoid(logits), batch.sim)
+    mask = None
+    if config.denser_edges_only:
+        n, k = batch.nbr_index.shape
+        mask = batch.density.index_select(0, batch.nbr_index.reshape(-1)).reshape(n, k) > batch.density[:, None]
+    return _balanced_bce(logits, batch.link, mask) + config.density_weight * F.mse_loss(density, batch.density)
+
+
 def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndarray], config: TrainConfig | None = None,
           progress: bool = True, name: str = "lander-custom", trained_on: list[str] | None = None) -> TrainedModel:
     """Meta-train on labeled unit-length embeddings and choose the decoding on held-out classes.
 
     ``x``/``y`` may be one labeled set or a list of them (e.g. several domains for a structure-only
-    model; each episode draws one set, in proportion to its number of classes). The returned model's
+    model; each episode draws one set, all sets equally likely). The returned model's
     card carries tau, k and the held-out diagnostics.
     """
     config = config or TrainConfig()
@@ -156,8 +172,7 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     held_masks = [_split_classes(b, config.heldout_fraction, rng) for b in ys]
     pools = [CandidateNeighbours(np.ascontiguousarray(a[~m])) for a, m in zip(xs, held_masks)]
     pool_y = [b[~m] for b, m in zip(ys, held_masks)]
-    weights = np.array([np.unique(b).size for b in pool_y], dtype=np.float64)
-    weights /= weights.sum()
+    weights = np.full(len(pools), 1.0 / len(pools))  # sets weigh equally, whatever their number of classes
 
     node_dim = len(STRUCTURE_NODE_FEATURES) if config.node_mode == "structure" else 2 * xs[0].shape[1]
     net = LanderNet(NetConfig(node_mode=config.node_mode, node_dim=node_dim, edge_dim=len(EDGE_FEATURES),
@@ -167,18 +182,15 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="meta-training", disable=not progress, unit="episode")
     net.train()
-    for _ in bar:
+    for step in bar:
         d = int(rng.choice(len(pools), p=weights))
+        own = step >= config.steps // 3 and rng.random_sample() < config.self_decode
         batch = sample_episode(pools[d], pool_y[d], rng, class_fraction=config.class_fraction,
+                               scorer=TorchScorer(net) if own else None,
                                k_choices=config.k_choices, node_mode=config.node_mode,
-                               max_levels=config.train_levels, drop=config.drop, flip=config.flip)
-        logits = net.link_logits(batch.x, batch.nbr_index, batch.sim, batch.edge_attr)
-        density = LanderNet.density_from_links(torch.sigmoid(logits), batch.sim)
-        mask = None
-        if config.denser_edges_only:
-            n, k = batch.nbr_index.shape
-            mask = batch.density.index_select(0, batch.nbr_index.reshape(-1)).reshape(n, k) > batch.density[:, None]
-        loss = _balanced_bce(logits, batch.link, mask) + config.density_weight * F.mse_loss(density, batch.density)
+                               max_levels=config.train_levels, max_points=config.max_points, drop=config.drop,
+                               flip=config.flip)
+        loss = episode_loss(net, batch, config)
         opt.zero_grad()
         loss.backward()
         opt.step()
