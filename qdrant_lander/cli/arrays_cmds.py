@@ -33,6 +33,19 @@ def _lander(model: Path | None, device: str, threads: int | None):
     return Lander(model, device=device, threads=threads)
 
 
+def _model_options(command):
+    """--model/--device/--threads, shared by every command that runs a model."""
+    return _model_option(_device_option(_threads_option(command)))
+
+
+def _predict_timed(embeddings: Path, model: Path | None, device: str, threads: int | None):
+    lander = _lander(model, device, threads)
+    x = _load_npy(embeddings, "embeddings")
+    start = time.perf_counter()
+    result = lander.predict(x)
+    return lander, result, time.perf_counter() - start
+
+
 @main.command()
 @click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -77,9 +90,7 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
               help="Where to write the cluster id of each row (int64 .npy).")
 @click.option("--levels-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the supernode id of each row at every level (int64 .npy [N, levels]).")
-@_model_option
-@_device_option
-@_threads_option
+@_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def cluster(embeddings: Path, out: Path, levels_out: Path | None, model: Path | None, device: str,
             threads: int | None, as_json: bool) -> None:
@@ -88,11 +99,7 @@ def cluster(embeddings: Path, out: Path, levels_out: Path | None, model: Path | 
     Cluster ids are the row index of each cluster's peak (its densest point), so they are stable
     and meaningful: row i's cluster is represented by row labels[i].
     """
-    x = _load_npy(embeddings, "embeddings")
-    lander = _lander(model, device, threads)
-    start = time.perf_counter()
-    result = lander.predict(x)
-    seconds = time.perf_counter() - start
+    lander, result, seconds = _predict_timed(embeddings, model, device, threads)
     np.save(out, result.labels)
     if levels_out is not None:
         np.save(levels_out, result.paths)
@@ -106,9 +113,7 @@ def cluster(embeddings: Path, out: Path, levels_out: Path | None, model: Path | 
 @main.command(name="eval")
 @click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_model_option
-@_device_option
-@_threads_option
+@_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 def evaluate(embeddings: Path, labels: Path, model: Path | None, device: str, threads: int | None,
              as_json: bool) -> None:
@@ -119,11 +124,8 @@ def evaluate(embeddings: Path, labels: Path, model: Path | None, device: str, th
     """
     from ..metrics import score
 
-    x, y = _load_npy(embeddings, "embeddings"), _load_npy(labels, "labels")
-    lander = _lander(model, device, threads)
-    start = time.perf_counter()
-    result = lander.predict(x)
-    seconds = time.perf_counter() - start
+    y = _load_npy(labels, "labels")
+    lander, result, seconds = _predict_timed(embeddings, model, device, threads)
     s = score(y, result.labels)
     report = {**s.model_dump(), "levels": result.n_levels, "seconds": round(seconds, 3), "model": lander.card.name}
     if as_json:
