@@ -60,16 +60,15 @@ class CandidateNeighbours:
 
 
 def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, max_levels: int,
-                 graph: KnnGraph | None = None, scorer: Scorer | None = None, tau: float = 0.5,
-                 drop: float = 0.0, flip: float = 0.0, rng: np.random.RandomState | None = None) -> list[LevelData]:
+                 graph: KnnGraph | None = None, scorer: Scorer | None = None,
+                 tau: float = 0.5) -> list[LevelData]:
     """The training levels of one labeled set: inputs plus link and density targets, level by level.
 
     Levels are decoded by ``scorer`` at ``tau`` (e.g. the model being trained, so it also learns
-    from the imperfect supernodes it produces itself), or by the ground-truth scorer (with
-    ``drop``/``flip`` errors, see :class:`GroundTruthScorer`). Targets are always the true labels of
-    the supernodes' peak points."""
+    from the imperfect supernodes it produces itself), else by the ground-truth scorer. Targets are
+    always the true labels of the supernodes' peak points."""
     if scorer is None:
-        scorer = GroundTruthScorer(y, drop=drop, flip=flip, rng=rng)
+        scorer = GroundTruthScorer(y)
     graph = graph if graph is not None else knn_graph(x, k)
     out = []
     for step, _ in hierarchy_levels(x, graph, scorer, tau=tau, k=k, node_mode=node_mode, max_levels=max_levels):
@@ -85,10 +84,10 @@ def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, m
 def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.RandomState, *,
                    class_fraction: tuple[float, float], k_choices: list[int], node_mode: NodeMode, max_levels: int,
                    max_points: int | None = None, scorer: Scorer | None = None,
-                   tau_range: tuple[float, float] = (0.1, 0.9), drop: float = 0.0, flip: float = 0.0) -> Batch:
+                   tau_range: tuple[float, float] = (0.1, 0.9)) -> Batch:
     """One training step's graph: the levels (of the episode's k) of a random class subset, batched.
 
-    The episode's levels are decoded with a random share (up to ``drop``/``flip``) of wrong links."""
+    With ``scorer`` the levels are decoded by it at a random tau in ``tau_range``."""
     x = cands.x
     classes = np.unique(y)
     frac = rng.uniform(*class_fraction)
@@ -101,6 +100,6 @@ def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.Ran
     k = int(rng.choice(k_choices))
     k = min(k, int(keep.sum()) - 1)
     levels = level_graphs(x[keep], y[keep], k, node_mode=node_mode, max_levels=max_levels,
-                          graph=cands.subgraph(keep, k), scorer=scorer, tau=rng.uniform(*tau_range),
-                          drop=rng.uniform(0, drop), flip=rng.uniform(0, flip), rng=rng)
+                          graph=cands.subgraph(keep, k), scorer=scorer,
+                          tau=rng.uniform(*tau_range) if scorer is not None else 0.5)
     return Batch.from_data_list([g for g in levels if g.nbr_index.shape[1] == k])

@@ -24,22 +24,11 @@ def gt_density(sim: np.ndarray, link: np.ndarray) -> np.ndarray:
 
 
 class GroundTruthScorer:
-    """A perfect scorer: link = same label and positive similarity; density from those links.
+    """A perfect scorer: link = same label and positive similarity; density from those links."""
 
-    To train on levels like the ones a learned scorer decodes, it can err on purpose (seeded):
-    ``drop`` removes that share of true links, leaving same-class fragments for the next level to
-    merge; ``flip`` turns that share of false links on, leaving impure supernodes.
-    """
-
-    def __init__(self, y: np.ndarray, drop: float = 0.0, flip: float = 0.0,
-                 rng: np.random.RandomState | None = None) -> None:
+    def __init__(self, y: np.ndarray) -> None:
         self.y = np.asarray(y)
-        self.drop, self.flip = drop, flip
-        self.rng = rng if rng is not None else np.random.RandomState(0)
 
     def __call__(self, inputs: LevelInputs) -> tuple[np.ndarray, np.ndarray]:
         link = edge_labels(inputs, self.y) * (inputs.sim > 0)
-        if self.drop > 0 or self.flip > 0:
-            u = self.rng.random_sample(link.shape)
-            link = np.where(link > 0, u >= self.drop, u < self.flip).astype(np.float32)
         return link, gt_density(inputs.sim, link)

@@ -34,15 +34,8 @@ class DecodeChoice(BaseModel):
 
 def choose_decoding(scorer: Scorer, x: np.ndarray, y: np.ndarray, *, node_mode: NodeMode, k_choices: list[int],
                     taus: list[float], min_merge_ratios: list[float], max_levels: int,
-                    score_mask: np.ndarray | None = None,
                     tolerance: float = 0.005) -> tuple[DecodeChoice, list[DecodeChoice]]:
-    """Best setting by pairwise F on (x, y), and every setting tried; see :func:`pick`.
-
-    With ``score_mask``, all of x is clustered but only the masked points are scored: the held-out
-    classes are then decoded among as many other classes as the training set has, as crowded as
-    the data users cluster, instead of alone (where Fp saturates and says little about tau).
-    """
-    score_mask = np.ones(len(y), dtype=bool) if score_mask is None else score_mask
+    """Best setting by pairwise F on (x, y), and every setting tried; see :func:`pick`."""
     tried: list[DecodeChoice] = []
     for k in k_choices:
         k = min(k, x.shape[0] - 1)
@@ -50,7 +43,7 @@ def choose_decoding(scorer: Scorer, x: np.ndarray, y: np.ndarray, *, node_mode: 
         for tau, ratio in itertools.product(taus, min_merge_ratios):
             res = cluster_hierarchy(x, graph, scorer, tau=tau, k=k, node_mode=node_mode, max_levels=max_levels,
                                     min_merge_ratio=ratio)
-            s = score(y[score_mask], res.labels[score_mask])
+            s = score(y, res.labels)
             tried.append(DecodeChoice(tau=tau, k=k, min_merge_ratio=ratio, max_levels=max_levels, fp=s.fp, fb=s.fb,
                                       n_clusters=s.n_clusters, n_classes=s.n_classes, n_levels=res.n_levels))
     return pick(tried, tolerance), tried

@@ -57,11 +57,7 @@ class TrainConfig(BaseModel):
     train_levels: int = Field(3, ge=1, description="Levels of the ground-truth hierarchy trained on per episode")
     class_fraction: tuple[float, float] = Field((0.2, 0.5), description="Share of training classes per episode")
     max_points: int | None = Field(4000, ge=2, description="Cap on an episode's points (whole classes dropped)")
-    drop: float = Field(0.0, ge=0, lt=1, description="Up to this share of true links dropped when decoding the "
-                                                     "training levels (same-class fragments at the next level)")
-    flip: float = Field(0.0, ge=0, lt=0.5, description="Up to this share of false links turned on when decoding "
-                                                       "the training levels (impure supernodes)")
-    self_decode: float = Field(0.0, ge=0, le=1, description="After the first third of the steps, this share of "
+    self_decode: float = Field(0.5, ge=0, le=1, description="After the first third of the steps, this share of "
                                "episodes is decoded by the model being trained (at a random tau) instead of the "
                                "ground truth, so levels >= 1 look like the ones it will decode")
     heldout_fraction: float = Field(0.25, gt=0, lt=1, description="Training classes kept back to choose tau")
@@ -188,8 +184,7 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
         batch = sample_episode(pools[d], pool_y[d], rng, class_fraction=config.class_fraction,
                                scorer=TorchScorer(net) if own else None,
                                k_choices=config.k_choices, node_mode=config.node_mode,
-                               max_levels=config.train_levels, max_points=config.max_points, drop=config.drop,
-                               flip=config.flip)
+                               max_levels=config.train_levels, max_points=config.max_points)
         loss = episode_loss(net, batch, config)
         opt.zero_grad()
         loss.backward()
