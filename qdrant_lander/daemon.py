@@ -196,7 +196,7 @@ def run(col: Collection, lander: Lander, mode: str, options: DaemonOptions,
     ``/metrics`` and ``/healthz`` are served on ``metrics_port`` in watch mode.
     """
     metrics = Metrics() if metrics_port is not None else None
-    daemon = Daemon(col, lander, options, metrics)
+    daemon = Daemon(metrics.instrument(col) if metrics else col, lander, options, metrics)  # counts store errors
     if mode == "watch":
         if metrics is not None:
             port = metrics.start(metrics_port)

@@ -122,3 +122,49 @@ def test_instrumented_collection_counts_failed_store_calls(tmp_path):
     assert s[("qlander_qdrant_errors_total", (("operation", "knn"),))] == 1
     assert s[("qlander_qdrant_errors_total", (("operation", "scroll"),))] == 1
     assert ("qlander_qdrant_errors_total", (("operation", "count"),)) not in s
+
+
+def test_watch_daemon_serves_metrics_and_health(tmp_path):
+    """`qdrant-lander sync --watch --metrics-port` in a subprocess: scraped, then stopped with SIGTERM."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from qdrant_lander.stores.edge import EdgeStore
+    from qdrant_lander.sync import import_points
+
+    x = np.load(Path(__file__).resolve().parents[1] / "qdrant_lander" / "demo_data" / "clinc_sample.npz")
+    with EdgeStore(tmp_path / "qd") as store:
+        import_points(store, "docs", x["embeddings"][:300].astype(np.float32), progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = "import sys; from qdrant_lander.cli import main; sys.exit(main())"
+    env = {**os.environ, "QLANDER_PATH": str(tmp_path / "qd"), "QLANDER_INTERVAL": "0.5", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", cli, "sync", "docs", "--watch", "--metrics-port", str(port)],
+                            env=env, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, health = time.monotonic() + 120, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = json.loads(get(f"http://127.0.0.1:{port}/healthz")[2])
+                if health["passes"]["ok"] >= 2:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        assert health is not None and health["status"] == "ok" and health["passes"]["ok"] >= 2, health
+        s = samples(get(f"http://127.0.0.1:{port}/metrics")[2])
+        assert s[("qlander_points_clustered_total", ())] == 300  # the first (full) pass; later ones find nothing new
+        assert s[("qlander_last_pass_success", ())] == 1
+        assert s[("qlander_pass_seconds_count", ())] >= 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
