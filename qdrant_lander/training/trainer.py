@@ -61,9 +61,9 @@ class TrainConfig(BaseModel):
                                "episodes is decoded by the model being trained (at a random tau) instead of the "
                                "ground truth, so levels >= 1 look like the ones it will decode")
     heldout_fraction: float = Field(0.25, gt=0, lt=1, description="Training classes kept back to choose tau")
-    decode_k: list[int] = Field([10], min_length=1, description="k values tried when choosing the decoding")
+    decode_k: list[int] = Field([10, 20], min_length=1, description="k values tried when choosing the decoding")
     taus: list[float] = Field([round(t, 2) for t in np.arange(0.05, 1.0, 0.05)], min_length=1)
-    min_merge_ratios: list[float] = Field([0.0, 0.01, 0.05], min_length=1)
+    min_merge_ratios: list[float] = Field([0.0, 0.05], min_length=1)
     max_levels: int = Field(10, ge=1)
     seed: int = 0
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None = torch's default)")
@@ -111,7 +111,9 @@ def load_trained(model_dir: str | Path) -> TrainedModel:
     net = LanderNet(NetConfig(**blob["net_config"]))
     net.load_state_dict(blob["state_dict"])
     net.eval()
-    return TrainedModel(net=net, card=ModelCard(**blob["card"]), config=TrainConfig(**blob["train_config"]))
+    # The training config is a record of how the model was made; settings this version no longer has are dropped.
+    config = TrainConfig(**{k: v for k, v in blob["train_config"].items() if k in TrainConfig.model_fields})
+    return TrainedModel(net=net, card=ModelCard(**blob["card"]), config=config)
 
 
 def _split_classes(y: np.ndarray, fraction: float, rng: np.random.RandomState) -> np.ndarray:
