@@ -95,6 +95,9 @@ class Daemon:
         rename, old_labels = _stable_rename(self.col, o.batch_size)
         rep = full_sync(self.col, self.lander, batch_size=o.batch_size, progress=o.progress, knn=o.knn,
                         rename=rename)
+        # Rewriting every payload moves the points out of the indexed segments on the embedded store
+        # (copy-on-write), which would leave the next passes' neighbour queries as full scans.
+        self.col.prepare_knn()
         _, labels = read_labels(self.col, batch_size=o.batch_size)
         state = load_state(self.col)
         top = int(labels.max(initial=-1))
