@@ -281,6 +281,14 @@ def _ids_in_use(col: Collection, candidates: Sequence[int]) -> set[int]:
     return {c for c in candidates if used([c])}
 
 
+def _sizes(col: Collection, clusters: list[int]) -> dict[int, int]:
+    """Points per cluster for a few clusters, in one facet call."""
+    if not clusters:
+        return {}
+    f = models.Filter(must=[models.FieldCondition(key=CLUSTER_FIELD, match=models.MatchAny(any=clusters))])
+    return {int(v): c for v, c in col.facet(CLUSTER_FIELD, limit=len(clusters), filter=f)}
+
+
 def _labels(col: Collection, ids: Sequence[int], batch_size: int) -> dict[int, LanderPayload]:
     out: dict[int, LanderPayload] = {}
     for s in range(0, len(ids), batch_size):
@@ -383,8 +391,7 @@ def incremental_pass(col: Collection, scorer: Scorer, card: ModelCard, *, cache:
     for g in new_group.tolist():
         new_size[g] = new_size.get(g, 0) + 1
     comps = groups.components()
-    old_size = {g: col.count(cluster_filter(g)) for members in comps.values() if len(members) > 1
-                for g in members if g >= 0}
+    old_size = _sizes(col, [g for members in comps.values() if len(members) > 1 for g in members if g >= 0])
     inc = load_state(col)
     roots_new = sorted(g for g in new_size if g < 0)
     taken = _ids_in_use(col, [int(ids[-1 - g]) for g in roots_new])
