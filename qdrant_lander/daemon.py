@@ -94,7 +94,7 @@ class Daemon:
         replay_journal(self.col)  # so the old labels the new ones are matched against are complete
         rename, old_labels = _stable_rename(self.col, o.batch_size)
         rep = full_sync(self.col, self.lander, batch_size=o.batch_size, progress=o.progress, knn=o.knn,
-                        rename=rename)
+                        rename=rename, on_graph=self.cache.seed)
         # Rewriting every payload moves the points out of the indexed segments on the embedded store
         # (copy-on-write), which would leave the next passes' neighbour queries as full scans.
         self.col.prepare_knn()

@@ -115,6 +115,13 @@ class NeighbourCache:
                     self.vectors[pid] = x[r]
         return gone
 
+    def seed(self, ids: np.ndarray, x: np.ndarray, graph: KnnGraph) -> None:
+        """Take every point's list from a full sync's graph (rows of ``ids``), so that the passes after
+        it query the store for the new points only."""
+        nbr_ids = ids[graph.nbr]
+        self.lists = {pid: (nbr_ids[r], graph.sim[r]) for r, pid in enumerate(ids.tolist())}
+        self.vectors = dict(zip(ids.tolist(), x))
+
     def add_arrivals(self, ids: np.ndarray, x: np.ndarray, nbr: np.ndarray, sim: np.ndarray) -> None:
         """Cache the new points (lists and unit vectors ``x``) and insert each into the cached lists of
         its neighbours where it ranks among their k nearest."""

@@ -186,7 +186,8 @@ def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: st
 
 def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, progress: bool = True,
               knn: KnnMode = "auto",
-              rename: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> SyncReport:
+              rename: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+              on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None) -> SyncReport:
     """Cluster every point of ``col`` and write the result as ``lander`` payload.
 
     ``knn="exact"`` takes neighbours by a full scan in the store: the graph, hence the clustering, is
@@ -195,7 +196,8 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
     that (CLINC150: Fp within 0.001-0.015 of exact). ``"auto"`` scans while N*D <= 5M, else uses the
     index, the way Qdrant itself scans small segments instead of searching their index.
     ``rename(point ids, cluster ids)`` may return other cluster ids to write (the daemon keeps the
-    previous generation's ids stable this way, see :mod:`qdrant_lander.stable_ids`).
+    previous generation's ids stable this way, see :mod:`qdrant_lander.stable_ids`). ``on_graph(point
+    ids, unit vectors, kNN graph)`` sees the level-0 graph (the daemon keeps it for its next passes).
     """
     card = lander.card
     n = check_fits(col, card)
@@ -209,6 +211,8 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
             col.prepare_knn()
     with _stage(seconds, cpu, "knn"):
         graph = fetch_knn(col, ids, x, card.k, batch_size=batch_size, progress=progress, exact=exact)
+        if on_graph is not None:
+            on_graph(ids, x, graph)
     with _stage(seconds, cpu, "cluster"):
         res = lander.predict_graph(x, graph)
         clusters = rename(ids, ids[res.labels]) if rename is not None else None
