@@ -61,7 +61,7 @@ class TrainConfig(BaseModel):
                                "episodes is decoded by the model being trained (at a random tau) instead of the "
                                "ground truth, so levels >= 1 look like the ones it will decode")
     heldout_fraction: float = Field(0.25, gt=0, lt=1, description="Training classes kept back to choose tau")
-    decode_k: list[int] = Field([10, 20], min_length=1, description="k values tried when choosing the decoding")
+    decode_k: list[int] = Field([10, 20, 30], min_length=1, description="k values tried when choosing the decoding")
     taus: list[float] = Field([round(t, 2) for t in np.arange(0.05, 1.0, 0.05)], min_length=1)
     min_merge_ratios: list[float] = Field([0.0, 0.05], min_length=1)
     max_levels: int = Field(10, ge=1)
