@@ -199,20 +199,22 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
 
     scorer = TorchScorer(net)
     # Tau is chosen per labeled set and averaged, so one set with many classes cannot dictate it alone.
-    choices, grids, diags = [], [], []
+    choices, grids = [], []
     for a, b, m in zip(xs, ys, held_masks):
         best, grid = choose_decoding(scorer, a[m], b[m], node_mode=config.node_mode, k_choices=config.decode_k,
                                      taus=config.taus, min_merge_ratios=config.min_merge_ratios,
                                      max_levels=config.max_levels)
         choices.append(best)
         grids.append(grid)
-        diags.append(level0_diagnostics(scorer, a[m], b[m], k=best.k, node_mode=config.node_mode))
     best = _combine(grids) if len(grids) > 1 else choices[0]
+    diags = [level0_diagnostics(scorer, a[m], b[m], k=min(best.k, int(m.sum()) - 1), node_mode=config.node_mode)
+             for a, b, m in zip(xs, ys, held_masks)]
     # NaN (e.g. no negative edge among easy held-out classes) is left out: the card must stay valid JSON.
     notes: dict[str, float | str] = {f"heldout_{key}": round(float(np.nanmean(v)), 4)
                                      for key in ("link_auc", "cosine_auc", "density_corr")
                                      if not np.isnan(v := [dg[key] for dg in diags]).all()}
     notes.update(heldout_fp=round(best.fp, 4), heldout_fb=round(best.fb, 4), train_seconds=round(train_s, 1),
+                 choose_seconds=round(time.perf_counter() - t0 - train_s, 1),
                  heldout_classes=float(sum(np.unique(b[m]).size for b, m in zip(ys, held_masks))))
     card = ModelCard(name=name, node_mode=config.node_mode, head=config.head,
                      input_dim="any" if config.node_mode == "structure" else int(xs[0].shape[1]),
