@@ -54,7 +54,7 @@ def test_same_seed_same_weights_other_seed_differs(omni, trained):
     a, b, c = trained.net.state_dict(), again.net.state_dict(), other.net.state_dict()
     assert all(torch.equal(a[key], b[key]) for key in a)
     assert not all(torch.equal(a[key], c[key]) for key in a)
-    drop = {"notes": {"train_seconds"}}
+    drop = {"notes": {"train_seconds", "choose_seconds"}}
     assert again.card.model_dump(exclude=drop) == trained.card.model_dump(exclude=drop)
 
 
