@@ -32,7 +32,7 @@ EDGE_FEATURES: tuple[str, ...] = (
     "log_size_i",
     "log_size_j",
     "j_to_nbrs_of_i",  # mean cosine of j to i's other neighbours: does j sit inside i's neighbourhood?
-    "i_to_nbrs_of_j",
+    "i_to_nbrs_of_j",  # mean cosine of i to j's neighbours (i itself counts 1 when it is in j's list)
     "j_to_nbrs_of_i_minus_mean_i",
     "i_to_nbrs_of_j_minus_mean_j",
     "centroid_cos",  # cosine of the two neighbourhood centroids (a smoothed, dimension-free same-class cue)
