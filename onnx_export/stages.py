@@ -10,7 +10,8 @@ states, which need *their* neighbours. So the model is cut where it gathers:
 
 The runtime runs each stage over all rows in chunks, keeps its per-node output (``[N, hidden]``, 10x
 smaller than per-edge tensors) as the next stage's table, and the last stage returns link and density.
-Per-node projections are thus computed once and gathered per edge. Composition equals
+Per-node projections are thus computed once and gathered per edge. Each stage calls the same
+``LanderNet`` methods its whole-graph forward is made of, so the composition equals
 ``LanderNet.forward`` exactly (the parity tests check it through onnxruntime).
 """
 
@@ -21,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from qdrant_lander.training.model import LanderNet, gather_rows
+from qdrant_lander.training.model import LanderNet, neighbour_weights
 
 StageKind = Literal["node", "edge"]
 
@@ -38,10 +39,10 @@ class Encode(Stage):
 
     def __init__(self, net: LanderNet) -> None:
         super().__init__()
-        self.encoder = net.encoder
+        self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.encoder(x))
+        return self.net.encode(x)
 
 
 class Conv(Stage):
@@ -50,35 +51,22 @@ class Conv(Stage):
     def __init__(self, net: LanderNet, index: int) -> None:
         super().__init__()
         self.name = f"conv{index}"
-        self.lin = net.convs[index].lin
+        self.conv = net.convs[index]
 
     def forward(self, h: torch.Tensor, table: torch.Tensor, nbr: torch.Tensor, sim: torch.Tensor,
                 edge_attr: torch.Tensor) -> torch.Tensor:
-        weight = torch.relu(sim)
-        weight = weight / weight.sum(dim=1, keepdim=True).clamp_min(1e-6)
-        agg = (weight.unsqueeze(-1) * gather_rows(table, nbr)).sum(dim=1)
-        return torch.relu(self.lin(torch.cat([h, agg], dim=-1)))
+        return self.conv(h, table, nbr, neighbour_weights(sim))
 
 
 class Project(Stage):
-    """Per-node projections the link head compares: unit ``proj(h)`` (relative head) or
-    ``src_proj(h) || dst_proj(h)`` (paper head)."""
-
     kind, name = "node", "project"
 
     def __init__(self, net: LanderNet) -> None:
         super().__init__()
-        self.head = net.config.head
-        if self.head == "relative":
-            self.proj = net.proj
-        else:
-            self.src_proj, self.dst_proj = net.src_proj, net.dst_proj
+        self.net = net
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if self.head == "relative":
-            z = self.proj(h)
-            return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        return torch.cat([self.src_proj(h), self.dst_proj(h)], dim=-1)
+        return self.net.project(h)
 
 
 class Head(Stage):
@@ -86,19 +74,11 @@ class Head(Stage):
 
     def __init__(self, net: LanderNet) -> None:
         super().__init__()
-        self.head = net.config.head
-        self.edge_mlp = net.edge_mlp
+        self.net = net
 
     def forward(self, z: torch.Tensor, table: torch.Tensor, nbr: torch.Tensor, sim: torch.Tensor,
                 edge_attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        zj = gather_rows(table, nbr)
-        if self.head == "relative":
-            zi = z.unsqueeze(1).expand(-1, nbr.shape[1], -1)
-            feats = torch.cat([zi * zj, (zi - zj).abs(), edge_attr], dim=-1)
-        else:
-            half = z.shape[-1] // 2
-            feats = torch.relu(zj[..., :half] + z[:, half:].unsqueeze(1))
-        link = torch.sigmoid(self.edge_mlp(feats).squeeze(-1))
+        link = torch.sigmoid(self.net.edge_logits(z, table, nbr, edge_attr))
         return link, LanderNet.density_from_links(link, sim)
 
 

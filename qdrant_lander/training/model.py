@@ -47,15 +47,25 @@ def gather_rows(h: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
     return h.index_select(0, nbr.reshape(-1)).reshape(n, k, h.shape[-1])
 
 
+def neighbour_weights(sim: torch.Tensor) -> torch.Tensor:
+    """Aggregation weights a_im: the non-negative similarity, normalised over each row."""
+    weight = torch.relu(sim)
+    return weight / weight.sum(dim=1, keepdim=True).clamp_min(1e-6)
+
+
 class GraphConv(nn.Module):
-    """h_i' = ReLU(W [h_i || sum_m a_im h_nbr(i,m)]) with a_im the row-normalised similarity."""
+    """h_i' = ReLU(W [h_i || sum_m a_im h_nbr(i,m)]) with a_im the row-normalised similarity.
+
+    ``h`` holds the states of the rows being updated and ``table`` those of every node (the same
+    tensor in a whole-graph forward; a slice and the full table when serving in row chunks).
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.lin = nn.Linear(2 * dim, dim)
 
-    def forward(self, h: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        agg = (weight.unsqueeze(-1) * gather_rows(h, nbr)).sum(dim=1)
+    def forward(self, h: torch.Tensor, table: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        agg = (weight.unsqueeze(-1) * gather_rows(table, nbr)).sum(dim=1)
         return torch.relu(self.lin(torch.cat([h, agg], dim=-1)))
 
 
@@ -83,23 +93,38 @@ class LanderNet(nn.Module):
             self.dst_proj = nn.Linear(c.hidden, c.head_hidden)
             self.edge_mlp = _mlp([c.head_hidden, c.head_hidden, 1])
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.encoder(x))
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """Per-node terms the link head compares: unit ``proj(h)`` (relative head) or
+        ``src_proj(h) || dst_proj(h)`` (paper head); computed once per node, gathered per edge."""
+        if self.config.head == "relative":
+            z = self.proj(h)
+            return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        return torch.cat([self.src_proj(h), self.dst_proj(h)], dim=-1)
+
+    def edge_logits(self, z: torch.Tensor, table: torch.Tensor, nbr: torch.Tensor,
+                    edge_attr: torch.Tensor) -> torch.Tensor:
+        """Link scores ``[R, k]`` of rows with projections ``z``; ``table`` holds every node's."""
+        zj = gather_rows(table, nbr)
+        if self.config.head == "relative":
+            zi = z.unsqueeze(1).expand(-1, nbr.shape[1], -1)
+            feats = torch.cat([zi * zj, (zi - zj).abs(), edge_attr], dim=-1)
+        else:
+            half = z.shape[-1] // 2  # src_proj of the neighbour j + dst_proj of the row i
+            feats = torch.relu(zj[..., :half] + z[:, half:].unsqueeze(1))
+        return self.edge_mlp(feats).squeeze(-1)
+
     def link_logits(self, x: torch.Tensor, nbr: torch.Tensor, sim: torch.Tensor,
                     edge_attr: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid link scores ``[N, k]`` (training uses these for a stable BCE)."""
-        weight = torch.relu(sim)
-        weight = weight / weight.sum(dim=1, keepdim=True).clamp_min(1e-6)
-        h = torch.relu(self.encoder(x))
+        weight = neighbour_weights(sim)
+        h = self.encode(x)
         for conv in self.convs:
-            h = conv(h, nbr, weight)
-        if self.config.head == "relative":
-            z = self.proj(h)
-            z = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-            zi = z.unsqueeze(1).expand(-1, nbr.shape[1], -1)
-            zj = gather_rows(z, nbr)
-            feats = torch.cat([zi * zj, (zi - zj).abs(), edge_attr], dim=-1)
-        else:
-            feats = torch.relu(gather_rows(self.src_proj(h), nbr) + self.dst_proj(h).unsqueeze(1))
-        return self.edge_mlp(feats).squeeze(-1)
+            h = conv(h, h, nbr, weight)
+        z = self.project(h)
+        return self.edge_logits(z, z, nbr, edge_attr)
 
     @staticmethod
     def density_from_links(link_prob: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
