@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -173,6 +174,7 @@ def export_onnx(net: LanderNet, card: ModelCard, path: str | Path) -> ModelCard:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
         tmp.write(model.SerializeToString())
+    os.chmod(tmp.name, 0o644)  # a model is meant to be shared; temp files start owner-only
     Path(tmp.name).replace(path)
     log.info("exported model '%s' to %s (%d stages, opset %d)", card.name, path, len(parts), OPSET)
     return card
