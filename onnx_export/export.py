@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import os
+import subprocess
 import tempfile
 import warnings
 from pathlib import Path
