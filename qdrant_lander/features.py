@@ -74,16 +74,22 @@ def _reverse_rank(nbr: np.ndarray) -> np.ndarray:
     return rank.reshape(n, k)
 
 
-def _jaccard(nbr: np.ndarray) -> np.ndarray:
-    """|N+(i) & N+(j)| / |N+(i) | N+(j)| with N+(v) = v's list plus v itself."""
+def _jaccard(nbr: np.ndarray, block_rows: int = 65536) -> np.ndarray:
+    """|N+(i) & N+(j)| / |N+(i) | N+(j)| with N+(v) = v's list plus v itself.
+
+    Rows go in blocks: the probes are ``[rows, k, k+1]`` integers, gigabytes at a million nodes.
+    """
     n, k = nbr.shape
     full = np.concatenate([np.arange(n)[:, None], nbr], axis=1)  # [N, k+1], no duplicates per row
     keys = np.sort((np.arange(n)[:, None] * n + full).reshape(-1))
-    j_lists = full[nbr]  # [N, k, k+1]
-    probe = np.arange(n)[:, None, None] * n + j_lists
-    pos = np.minimum(np.searchsorted(keys, probe), keys.size - 1)
-    inter = (keys[pos] == probe).sum(axis=2)
-    return (inter / (2 * (k + 1) - inter)).astype(np.float32)
+    out = np.empty((n, k), dtype=np.float32)
+    for s in range(0, n, block_rows):
+        rows = nbr[s:s + block_rows]
+        probe = np.arange(s, s + len(rows))[:, None, None] * n + full[rows]
+        pos = np.minimum(np.searchsorted(keys, probe), keys.size - 1)
+        inter = (keys[pos] == probe).sum(axis=2)
+        out[s:s + len(rows)] = inter / (2 * (k + 1) - inter)
+    return out
 
 
 def _neighbourhood_terms(vectors: np.ndarray, nbr: np.ndarray, block_rows: int = 2048) -> tuple[np.ndarray, ...]:
@@ -136,28 +142,30 @@ def level_inputs(
     rank_ij = np.broadcast_to(np.arange(k, dtype=np.float32) / max(k - 1, 1), (n, k))
     rank_ji = _reverse_rank(nbr)
     j_in_i, i_in_j, centroid_cos, c_norm = _neighbourhood_terms(mean, nbr)
-    cols = [
-        sim,
-        rank_ij,
-        np.minimum(rank_ji, k - 1) / max(k - 1, 1) + (rank_ji == k),
-        (rank_ji < k).astype(np.float32),
-        _jaccard(nbr),
-        sim - mean_sim[:, None],
-        sim - mean_sim[nbr],
-        sim - first[:, None],
-        sim - first[nbr],
-        sim - kth[:, None],
-        sim - kth[nbr],
-        np.broadcast_to(log_size[:, None], (n, k)),
-        log_size[nbr],
-        j_in_i,
-        i_in_j,
-        j_in_i - mean_sim[:, None],
-        i_in_j - mean_sim[nbr],
-        centroid_cos,
-        centroid_cos - sim,
-    ]
-    edge_attr = np.stack(cols, axis=2).astype(np.float32)
+    def columns():  # one [N, k] column at a time, written straight into edge_attr (bounded memory)
+        yield sim
+        yield rank_ij
+        yield np.minimum(rank_ji, k - 1) / max(k - 1, 1) + (rank_ji == k)
+        yield (rank_ji < k).astype(np.float32)
+        yield _jaccard(nbr)
+        yield sim - mean_sim[:, None]
+        yield sim - mean_sim[nbr]
+        yield sim - first[:, None]
+        yield sim - first[nbr]
+        yield sim - kth[:, None]
+        yield sim - kth[nbr]
+        yield np.broadcast_to(log_size[:, None], (n, k))
+        yield log_size[nbr]
+        yield j_in_i
+        yield i_in_j
+        yield j_in_i - mean_sim[:, None]
+        yield i_in_j - mean_sim[nbr]
+        yield centroid_cos
+        yield centroid_cos - sim
+
+    edge_attr = np.empty((n, k, len(EDGE_FEATURES)), dtype=np.float32)
+    for f, column in enumerate(columns()):
+        edge_attr[:, :, f] = column
     if node_mode == "structure":
         x = np.stack([mean_sim, first, kth, sim.std(axis=1), log_size, c_norm], axis=1)
     else:
