@@ -11,6 +11,7 @@ import numpy as np
 
 from . import main
 from ..errors import InputError, MissingExtraError
+from ..validate import check_labels
 
 _model_option = click.option(
     "--model", "model", type=click.Path(exists=True, path_type=Path), default=None,
@@ -38,9 +39,13 @@ def _model_options(command):
     return _model_option(_device_option(_threads_option(command)))
 
 
-def _predict_timed(embeddings: Path, model: Path | None, device: str, threads: int | None):
+def _predict_timed(embeddings: Path, model: Path | None, device: str, threads: int | None,
+                   labels: np.ndarray | None = None):
+    """Load, cluster and time; ``labels`` are checked against the rows before any work starts."""
     lander = _lander(model, device, threads)
     x = _load_npy(embeddings, "embeddings")
+    if labels is not None:
+        check_labels(labels, len(x))
     start = time.perf_counter()
     result = lander.predict(x)
     return lander, result, time.perf_counter() - start
@@ -125,7 +130,7 @@ def evaluate(embeddings: Path, labels: Path, model: Path | None, device: str, th
     from ..metrics import score
 
     y = _load_npy(labels, "labels")
-    lander, result, seconds = _predict_timed(embeddings, model, device, threads)
+    lander, result, seconds = _predict_timed(embeddings, model, device, threads, labels=y)
     s = score(y, result.labels)
     report = {**s.model_dump(), "levels": result.n_levels, "seconds": round(seconds, 3), "model": lander.card.name}
     if as_json:

@@ -47,15 +47,17 @@ def _load_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def _store(settings: Settings) -> Iterator[Store]:
+def store_from_settings(settings: Settings) -> Iterator[Store]:
+    """The store the settings point at (server with --url, else the embedded store), closed on exit."""
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     with open_store(settings.url, api_key, settings.path) as store:
         yield store
 
 
 @contextmanager
-def _collection(settings: Settings, name: str) -> Iterator[Collection]:
-    with _store(settings) as store:
+def collection_from_settings(settings: Settings, name: str) -> Iterator[Collection]:
+    """An existing collection (StoreError listing the others if missing), its store closed on exit."""
+    with store_from_settings(settings) as store:
         yield store.open(name, vector=settings.vector)
 
 
@@ -89,7 +91,7 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
     if labels_path is not None:
         y = check_labels(_load_npy(labels_path, "labels"), len(x))
         payloads = [{**(payloads[i] if payloads else {}), label_key: int(y[i])} for i in range(len(x))]
-    with _store(settings) as store:
+    with store_from_settings(settings) as store:
         col = import_points(store, collection, x, payloads, start_id=start_id, batch_size=settings.batch_size)
         total = col.count()
     summary = {"collection": collection, "imported": int(len(x)), "first_id": start_id,
@@ -146,7 +148,7 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
     from ..sync import full_sync
 
     lander = Lander(settings.model, device=settings.device, threads=settings.threads)
-    with _collection(settings, collection) as col:
+    with collection_from_settings(settings, collection) as col:
         report = full_sync(col, lander, batch_size=settings.batch_size, knn=knn)
     if as_json:
         click.echo(report.model_dump_json())
@@ -173,7 +175,7 @@ def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth
                             wait_lease=wait_lease, knn=knn, batch_size=settings.batch_size, progress=mode == "full")
     lander = Lander(settings.model, device=settings.device, threads=settings.threads)
     try:
-        with _collection(settings, collection) as col:
+        with collection_from_settings(settings, collection) as col:
             code, report = run(col, lander, mode, options, settings.metrics_port)
     except (LeaseHeld, StoreError) as e:
         if not isinstance(e, LeaseHeld) and "open in another process" not in str(e):  # Edge's process lock
@@ -205,7 +207,7 @@ def search(collection: str, cluster_id: int, like: int | None, vector_file: Path
 
     if (like is None) == (vector_file is None):
         raise InputError("give exactly one query: --like POINT_ID or --vector-file FILE")
-    with _collection(settings, collection) as col:
+    with collection_from_settings(settings, collection) as col:
         if like is not None:
             found = col.retrieve([like], vectors=True, payload=False)
             if len(found.ids) == 0:
@@ -240,7 +242,7 @@ def labels(collection: str, out: Path, ids_out: Path | None, as_json: bool, sett
     """Write the cluster id of every point of COLLECTION (for evaluation and your own analysis)."""
     from ..sync import read_labels
 
-    with _collection(settings, collection) as col:
+    with collection_from_settings(settings, collection) as col:
         ids, lab = read_labels(col, batch_size=settings.batch_size)
     np.save(out, lab)
     if ids_out is not None:
@@ -262,7 +264,7 @@ def status(collection: str, top: int, as_json: bool, settings: Settings) -> None
     """Points, clustered/unclustered counts, clusters, largest clusters, model and last sync of COLLECTION."""
     from ..sync import status as read_status
 
-    with _collection(settings, collection) as col:
+    with collection_from_settings(settings, collection) as col:
         st = read_status(col, top=top)
     if as_json:
         click.echo(st.model_dump_json())

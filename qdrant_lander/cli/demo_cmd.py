@@ -23,10 +23,10 @@ def demo(name: str, as_json: bool, settings: Settings) -> None:
     """
     from ..demo import run_demo
     from ..lander import Lander
-    from .collection_cmds import _store
+    from .collection_cmds import store_from_settings
 
     lander = Lander(settings.model, device=settings.device, threads=settings.threads)
-    with _store(settings) as store:
+    with store_from_settings(settings) as store:
         r = run_demo(store, lander, collection=name, progress=not as_json)
         where = store.description
     if as_json:

@@ -50,10 +50,10 @@ def report(collection: str, out: Path, label_field: str | None, fields: str | No
       qdrant-lander report docs --out report.html --label-field intent --fields text
     """
     from ..report import read_collection, require_extra, write_report
-    from .collection_cmds import _collection
+    from .collection_cmds import collection_from_settings
 
     require_extra()  # fail before reading a large collection
-    with _collection(settings, collection) as coll:
+    with collection_from_settings(settings, collection) as coll:
         data = read_collection(coll, label_field=label_field, top=top, examples=examples,
                                batch_size=settings.batch_size)
     write_report(data, str(out), fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None, top=top)
