@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.tasks import TASKS  # noqa: E402
+from qdrant_lander.cli.inputs import parse_set_options  # noqa: E402
 from qdrant_lander.lander import Lander  # noqa: E402
 from qdrant_lander.metrics import score  # noqa: E402
 from qdrant_lander.training.trainer import TrainConfig, train  # noqa: E402
@@ -35,14 +36,7 @@ EVAL_TASKS = ("clinc75", "clinc2banking", "omniglot", "lfw")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="TrainConfig field (JSON value).")
 @click.option("--name", default="lander-universal-v1", show_default=True)
 def main(settings: tuple[str, ...], name: str) -> None:
-    options = {}
-    for item in settings:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    config = TrainConfig(node_mode="structure", **options)
+    config = TrainConfig(node_mode="structure", **parse_set_options(settings))
     tasks = {t: TASKS[t]() for t in set(TRAIN_TASKS) | set(EVAL_TASKS)}
     parts = [tasks[t].train for t in TRAIN_TASKS]
     start = time.perf_counter()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import qdrant_edge as qe
 from click.testing import CliRunner
-from qdrant_client import QdrantClient, models
+from qdrant_client import QdrantClient
 
 from benchmarks.tasks import clinc_75_75, subsample_classes
 from qdrant_lander import Lander

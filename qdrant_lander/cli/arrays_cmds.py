@@ -10,8 +10,9 @@ import click
 import numpy as np
 
 from . import main
-from ..errors import InputError, MissingExtraError
+from ..errors import MissingExtraError
 from ..validate import check_labels
+from .inputs import load_npy, parse_set_options
 
 _model_option = click.option(
     "--model", "model", type=click.Path(exists=True, path_type=Path), default=None,
@@ -19,13 +20,6 @@ _model_option = click.option(
 _device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                               show_default=True, help="Where the model runs; auto picks CUDA only if it really works.")
 _threads_option = click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads.")
-
-
-def _load_npy(path: Path, what: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise InputError(f"cannot read {what} from {path}: {e}") from e
 
 
 def _lander(model: Path | None, device: str, threads: int | None):
@@ -43,7 +37,7 @@ def _predict_timed(embeddings: Path, model: Path | None, device: str, threads: i
                    labels: np.ndarray | None = None):
     """Load, cluster and time; ``labels`` are checked against the rows before any work starts."""
     lander = _lander(model, device, threads)
-    x = _load_npy(embeddings, "embeddings")
+    x = load_npy(embeddings, "embeddings")
     if labels is not None:
         check_labels(labels, len(x))
     start = time.perf_counter()
@@ -69,16 +63,8 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
     classes themselves. tau and the stopping rule are chosen on held-out training classes and stored
     in the model, so clustering needs no tuning.
     """
-    options: dict[str, object] = {}
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            options[key.strip()] = json.loads(value)  # numbers and lists: --set taus=[0.3,0.5]
-        except json.JSONDecodeError:
-            options[key.strip()] = value.strip()  # plain words: --set head=paper
-    lander = _lander(None, "cpu", None).fit(_load_npy(embeddings, "embeddings"), _load_npy(labels, "labels"),
+    options = parse_set_options(settings)
+    lander = _lander(None, "cpu", None).fit(load_npy(embeddings, "embeddings"), load_npy(labels, "labels"),
                                              out_dir=out_dir, name=name or "lander-custom",
                                              trained_on=[embeddings.name], **options)
     card = lander.card
@@ -129,7 +115,7 @@ def evaluate(embeddings: Path, labels: Path, model: Path | None, device: str, th
     """
     from ..metrics import score
 
-    y = _load_npy(labels, "labels")
+    y = load_npy(labels, "labels")
     lander, result, seconds = _predict_timed(embeddings, model, device, threads, labels=y)
     s = score(y, result.labels)
     report = {**s.model_dump(), "levels": result.n_levels, "seconds": round(seconds, 3), "model": lander.card.name}

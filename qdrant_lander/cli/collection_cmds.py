@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 import numpy as np
@@ -19,31 +19,10 @@ from . import main
 from ..config import Settings
 from ..errors import InputError
 from ..stores import Collection, Store, open_store
+from .inputs import load_jsonl, load_npy
 from .settings_options import settings_options
 
 _STORE = ("url", "api_key", "path", "batch_size")
-
-
-def _load_npy(path: Path, what: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise InputError(f"cannot read {what} from {path}: {e}") from None
-
-
-def _load_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path} line {n} is not valid JSON: {e}") from None
-        if not isinstance(row, dict):
-            raise InputError(f"{path} line {n} is not a JSON object")
-        rows.append(row)
-    return rows
 
 
 @contextmanager
@@ -82,14 +61,14 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
     from ..sync import import_points
     from ..validate import check_labels
 
-    x = _load_npy(embeddings, "embeddings")
+    x = load_npy(embeddings, "embeddings")
     if x.ndim != 2:
         raise InputError(f"embeddings must be a 2-D array [N, D], got shape {x.shape}")
-    payloads = _load_jsonl(payload_path) if payload_path else None
+    payloads = load_jsonl(payload_path) if payload_path else None
     if payloads is not None and len(payloads) != len(x):
         raise InputError(f"{payload_path} has {len(payloads)} objects but {embeddings} has {len(x)} rows")
     if labels_path is not None:
-        y = check_labels(_load_npy(labels_path, "labels"), len(x))
+        y = check_labels(load_npy(labels_path, "labels"), len(x))
         payloads = [{**(payloads[i] if payloads else {}), label_key: int(y[i])} for i in range(len(x))]
     with store_from_settings(settings) as store:
         col = import_points(store, collection, x, payloads, start_id=start_id, batch_size=settings.batch_size)
@@ -214,7 +193,7 @@ def search(collection: str, cluster_id: int, like: int | None, vector_file: Path
                 raise InputError(f"point {like} does not exist in collection '{collection}'")
             query = found.vectors[0]
         else:
-            query = _load_npy(vector_file, "query vector").astype(np.float32).reshape(-1)
+            query = load_npy(vector_file, "query vector").astype(np.float32).reshape(-1)
             if query.size != col.info().dim:
                 raise InputError(f"query vector has size {query.size}, collection '{collection}' has {col.info().dim}")
             if not np.isfinite(query).all():
