@@ -29,6 +29,13 @@ if TYPE_CHECKING:
     from .stores import Collection
 
 
+def _int_array(v: Any, ndim: int, what: str) -> np.ndarray:
+    a = np.asarray(v)
+    if a.ndim != ndim or (a.size and not np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"{what}, got shape {a.shape} dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
 class ReportData(BaseModel):
     """What one report shows. ``-1`` in ``clusters`` (or in ``paths``) means "not clustered yet"."""
 
@@ -46,20 +53,12 @@ class ReportData(BaseModel):
     @field_validator("clusters", mode="before")
     @classmethod
     def _ids(cls, v: Any) -> np.ndarray:
-        a = np.asarray(v)
-        if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
-            raise ValueError(f"cluster ids must be a 1-D integer array, got shape {a.shape} dtype {a.dtype}")
-        return a.astype(np.int64)
+        return _int_array(v, 1, "cluster ids must be a 1-D integer array")
 
     @field_validator("paths", mode="before")
     @classmethod
     def _paths(cls, v: Any) -> np.ndarray | None:
-        if v is None:
-            return None
-        a = np.asarray(v)
-        if a.ndim != 2 or (a.size and not np.issubdtype(a.dtype, np.integer)):
-            raise ValueError(f"paths must be a 2-D integer array [N, L], got shape {a.shape} dtype {a.dtype}")
-        return a.astype(np.int64)
+        return None if v is None else _int_array(v, 2, "paths must be a 2-D integer array [N, L]")
 
     @field_validator("truth", mode="before")
     @classmethod
