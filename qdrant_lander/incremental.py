@@ -42,7 +42,7 @@ from .knn import KnnGraph
 from .model_card import ModelCard
 from .payload import CLUSTER_FIELD, KEY, SYNC_META, LanderPayload, SyncState, cluster_filter, unclustered_filter
 from .stores.base import Collection
-from .sync import _unit
+from .sync import stored_unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class NeighbourCache:
             pts = col.retrieve(want, vectors=True, payload=False)
             gone.update(set(want) - set(pts.ids.tolist()))
             if len(pts.ids):
-                x = _unit(pts.ids, pts.vectors, col.name)
+                x = stored_unit_vectors(pts.ids, pts.vectors, col.name)
                 nb = col.knn(pts.ids, x, self.k)
                 for r, pid in enumerate(pts.ids.tolist()):
                     self.lists[pid] = (nb.ids[r].astype(np.int64), nb.sim[r].astype(np.float32))
@@ -269,7 +269,7 @@ def _read_new(col: Collection, max_new: int | None, batch_size: int) -> tuple[np
     ids_a, x = np.concatenate(ids), np.concatenate(vecs)
     if max_new is not None:
         ids_a, x = ids_a[:max_new], x[:max_new]
-    return ids_a, _unit(ids_a, x, col.name)
+    return ids_a, stored_unit_vectors(ids_a, x, col.name)
 
 
 def _ids_in_use(col: Collection, candidates: Sequence[int]) -> set[int]:

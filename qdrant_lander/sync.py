@@ -81,7 +81,7 @@ def _bar(total: int, desc: str, progress: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="pt", disable=not progress, leave=False)
 
 
-def _unit(ids: np.ndarray, v: np.ndarray, collection: str) -> np.ndarray:
+def stored_unit_vectors(ids: np.ndarray, v: np.ndarray, collection: str) -> np.ndarray:
     """Rows scaled to unit length; NaN/inf/zero vectors are named by point id."""
     try:
         return check_embeddings(v, min_points=1)
@@ -103,7 +103,7 @@ def read_vectors(col: Collection, *, batch_size: int = 1024, progress: bool = Tr
             if filled + m > n:
                 raise StoreError(f"collection '{col.name}' grew during the sync; run it again")
             ids[filled:filled + m] = batch.ids
-            x[filled:filled + m] = _unit(batch.ids, batch.vectors, col.name)
+            x[filled:filled + m] = stored_unit_vectors(batch.ids, batch.vectors, col.name)
             filled += m
             bar.update(m)
     ids, x = ids[:filled], x[:filled]
