@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
 from benchmarks.tasks import clinc_75_75, subsample_classes
 from qdrant_lander import Lander
@@ -19,7 +19,6 @@ from qdrant_lander.incremental import (FRESH_ID_START, INCREMENTAL_META, Increme
 from qdrant_lander.metrics import score
 from qdrant_lander.payload import KEY, SYNC_META, LanderPayload, cluster_filter, unclustered_filter
 from qdrant_lander.stable_ids import stable_ids
-from qdrant_lander.stores.client import ServerStore
 from qdrant_lander.stores.edge import EdgeStore
 from qdrant_lander.sync import full_sync, import_points, read_labels
 
@@ -34,13 +33,6 @@ def data():
 @pytest.fixture(scope="module")
 def lander():
     return Lander(os.environ.get("QLANDER_TEST_MODEL"), device="cpu", threads=1)
-
-
-@pytest.fixture(params=["edge", "local"])
-def store(request, tmp_path):
-    s = EdgeStore(tmp_path / "qdrant_data") if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
-    yield s
-    s.close()
 
 
 def payloads(col) -> dict[int, dict]:

@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
-from qdrant_client import QdrantClient
 
 from qdrant_lander.cli import main
 from qdrant_lander.errors import MissingExtraError
 from qdrant_lander.metrics import score
 from qdrant_lander.report import ReportData, build_report, read_collection
-from qdrant_lander.stores.client import ServerStore
 from qdrant_lander.stores.edge import EdgeStore
 
 SIZES = [30, 15, 10, 4, 1]  # cluster sizes; then 5 unclustered points
@@ -121,13 +119,6 @@ def fill(coll) -> None:
             p["lander"] = {"cluster": c, "path": path if c != 45 else path[-1:], "density": 0.5, "peak": False,
                            "model": "default", "generation": 1}  # cluster 45's points: a 1-level path
     coll.upsert(np.arange(len(clusters)), x, payloads)
-
-
-@pytest.fixture(params=["edge", "server"])
-def store(request, tmp_path):
-    s = EdgeStore(tmp_path / "qd") if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
-    yield s
-    s.close()
 
 
 def test_read_collection_gets_clusters_paths_labels_and_examples(store):

@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 import qdrant_edge as qe
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
 from qdrant_lander.errors import InputError, StoreError
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.payload import CLUSTER_FIELD, cluster_filter, unclustered_filter
 from qdrant_lander.stores import open_store
-from qdrant_lander.stores.client import ServerStore
 from qdrant_lander.stores.edge import SHARD_DIR, EdgeStore
 from qdrant_lander.sync import fetch_knn, import_points, read_vectors
 
@@ -21,13 +20,6 @@ def x() -> np.ndarray:
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(8, D))
     return (centers[np.arange(N) % 8] + 0.3 * rng.normal(size=(N, D))).astype(np.float32)
-
-
-@pytest.fixture(params=["edge", "local"])
-def store(request, tmp_path):
-    s = EdgeStore(tmp_path / "qdrant_data") if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
-    yield s
-    s.close()
 
 
 @pytest.fixture

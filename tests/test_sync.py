@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import qdrant_edge as qe
 from click.testing import CliRunner
-from qdrant_client import QdrantClient
 
 from benchmarks.tasks import clinc_75_75, subsample_classes
 from qdrant_lander import Lander
@@ -19,7 +18,6 @@ from qdrant_lander.cli import main
 from qdrant_lander.errors import StoreError
 from qdrant_lander.model_card import ModelCard
 from qdrant_lander.payload import SYNC_META, LanderPayload, SyncState, cluster_filter
-from qdrant_lander.stores.client import ServerStore
 from qdrant_lander.stores.edge import SHARD_DIR, EdgeStore
 from qdrant_lander.sync import check_fits, full_sync, import_points, read_labels, status
 
@@ -32,13 +30,6 @@ def part():
 @pytest.fixture(scope="module")
 def lander():
     return Lander(device="cpu", threads=1)
-
-
-@pytest.fixture(params=["edge", "local"])
-def store(request, tmp_path):
-    s = EdgeStore(tmp_path / "qdrant_data") if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
-    yield s
-    s.close()
 
 
 def snapshot(col) -> tuple[list, dict | None]:

@@ -106,6 +106,12 @@ def drop_self(ids: np.ndarray, rows: list[list[tuple[Any, float]]], k: int, name
     return Neighbours(nbr, sim)
 
 
+def in_asked_order(records: Sequence[Any], ids: Sequence[int]) -> list[Any]:
+    """Retrieved records (anything with ``.id``) in the order the ids were asked, missing ones left out."""
+    by_id = {r.id: r for r in records}
+    return [by_id[int(i)] for i in ids if int(i) in by_id]
+
+
 class Collection(ABC):
     """One collection and the one vector in it that lander clusters."""
 

@@ -19,7 +19,7 @@ from qdrant_client import QdrantClient, models
 
 from ..errors import StoreError
 from .base import (META_COLLECTION, Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config,
-                   drop_self, point_ids)
+                   drop_self, in_asked_order, point_ids)
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ class ServerCollection(Collection):
     def retrieve(self, ids: Sequence[int], *, vectors: bool = False, payload: bool = True) -> Points:
         records = self.client.retrieve(self.name, [int(i) for i in ids], with_payload=payload,
                                        with_vectors=self._with_vectors(vectors))
-        by_id = {r.id: r for r in records}
-        return self._points([by_id[int(i)] for i in ids if int(i) in by_id], vectors, payload)
+        return self._points(in_asked_order(records, ids), vectors, payload)
 
     def prepare_knn(self) -> None:
         """Wait until the server's background optimizer is done (right after an import it is still

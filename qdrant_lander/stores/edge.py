@@ -25,7 +25,7 @@ from qdrant_client import models
 
 from ..errors import StoreError
 from .base import (Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config, drop_self,
-                   point_ids)
+                   in_asked_order, point_ids)
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,7 @@ class EdgeCollection(Collection):
     def retrieve(self, ids: Sequence[int], *, vectors: bool = False, payload: bool = True) -> Points:
         records = self.shard.retrieve([int(i) for i in ids], with_payload=payload,
                                       with_vector=self._with_vector(vectors))
-        by_id = {r.id: r for r in records}
-        return self._points([by_id[int(i)] for i in ids if int(i) in by_id], vectors, payload)
+        return self._points(in_asked_order(records, ids), vectors, payload)
 
     def prepare_knn(self) -> None:
         """Run Qdrant's optimizers now (Edge has no background ones): they build HNSW on segments above
