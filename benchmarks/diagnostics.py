@@ -34,8 +34,7 @@ def evaluate(model: TrainedModel, task_name: str, label: str) -> dict:
     scorer = model.scorer()
     diag = level0_diagnostics(scorer, test.x, test.y, k=card.k, node_mode=card.node_mode)
     t0 = time.perf_counter()
-    res = cluster_hierarchy(test.x, knn_graph(test.x, card.k), scorer, tau=card.tau, k=card.k,
-                            node_mode=card.node_mode, max_levels=card.max_levels, min_merge_ratio=card.min_merge_ratio)
+    res = cluster_hierarchy(test.x, knn_graph(test.x, card.k), scorer, card)
     cluster_s = time.perf_counter() - t0
     s = score(test.y, res.labels)
     return {"task": task_name, "model": label, "ho_auc": card.notes["heldout_link_auc"],

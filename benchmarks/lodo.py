@@ -168,9 +168,7 @@ def cluster_with_card(model: TrainedModel, x: np.ndarray) -> np.ndarray:
     """One clustering of ``x`` with the settings of ``model``'s card (torch scorer, exact kNN)."""
     card = model.card
     x = check_embeddings(x)
-    return cluster_hierarchy(x, knn_graph(x, card.k), model.scorer(), tau=card.tau, k=card.k,
-                             node_mode=card.node_mode, max_levels=card.max_levels,
-                             min_merge_ratio=card.min_merge_ratio).labels
+    return cluster_hierarchy(x, knn_graph(x, card.k), model.scorer(), card).labels
 
 
 def in_domain(rows: list[LodoRow], path: Path = IN_DOMAIN_ROWS) -> list[LodoRow]:

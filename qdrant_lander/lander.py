@@ -93,5 +93,4 @@ class Lander:
                              f"dimension {card.input_dim}")
         if graph.n != vectors.shape[0]:
             raise InputError(f"kNN graph has {graph.n} rows but there are {vectors.shape[0]} vectors")
-        return cluster_hierarchy(vectors, graph, self.scorer, tau=card.tau, k=card.k, node_mode=card.node_mode,
-                                 max_levels=card.max_levels, min_merge_ratio=card.min_merge_ratio)
+        return cluster_hierarchy(vectors, graph, self.scorer, card)

@@ -2,9 +2,12 @@
 
 import numpy as np
 
-from qdrant_lander.decode import cluster_hierarchy, decode_level, forest_roots, hierarchy_levels
+from qdrant_lander.decode import (DecodeSettings, cluster_hierarchy, decode_level, forest_roots, hierarchy_levels,
+                                  link_support)
 from qdrant_lander.features import LevelInputs
 from qdrant_lander.knn import knn_graph
+
+S5 = DecodeSettings(tau=0.5, k=5, node_mode="structure")
 
 
 def test_known_forest():
@@ -61,7 +64,7 @@ def _label_scorer(y):
 
 def test_label_scorer_recovers_blobs_with_peak_ids_and_paths():
     x, y = _blobs()
-    res = cluster_hierarchy(x, knn_graph(x, 5), _label_scorer(y), tau=0.5, k=5, node_mode="structure")
+    res = cluster_hierarchy(x, knn_graph(x, 5), _label_scorer(y), S5)
     assert res.n_clusters == 3
     for c in range(3):
         assert np.unique(res.labels[y == c]).size == 1
@@ -73,17 +76,17 @@ def test_label_scorer_recovers_blobs_with_peak_ids_and_paths():
 def test_stops_when_nothing_links():
     x, _ = _blobs()
     never = lambda inp: (np.zeros(inp.nbr.shape, np.float32), inp.sim.mean(axis=1))  # noqa: E731
-    res = cluster_hierarchy(x, knn_graph(x, 5), never, tau=0.5, k=5, node_mode="structure")
+    res = cluster_hierarchy(x, knn_graph(x, 5), never, S5)
     assert res.n_levels == 1 and res.n_clusters == len(x)
 
 
 def test_stops_at_one_supernode_and_at_max_levels():
     x, _ = _blobs()
     always = lambda inp: (np.ones(inp.nbr.shape, np.float32), inp.sim.mean(axis=1))  # noqa: E731
-    steps = list(hierarchy_levels(x, knn_graph(x, 5), always, tau=0.5, k=5, node_mode="structure"))
-    final = cluster_hierarchy(x, knn_graph(x, 5), always, tau=0.5, k=5, node_mode="structure")
+    steps = list(hierarchy_levels(x, knn_graph(x, 5), always, S5))
+    final = cluster_hierarchy(x, knn_graph(x, 5), always, S5)
     assert final.n_clusters == 1 and len(steps) == final.n_levels
-    capped = cluster_hierarchy(x, knn_graph(x, 5), always, tau=0.5, k=5, node_mode="structure", max_levels=1)
+    capped = cluster_hierarchy(x, knn_graph(x, 5), always, DecodeSettings(tau=0.5, k=5, node_mode="structure", max_levels=1))
     assert capped.n_levels == 1 and capped.n_clusters > 1
 
 
@@ -94,6 +97,28 @@ def test_min_merge_ratio_stops_after_a_level_that_merged_little():
         small = inp.peak_index < 4
         link = (small[:, None] & small[inp.nbr]).astype(np.float32)
         return link, -inp.peak_index.astype(np.float32)  # lower index = denser
-    res = cluster_hierarchy(x, knn_graph(x, 5), few, tau=0.5, k=5, node_mode="structure", min_merge_ratio=0.1)
+    res = cluster_hierarchy(x, knn_graph(x, 5), few, DecodeSettings(tau=0.5, k=5, node_mode="structure", min_merge_ratio=0.1))
     assert res.n_levels == 1 and len(x) - 3 <= res.n_clusters < len(x)
-    assert cluster_hierarchy(x, knn_graph(x, 5), few, tau=0.5, k=5, node_mode="structure").n_levels > 1
+    assert cluster_hierarchy(x, knn_graph(x, 5), few, S5).n_levels > 1
+
+
+def test_link_support_counts_point_links_between_supernodes_either_way():
+    # point links already mapped to supernodes: 0-1 twice (once each way), 1-2 once, inside 2 ignored
+    src, dst = np.array([0, 1, 2, 2]), np.array([1, 0, 1, 2])
+    nbr = np.array([[1, 2], [0, 2], [1, 0]])
+    assert link_support(src, dst, nbr).tolist() == [[2, 0], [2, 1], [1, 0]]
+    assert link_support(src[:0], dst[:0], nbr).sum() == 0
+
+
+def test_min_support_blocks_supernode_merges_that_no_point_links_back():
+    x, y = _blobs()
+    # level 0 links exactly the same-blob neighbours; above it the "model" links everything (a wrong scorer)
+    def wrong_above_level0(inp):
+        lab = y[inp.peak_index]
+        first = inp.nbr.shape[0] == len(x)
+        link = (lab[:, None] == lab[inp.nbr]) if first else np.ones(inp.nbr.shape, bool)
+        return link.astype(np.float32), -inp.peak_index.astype(np.float32)
+    graph = knn_graph(x, 5)
+    assert cluster_hierarchy(x, graph, wrong_above_level0, S5).n_clusters == 1
+    guarded = cluster_hierarchy(x, graph, wrong_above_level0, S5.model_copy(update={"min_support": 0.5}))
+    assert guarded.n_clusters == 3 and all(np.unique(guarded.labels[y == c]).size == 1 for c in range(3))

@@ -60,8 +60,7 @@ from qdrant_lander.validate import check_embeddings
 scorer = OnnxScorer(sys.argv[1], device="auto")
 card = scorer.card
 x = check_embeddings(np.load(sys.argv[2]))
-result = cluster_hierarchy(x, knn_graph(x, card.k), scorer, tau=card.tau, k=card.k, node_mode=card.node_mode,
-                           max_levels=card.max_levels)
+result = cluster_hierarchy(x, knn_graph(x, card.k), scorer, card)
 print(len(result.labels), result.n_levels, scorer.provider)
 """
     done = _python(code, str(model), str(blobs))

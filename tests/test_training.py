@@ -67,7 +67,7 @@ def test_tau_is_chosen_on_heldout_classes_and_stored(omni, trained):
 
 
 def test_plateau_pick_takes_the_middle():
-    grid = [DecodeChoice(tau=t, k=10, min_merge_ratio=0, max_levels=10, fp=fp, fb=fp, n_clusters=1, n_classes=1,
+    grid = [DecodeChoice(node_mode="structure", tau=t, k=10, fp=fp, fb=fp, n_clusters=1, n_classes=1,
                          n_levels=1) for t, fp in [(0.1, 0.5), (0.3, 0.9), (0.5, 0.9), (0.7, 0.898), (0.9, 0.4)]]
     assert pick(grid).tau == 0.5
 
@@ -134,3 +134,10 @@ def test_paper_head_and_embedding_mode_train(omni):
     m = train(x, y, TrainConfig(**SMALL | {"steps": 3}, head="paper", node_mode="embedding"), progress=False)
     assert m.card.input_dim == x.shape[1] and m.card.head == "paper"
     assert isinstance(m.net, LanderNet)
+
+
+def test_pick_prefers_the_strictest_merge_support_among_equals():
+    grid = [DecodeChoice(node_mode="structure", tau=t, k=10, min_support=s, fp=fp, fb=fp, n_clusters=1, n_classes=1,
+                         n_levels=1) for s, t, fp in [(0, 0.3, 0.9), (0, 0.5, 0.9), (2, 0.3, 0.898), (2, 0.7, 0.8)]]
+    chosen = pick(grid)
+    assert chosen.min_support == 2 and chosen.tau == 0.3  # 0.898 is within tolerance; its plateau is tau 0.3 alone

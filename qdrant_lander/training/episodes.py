@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch, Data
 
-from ..decode import Scorer, hierarchy_levels
+from ..decode import DecodeSettings, Scorer, hierarchy_levels
 from ..features import NodeMode
 from ..knn import KnnGraph, knn_graph
 from .gt import GroundTruthScorer, edge_labels, gt_density
@@ -71,7 +71,8 @@ def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, m
         scorer = GroundTruthScorer(y)
     graph = graph if graph is not None else knn_graph(x, k)
     out = []
-    for step, _ in hierarchy_levels(x, graph, scorer, tau=tau, k=k, node_mode=node_mode, max_levels=max_levels):
+    settings = DecodeSettings(node_mode=node_mode, k=k, tau=tau, max_levels=max_levels)
+    for step, _ in hierarchy_levels(x, graph, scorer, settings):
         inp = step.inputs
         link = edge_labels(inp, y)
         out.append(LevelData(x=torch.from_numpy(inp.x), nbr_index=torch.from_numpy(inp.nbr),

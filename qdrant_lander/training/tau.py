@@ -10,21 +10,16 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from pydantic import BaseModel
 
-from ..decode import Scorer, cluster_hierarchy
+from ..decode import DecodeSettings, Scorer, cluster_hierarchy
 from ..features import NodeMode
 from ..knn import knn_graph
 from ..metrics import score
 
 
-class DecodeChoice(BaseModel):
+class DecodeChoice(DecodeSettings):
     """One decoding setting and how it scored on the held-out classes."""
 
-    tau: float
-    k: int
-    min_merge_ratio: float
-    max_levels: int
     fp: float
     fb: float
     n_clusters: int
@@ -33,30 +28,34 @@ class DecodeChoice(BaseModel):
 
 
 def choose_decoding(scorer: Scorer, x: np.ndarray, y: np.ndarray, *, node_mode: NodeMode, k_choices: list[int],
-                    taus: list[float], min_merge_ratios: list[float], max_levels: int,
+                    taus: list[float], min_merge_ratios: list[float], min_supports: list[float], max_levels: int,
                     tolerance: float = 0.005) -> tuple[DecodeChoice, list[DecodeChoice]]:
     """Best setting by pairwise F on (x, y), and every setting tried; see :func:`pick`."""
     tried: list[DecodeChoice] = []
     for k in k_choices:
         k = min(k, x.shape[0] - 1)
         graph = knn_graph(x, k)
-        for tau, ratio in itertools.product(taus, min_merge_ratios):
-            res = cluster_hierarchy(x, graph, scorer, tau=tau, k=k, node_mode=node_mode, max_levels=max_levels,
-                                    min_merge_ratio=ratio)
+        for tau, ratio, support in itertools.product(taus, min_merge_ratios, min_supports):
+            settings = DecodeSettings(node_mode=node_mode, k=k, tau=tau, max_levels=max_levels,
+                                      min_merge_ratio=ratio, min_support=support)
+            res = cluster_hierarchy(x, graph, scorer, settings)
             s = score(y, res.labels)
-            tried.append(DecodeChoice(tau=tau, k=k, min_merge_ratio=ratio, max_levels=max_levels, fp=s.fp, fb=s.fb,
-                                      n_clusters=s.n_clusters, n_classes=s.n_classes, n_levels=res.n_levels))
+            tried.append(DecodeChoice(**settings.model_dump(), fp=s.fp, fb=s.fb, n_clusters=s.n_clusters,
+                                      n_classes=s.n_classes, n_levels=res.n_levels))
     return pick(tried, tolerance), tried
 
 
 def pick(tried: list[DecodeChoice], tolerance: float = 0.005) -> DecodeChoice:
-    """The middle tau of the plateau around the best pairwise F (within ``tolerance``).
+    """The middle tau of the plateau around the best pairwise F (within ``tolerance``), with the
+    strictest merge support that reaches that F.
 
     A held-out split has fewer classes than the data users cluster, so it is easier: Fp often
     saturates over a wide range of tau, and its edge (the first grid point) over-merges on larger
-    sets. The middle of the plateau keeps the most margin on both sides.
+    sets. The middle of the plateau keeps the most margin on both sides; for the same reason, of
+    supports that score alike, the strictest guards best against the wrong merges that more classes bring.
     """
-    best = max(tried, key=lambda c: c.fp)
+    top = max(c.fp for c in tried)
+    best = max((c for c in tried if c.fp >= top - tolerance), key=lambda c: (c.min_support, c.fp))
     plateau = sorted((c for c in tried if c.k == best.k and c.min_merge_ratio == best.min_merge_ratio
-                      and c.fp >= best.fp - tolerance), key=lambda c: c.tau)
+                      and c.min_support == best.min_support and c.fp >= top - tolerance), key=lambda c: c.tau)
     return plateau[len(plateau) // 2]

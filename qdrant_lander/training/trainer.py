@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
+from ..decode import DecodeSettings
 from ..errors import InputError, ModelError
 from ..features import EDGE_FEATURES, STRUCTURE_NODE_FEATURES, NodeMode
 from ..model_card import ModelCard
@@ -64,6 +65,8 @@ class TrainConfig(BaseModel):
     decode_k: list[int] = Field([10, 20, 30], min_length=1, description="k values tried when choosing the decoding")
     taus: list[float] = Field([round(t, 2) for t in np.arange(0.05, 1.0, 0.05)], min_length=1)
     min_merge_ratios: list[float] = Field([0.0, 0.05], min_length=1)
+    min_supports: list[float] = Field([0.0, 1.0, 2.0], min_length=1, description="Merge supports tried when choosing "
+                                      "the decoding (strong point links per point of the smaller supernode)")
     max_levels: int = Field(10, ge=1)
     seed: int = 0
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None = torch's default)")
@@ -203,7 +206,7 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     for a, b, m in zip(xs, ys, held_masks):
         best, grid = choose_decoding(scorer, a[m], b[m], node_mode=config.node_mode, k_choices=config.decode_k,
                                      taus=config.taus, min_merge_ratios=config.min_merge_ratios,
-                                     max_levels=config.max_levels)
+                                     min_supports=config.min_supports, max_levels=config.max_levels)
         choices.append(best)
         grids.append(grid)
     best = _combine(grids) if len(grids) > 1 else choices[0]
@@ -216,11 +219,11 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     notes.update(heldout_fp=round(best.fp, 4), heldout_fb=round(best.fb, 4), train_seconds=round(train_s, 1),
                  choose_seconds=round(time.perf_counter() - t0 - train_s, 1),
                  heldout_classes=float(sum(np.unique(b[m]).size for b, m in zip(ys, held_masks))))
-    card = ModelCard(name=name, node_mode=config.node_mode, head=config.head,
+    card = ModelCard(**best.model_dump(include=set(DecodeSettings.model_fields)), name=name, head=config.head,
                      input_dim="any" if config.node_mode == "structure" else int(xs[0].shape[1]),
-                     k=best.k, tau=best.tau, max_levels=best.max_levels, min_merge_ratio=best.min_merge_ratio,
                      trained_on=trained_on or [], notes=notes)
-    log.info("trained %s in %.1fs: tau=%.2f k=%d held-out Fp=%.3f", name, train_s, best.tau, best.k, best.fp)
+    log.info("trained %s in %.1fs: tau=%.2f k=%d support=%.1f held-out Fp=%.3f", name, train_s, best.tau, best.k,
+             best.min_support, best.fp)
     return TrainedModel(net=net, card=card, config=config, decode_grid=[c for g in grids for c in g], losses=losses)
 
 
