@@ -40,14 +40,13 @@ from .errors import StoreError
 from .features import level_inputs
 from .knn import KnnGraph
 from .model_card import ModelCard
-from .payload import CLUSTER_FIELD, KEY, SYNC_META, LanderPayload, SyncState, cluster_filter, unclustered_filter
+from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, cluster_filter, unclustered_filter
 from .stores.base import Collection
 from .sync import stored_unit_vectors
 
 log = logging.getLogger(__name__)
 
 INCREMENTAL_META = "incremental"
-PATH_FIELD = f"{KEY}.path"
 FRESH_ID_START = 1 << 40  # ids handed out when a point id is still in use as a cluster/supernode id
 
 
@@ -131,18 +130,28 @@ class NeighbourCache:
         q_all, p_all, s_all = nbr.reshape(-1), np.repeat(ids, nbr.shape[1]), sim.reshape(-1)
         kth = np.array([self.lists[q][1][-1] if q in self.lists else np.inf for q in q_all.tolist()])
         keep = s_all > kth
-        q_all, p_all, s_all = q_all[keep], p_all[keep], s_all[keep]
-        order = np.argsort(q_all, kind="stable")
-        q_all, p_all, s_all = q_all[order], p_all[order], s_all[order]
-        bounds = np.flatnonzero(np.diff(q_all)) + 1
-        for q_grp, p_grp, s_grp in zip(np.split(q_all, bounds), np.split(p_all, bounds), np.split(s_all, bounds)):
-            if not len(q_grp):
-                continue
-            old_ids, old_sim = self.lists[int(q_grp[0])]
-            cand_ids, cand_sim = np.concatenate([old_ids, p_grp]), np.concatenate([old_sim, s_grp])
-            _, first = np.unique(cand_ids, return_index=True)  # a list fetched after p arrived holds p already
-            top = first[np.argsort(-cand_sim[first], kind="stable")[:self.k]]
-            self.lists[int(q_grp[0])] = (cand_ids[top], cand_sim[top])
+        if not keep.any():
+            return
+        # One row per updated list: its k entries, then the arrivals that rank above its k-th, padded.
+        targets, row = np.unique(q_all[keep], return_inverse=True)
+        order = np.argsort(row, kind="stable")
+        row, p_all, s_all = row[order], p_all[keep][order], s_all[keep][order]
+        col = np.arange(len(row)) - np.searchsorted(row, row)  # rank of each arrival within its row
+        cand_ids = np.full((len(targets), self.k + col.max() + 1), -1, dtype=np.int64)
+        cand_sim = np.full(cand_ids.shape, -np.inf, dtype=np.float32)
+        for r, q in enumerate(targets.tolist()):
+            cand_ids[r, :self.k], cand_sim[r, :self.k] = self.lists[q]
+        cand_ids[row, self.k + col], cand_sim[row, self.k + col] = p_all, s_all
+        # A list fetched after p arrived holds p already: keep each id's first entry only.
+        by_id = np.argsort(cand_ids, axis=1, kind="stable")
+        sorted_ids = np.take_along_axis(cand_ids, by_id, axis=1)
+        dup = np.zeros(cand_ids.shape, dtype=bool)
+        dup[:, 1:] = (sorted_ids[:, 1:] == sorted_ids[:, :-1]) & (sorted_ids[:, 1:] >= 0)
+        np.put_along_axis(cand_sim, by_id, np.where(dup, -np.inf, np.take_along_axis(cand_sim, by_id, axis=1)), axis=1)
+        top = np.lexsort((cand_ids, -cand_sim), axis=1)[:, :self.k]  # most similar first, ties by id
+        top_ids, top_sim = np.take_along_axis(cand_ids, top, axis=1), np.take_along_axis(cand_sim, top, axis=1)
+        for r, q in enumerate(targets.tolist()):
+            self.lists[q] = (top_ids[r], top_sim[r])
 
     def forget(self, gone: set[int]) -> None:
         """Drop deleted points and every cached list that names one of them (refetched when needed)."""

@@ -24,7 +24,7 @@ from .decode import ClusterResult
 from .errors import InputError, StoreError
 from .knn import KnnGraph
 from .model_card import ModelCard
-from .payload import CLUSTER_FIELD, KEY, SYNC_META, LanderPayload, SyncState, unclustered_filter
+from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, unclustered_filter
 from .stores.base import Collection, Store
 from .validate import check_embeddings
 
@@ -166,7 +166,8 @@ def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: st
     state = SyncState(state="writing", generation=generation, model=model, points=len(ids),
                       clusters=res.n_clusters, started_at=datetime.now(timezone.utc))
     col.set_meta(SYNC_META, state.model_dump(mode="json"))
-    col.create_index(CLUSTER_FIELD, models.PayloadSchemaType.INTEGER)
+    for field in (CLUSTER_FIELD, PATH_FIELD):  # cluster: relabels, new-point scans; path: id collision checks
+        col.create_index(field, models.PayloadSchemaType.INTEGER)
     batch: list[tuple[list[int], dict]] = []
     with _bar(len(ids), "write payload", progress) as bar:
         for item in lander_payloads(ids, res, model, generation, clusters):

@@ -100,6 +100,39 @@ def test_warm_cache_queries_only_the_new_points(tmp_path, data, lander):
         assert len(queried) < rep.field
 
 
+def test_arrivals_enter_the_cached_lists_of_their_neighbours():
+    rng = np.random.default_rng(0)
+    k, n_old, n_new = 4, 60, 25
+    x = rng.normal(size=(n_old + n_new, 6)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+
+    def exact(rows, among):
+        top = np.argsort(-sim[np.ix_(rows, among)], axis=1, kind="stable")[:, :k]
+        return among[top], np.take_along_axis(sim[np.ix_(rows, among)], top, axis=1)
+
+    old, everyone, new = np.arange(n_old), np.arange(n_old + n_new), np.arange(n_old, n_old + n_new)
+    cache = NeighbourCache(k)
+    nbr, s = exact(old, old)
+    cache.lists = {i: (nbr[i], s[i]) for i in range(0, n_old, 2)}  # some old lists were never fetched
+    late = [1, 3]  # fetched after the arrivals were stored: they may name arrivals already
+    nbr, s = exact(late, everyone)
+    cache.lists.update({q: (nbr[r], s[r]) for r, q in enumerate(late)})
+    before = dict(cache.lists)
+    nbr, s = exact(new, everyone)
+    cache.add_arrivals(new, x[new], nbr, s)
+    assert set(cache.lists) == set(before) | set(new.tolist())
+    for r, p in enumerate(new.tolist()):
+        assert cache.lists[p][0].tolist() == nbr[r].tolist() and np.array_equal(cache.vectors[p], x[p])
+    for q, (ids, _) in before.items():
+        # the reverse update: q's list + the arrivals that list q, k most similar, each id once
+        cand = set(ids.tolist()) | {p for r, p in enumerate(new.tolist()) if q in nbr[r]}
+        want = sorted(cand, key=lambda c: (-sim[q, c], c))[:k]
+        assert cache.lists[q][0].tolist() == want, q
+        assert np.allclose(cache.lists[q][1], sim[q, want])
+
+
 def test_deleted_and_reupserted_points(store, data, lander):
     x, _ = data
     col = import_points(store, "docs", x[:350], progress=False)

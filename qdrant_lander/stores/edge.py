@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 SHARD_DIR = "shard"
 META_FILE = "lander_meta.json"
 HNSW_EF = 128  # search breadth for kNN: default ef misses ~15% of true neighbours on hard data
+# Collections we create keep an int8 copy of the vectors in RAM: HNSW walks it (~2x faster per query at
+# 100k x 256) and the best `OVERSAMPLING * limit` candidates are rescored with the float vectors, so
+# the recall matches float search (0.934 vs 0.933 of the exact 11 nearest, synthetic 100k x 256, ef 128).
+QUANTIZATION = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+OVERSAMPLING = 2.0
 
 _SCHEMA = {
     models.PayloadSchemaType.INTEGER: qe.PayloadSchemaType.Integer,
@@ -140,8 +145,9 @@ class EdgeCollection(Collection):
 
     def _nearest(self, v: np.ndarray, limit: int, filter: qe.Filter | None = None, payload: bool = False,
                  exact: bool = False) -> qe.QueryRequest:
-        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(v.tolist(), using=self.vector or None),
-                               filter=filter, params=qe.SearchParams(hnsw_ef=max(HNSW_EF, limit), exact=exact),
+        quantization = qe.QuantizationSearchParams(ignore=exact, rescore=True, oversampling=OVERSAMPLING)
+        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(v.tolist(), using=self.vector or None), filter=filter,
+                               params=qe.SearchParams(hnsw_ef=max(HNSW_EF, limit), exact=exact, quantization=quantization),
                                with_payload=payload)
 
     def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False) -> Neighbours:
@@ -228,7 +234,8 @@ class EdgeStore(Store):
         if name in self.collections():
             raise StoreError(f"collection '{name}' already exists in the {self.description}")
         root = self.path / name
-        cfg = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
+        cfg = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
+                            quantization_config=QUANTIZATION)
         try:
             shard = qe.EdgeShard.create(str(root / SHARD_DIR), cfg)
         except Exception as e:
