@@ -308,7 +308,7 @@ def _sizes(col: Collection, clusters: list[int]) -> dict[int, int]:
 def _labels(col: Collection, ids: Sequence[int], batch_size: int) -> dict[int, LanderPayload]:
     out: dict[int, LanderPayload] = {}
     for s in range(0, len(ids), batch_size):
-        pts = col.retrieve(list(ids[s:s + batch_size]), payload=True)
+        pts = col.retrieve(list(ids[s:s + batch_size]), payload=[KEY])
         for pid, p in zip(pts.ids.tolist(), pts.payloads):
             if p.get(KEY):
                 out[pid] = LanderPayload(**p[KEY])

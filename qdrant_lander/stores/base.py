@@ -129,8 +129,8 @@ class Collection(ABC):
         """All matching points in batches, ascending point id."""
 
     @abstractmethod
-    def retrieve(self, ids: Sequence[int], *, vectors: bool = False, payload: bool = True) -> Points:
-        """The given points that exist, in the order asked."""
+    def retrieve(self, ids: Sequence[int], *, vectors: bool = False, payload: bool | Sequence[str] = True) -> Points:
+        """The given points that exist, in the order asked; ``payload`` may name the keys to return."""
 
     def prepare_knn(self) -> None:
         """Make kNN queries fast (build the vector index) before a large batch of them."""

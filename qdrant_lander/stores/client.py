@@ -51,10 +51,13 @@ class ServerCollection(Collection):
                       _vectors([r.vector for r in records], self.vector, self.dim) if vectors else None,
                       [r.payload or {} for r in records] if payload else None)
 
+    @staticmethod
+    def _with_payload(payload: bool | Sequence[str]) -> bool | list[str]:
+        return list(payload) if isinstance(payload, (list, tuple)) else payload
+
     def scroll(self, *, batch_size: int = 1024, filter: models.Filter | None = None, vectors: bool = True,
                payload: bool | Sequence[str] = False) -> Iterator[Points]:
-        offset = None
-        with_payload = list(payload) if isinstance(payload, (list, tuple)) else payload
+        offset, with_payload = None, self._with_payload(payload)
         while True:
             records, offset = self.client.scroll(self.name, scroll_filter=filter, limit=batch_size, offset=offset,
                                                  with_payload=with_payload, with_vectors=self._with_vectors(vectors))
@@ -63,8 +66,8 @@ class ServerCollection(Collection):
             if offset is None:
                 return
 
-    def retrieve(self, ids: Sequence[int], *, vectors: bool = False, payload: bool = True) -> Points:
-        records = self.client.retrieve(self.name, [int(i) for i in ids], with_payload=payload,
+    def retrieve(self, ids: Sequence[int], *, vectors: bool = False, payload: bool | Sequence[str] = True) -> Points:
+        records = self.client.retrieve(self.name, [int(i) for i in ids], with_payload=self._with_payload(payload),
                                        with_vectors=self._with_vectors(vectors))
         return self._points(in_asked_order(records, ids), vectors, payload)
 

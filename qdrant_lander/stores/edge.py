@@ -112,6 +112,10 @@ class EdgeCollection(Collection):
     def _with_vector(self, vectors: bool) -> Any:
         return ([self.vector] if self.vector else True) if vectors else False
 
+    @staticmethod
+    def _with_payload(payload: bool | Sequence[str]) -> Any:
+        return qe.PayloadSelector.Include(list(payload)) if isinstance(payload, (list, tuple)) else payload
+
     def _points(self, records: Sequence[Any], vectors: bool, payload: Any) -> Points:
         return Points(point_ids([r.id for r in records], self.name),
                       self._vectors(records) if vectors else None,
@@ -119,8 +123,7 @@ class EdgeCollection(Collection):
 
     def scroll(self, *, batch_size: int = 1024, filter: models.Filter | None = None, vectors: bool = True,
                payload: bool | Sequence[str] = False) -> Iterator[Points]:
-        edge_filter = to_edge_filter(filter)
-        with_payload = qe.PayloadSelector.Include(list(payload)) if isinstance(payload, (list, tuple)) else payload
+        edge_filter, with_payload = to_edge_filter(filter), self._with_payload(payload)
         offset = None
         while True:
             records, offset = self.shard.scroll(qe.ScrollRequest(
@@ -131,8 +134,8 @@ class EdgeCollection(Collection):
             if offset is None:
                 return
 
-    def retrieve(self, ids: Sequence[int], *, vectors: bool = False, payload: bool = True) -> Points:
-        records = self.shard.retrieve([int(i) for i in ids], with_payload=payload,
+    def retrieve(self, ids: Sequence[int], *, vectors: bool = False, payload: bool | Sequence[str] = True) -> Points:
+        records = self.shard.retrieve([int(i) for i in ids], with_payload=self._with_payload(payload),
                                       with_vector=self._with_vector(vectors))
         return self._points(in_asked_order(records, ids), vectors, payload)
 
@@ -143,19 +146,24 @@ class EdgeCollection(Collection):
         log.info("optimizing '%s' (%d points): builds the vector index if needed", self.name, self.shard.info().points_count)
         self.shard.optimize()
 
-    def _nearest(self, v: np.ndarray, limit: int, filter: qe.Filter | None = None, payload: bool = False,
-                 exact: bool = False) -> qe.QueryRequest:
+    @staticmethod
+    def _params(limit: int, exact: bool = False) -> qe.SearchParams:
         quantization = qe.QuantizationSearchParams(ignore=exact, rescore=True, oversampling=OVERSAMPLING)
-        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(v.tolist(), using=self.vector or None), filter=filter,
-                               params=qe.SearchParams(hnsw_ef=max(HNSW_EF, limit), exact=exact, quantization=quantization),
-                               with_payload=payload)
+        return qe.SearchParams(hnsw_ef=max(HNSW_EF, limit), exact=exact, quantization=quantization)
+
+    def _nearest(self, v: np.ndarray, limit: int, params: qe.SearchParams, filter: qe.Filter | None = None,
+                 payload: bool = False) -> qe.QueryRequest:
+        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(v.tolist(), using=self.vector or None),
+                               filter=filter, params=params, with_payload=payload)
 
     def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False) -> Neighbours:
-        results = self.shard.query_batch(qe.QueryBatchRequest([self._nearest(v, k + 1, exact=exact) for v in vectors]))
+        params = self._params(k + 1, exact)
+        results = self.shard.query_batch(qe.QueryBatchRequest([self._nearest(v, k + 1, params) for v in vectors]))
         return drop_self(ids, [[(h.id, h.score) for h in r] for r in results], k, self.name)
 
     def search(self, vector: np.ndarray, *, limit: int, filter: models.Filter | None = None) -> list[Hit]:
-        req = self._nearest(np.asarray(vector, dtype=np.float32), limit, to_edge_filter(filter), payload=True)
+        req = self._nearest(np.asarray(vector, dtype=np.float32), limit, self._params(limit), to_edge_filter(filter),
+                            payload=True)
         return [Hit(int(h.id), float(h.score), h.payload or {}) for h in self.shard.query(req)]
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None) -> None:
