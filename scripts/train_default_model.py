@@ -67,7 +67,7 @@ def main(settings: tuple[str, ...], name: str) -> None:
         "structure, never coordinates, so it takes embeddings of any dimension.",
         f"- Meta-trained on: {', '.join(card.trained_on)} (train parts only; test parts below are unseen classes).",
         f"- Decoding chosen on held-out training classes: k = {card.k}, tau = {card.tau}, "
-        f"max_levels = {card.max_levels}, min_merge_ratio = {card.min_merge_ratio}.",
+        f"max_levels = {card.max_levels}, min_merge_ratio = {card.min_merge_ratio}, min_support = {card.min_support}.",
         f"- Training config: `{config.model_dump_json()}`; training + decoding choice took {train_s:.0f} s on a 2-core CPU.",
         f"- Held-out diagnostics (training classes kept back): {json.dumps(card.notes)}",
         f"- Source revision: {card.revision}",
