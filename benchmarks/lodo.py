@@ -38,7 +38,7 @@ from tqdm import tqdm
 from benchmarks.baselines import BASELINES, Baseline, Grid, Tuned, grid_settings
 from benchmarks.quality import Clock, RunInfo, _describe, _names, _params, machine, quick_task, shrink, timed
 from benchmarks.tasks import TASKS, Part, Task
-from qdrant_lander.decode import cluster_hierarchy
+from qdrant_lander.decode import DecodeSettings, cluster_hierarchy
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.metrics import score
 from qdrant_lander.validate import check_embeddings
@@ -54,6 +54,7 @@ TRAIN_TASK = {"text": "clinc75", "characters": "omniglot", "faces": "lfw"}
 TEST_TASKS = {"text": ["clinc75", "clinc2banking"], "characters": ["omniglot"], "faces": ["lfw"]}
 DOMAINS = list(TRAIN_TASK)
 METHODS = [*BASELINES, "ours"]
+CHOSEN_DECODING = set(DecodeSettings.model_fields) - {"node_mode", "max_levels"}  # what the trainer chose for ours
 IN_DOMAIN_ROWS = Path(__file__).with_name("quality_rows.json")  # the quality runner's rows, for reference
 
 
@@ -156,8 +157,7 @@ def lander_rows(left_out: str, train_parts: list[Part], tests: list[Task], confi
     for task in tests:
         with timed() as clustering:
             labels = cluster_with_card(model, task.test.x)
-        rows.append(_row(left_out, task, "ours", labels, params={"tau": card.tau, "k": card.k,
-                                                                  "min_merge_ratio": card.min_merge_ratio},
+        rows.append(_row(left_out, task, "ours", labels, params=card.model_dump(include=CHOSEN_DECODING),
                          tuned_on=_tuned_on(train_parts), tune_fp=card.notes.get("heldout_fp"),
                          tune_s=tune.wall if tune else trained_s, tune_cpu_s=tune.cpu if tune else None,
                          cluster_s=clustering.wall, cluster_cpu_s=clustering.cpu))
