@@ -133,7 +133,8 @@ def speed_at(n: int, args: argparse.Namespace, lander: Lander) -> dict:
         for s in range(n, n + args.stream, args.batch):
             import_points(store, "docs", x[s:s + args.batch], start_id=s, progress=False)
             rep = daemon.run_pass()
-            passes.append({"new": rep.new, "s": rep.seconds, "field": rep.field, "model_s": rep.model_seconds})
+            passes.append({"new": rep.new, "s": rep.seconds, "field": rep.field, "model_s": rep.model_seconds,
+                           "relabelled": rep.relabelled})
         steady = passes[len(passes) // 2:]  # the cache has warmed up by then
         out["batch"] = args.batch
         out["passes"] = passes

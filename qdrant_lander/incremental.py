@@ -69,6 +69,7 @@ class PassReport(BaseModel):
     attached: int = 0
     created: int = 0
     merged: int = 0
+    relabelled: int = 0  # stored points a merge rewrote (on the embedded store they leave the vector index)
     deleted_seen: int = 0
     field: int = 0  # points in the receptive field the model ran on
     seconds: float = 0.0
@@ -78,7 +79,7 @@ class PassReport(BaseModel):
     def log_line(self) -> str:
         kind = "full" if self.full else "incremental"
         return (f"{kind} pass: new={self.new} attached={self.attached} created={self.created} merged={self.merged} "
-                f"field={self.field} seconds={self.seconds:.3f}")
+                f"relabelled={self.relabelled} field={self.field} seconds={self.seconds:.3f}")
 
 
 class NeighbourCache:
@@ -452,5 +453,6 @@ def incremental_pass(col: Collection, scorer: Scorer, card: ModelCard, *, cache:
     report.attached = int((root[:n_new] >= n_new).sum())
     report.created = sum(final[g] == provisional[g] for g in roots_new)
     report.merged = len(merges)
+    report.relabelled = sum(old_size.get(g, 0) for g, _ in merges)
     report.seconds = round(time.perf_counter() - t0, 4)
     return report

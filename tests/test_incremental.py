@@ -65,6 +65,7 @@ def test_stream_labels_every_point_and_keeps_the_quality(store, data, lander):
         reports.append(incremental_pass(col, lander.scorer, lander.card, cache=cache))
     assert sum(r.new for r in reports) == len(x) - 300
     assert all(r.attached + r.created <= r.new for r in reports)
+    assert all(r.relabelled >= r.merged for r in reports) and any(r.merged for r in reports)
     assert col.count(unclustered_filter()) == 0
     labels = check_consistent(col)
     for pid, p in payloads(col).items():
