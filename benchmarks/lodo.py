@@ -39,6 +39,7 @@ from benchmarks.baselines import BASELINES, Baseline, Grid, Tuned, grid_settings
 from benchmarks.quality import Clock, RunInfo, _describe, _names, _params, machine, quick_task, shrink, timed
 from benchmarks.tasks import TASKS, Part, Task
 from qdrant_lander.decode import DecodeSettings, cluster_hierarchy
+from qdrant_lander.errors import LanderError
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.metrics import score
 from qdrant_lander.validate import check_embeddings
@@ -247,7 +248,10 @@ def main(domains_opt: str | None, methods_opt: str | None, quick: bool, max_tune
                         *(f"{key} {value}" for key, value in options.items() if value is not None)])
     info = RunInfo(measured=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), command=command,
                    machine=machine(), quick=quick, max_tune_points=max_tune_points)
-    rows = run_all(domains, methods, info, config, save_models, models)
+    try:
+        rows = run_all(domains, methods, info, config, save_models, models)
+    except LanderError as err:  # e.g. --models DIR without a model for one of the domains
+        raise click.ClickException(str(err)) from None
     if as_json:
         click.echo(json.dumps({"run": info.model_dump(), "rows": [r.model_dump() for r in rows]}, indent=1))
     else:

@@ -92,3 +92,5 @@ def test_bad_options_are_refused(tmp_path):
     assert "unknown domains" in runner.invoke(main, ["--domains", "music"]).output
     both = runner.invoke(main, ["--save-models", str(tmp_path), "--models", str(tmp_path)])
     assert both.exit_code == 2 and "give one of them" in both.output
+    missing = runner.invoke(main, ["--quick", "--domains", "faces", "--methods", "ours", "--models", str(tmp_path)])
+    assert missing.exit_code == 1 and "not a trained model directory" in missing.output
