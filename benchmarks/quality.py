@@ -137,7 +137,8 @@ def lander(tune_part: Part, train: Part, test: Part) -> Run:
         model = Lander().fit(train.x, train.y)
     with timed() as clustering:
         labels = model.predict(test.x).labels
-    return Run(params={"tau": model.card.tau}, tuned_on=_describe(train), train_fp=None,
+    card = model.card
+    return Run(params={"k": card.k, "tau": card.tau, "min_support": card.min_support}, tuned_on=_describe(train), train_fp=None,
                tune_s=fitting.wall, tune_cpu_s=fitting.cpu, labels=np.asarray(labels).tolist(),
                cluster_s=clustering.wall, cluster_cpu_s=clustering.cpu)
 
