@@ -4,6 +4,11 @@ Training (torch) and serving (onnxruntime) both call :func:`level_inputs`, so th
 the same features in both places. Edge features describe the kNN *structure* (similarities, ranks,
 shared neighbours) rather than absolute coordinates: a head that reads coordinates memorises the
 training classes' regions and fails on unseen classes (METHOD.md, prototype notes).
+
+Every similarity-valued feature is standardised by the mean and spread of the level's own kNN
+similarities: encoders put their cosines on very different scales (faces 0.8-1.0, text 0.2-0.9), and
+on raw cosines one set of weights needs a different tau per encoder (benchmarks/RESULTS.md, "Similarity
+scale"). Ranks, overlaps and sizes are scale-free already.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ EDGE_FEATURES: tuple[str, ...] = (
     "centroid_cos",  # cosine of the two neighbourhood centroids (a smoothed, dimension-free same-class cue)
     "centroid_cos_minus_sim",
 )
+
+MIN_SPREAD = 1e-3  # a level whose similarities are (nearly) all equal is not stretched beyond this
 
 STRUCTURE_NODE_FEATURES: tuple[str, ...] = ("mean_sim", "first_sim", "kth_sim", "std_sim", "log_size",
                                             "centroid_norm")
@@ -136,6 +143,11 @@ def level_inputs(
     """
     nbr, sim = graph.nbr, graph.sim.astype(np.float32)
     n, k = nbr.shape
+    centre, spread = float(sim.mean()), max(float(sim.std()), MIN_SPREAD)
+
+    def level(v: np.ndarray) -> np.ndarray:  # a similarity on the level's standard scale
+        return (v - centre) / spread
+
     mean_sim = sim.mean(axis=1)
     first, kth = sim[:, 0], sim[:, -1]
     log_size = np.log(size.astype(np.float32))
@@ -143,31 +155,31 @@ def level_inputs(
     rank_ji = _reverse_rank(nbr)
     j_in_i, i_in_j, centroid_cos, c_norm = _neighbourhood_terms(mean, nbr)
     def columns():  # one [N, k] column at a time, written straight into edge_attr (bounded memory)
-        yield sim
+        yield level(sim)
         yield rank_ij
         yield np.minimum(rank_ji, k - 1) / max(k - 1, 1) + (rank_ji == k)
         yield (rank_ji < k).astype(np.float32)
         yield _jaccard(nbr)
-        yield sim - mean_sim[:, None]
-        yield sim - mean_sim[nbr]
-        yield sim - first[:, None]
-        yield sim - first[nbr]
-        yield sim - kth[:, None]
-        yield sim - kth[nbr]
+        yield (sim - mean_sim[:, None]) / spread
+        yield (sim - mean_sim[nbr]) / spread
+        yield (sim - first[:, None]) / spread
+        yield (sim - first[nbr]) / spread
+        yield (sim - kth[:, None]) / spread
+        yield (sim - kth[nbr]) / spread
         yield np.broadcast_to(log_size[:, None], (n, k))
         yield log_size[nbr]
-        yield j_in_i
-        yield i_in_j
-        yield j_in_i - mean_sim[:, None]
-        yield i_in_j - mean_sim[nbr]
-        yield centroid_cos
-        yield centroid_cos - sim
+        yield level(j_in_i)
+        yield level(i_in_j)
+        yield (j_in_i - mean_sim[:, None]) / spread
+        yield (i_in_j - mean_sim[nbr]) / spread
+        yield level(centroid_cos)
+        yield (centroid_cos - sim) / spread
 
     edge_attr = np.empty((n, k, len(EDGE_FEATURES)), dtype=np.float32)
     for f, column in enumerate(columns()):
         edge_attr[:, :, f] = column
     if node_mode == "structure":
-        x = np.stack([mean_sim, first, kth, sim.std(axis=1), log_size, c_norm], axis=1)
+        x = np.stack([level(mean_sim), level(first), level(kth), sim.std(axis=1) / spread, log_size, c_norm], axis=1)
     else:
         x = np.concatenate([peak, mean], axis=1)
     return LevelInputs(

@@ -7,8 +7,9 @@ from typing import Literal
 from pydantic import Field
 
 from .decode import DecodeSettings
+from .errors import ModelError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: similarity features standardised per level (format-1 weights read raw cosines)
 
 
 class ModelCard(DecodeSettings):
@@ -23,3 +24,14 @@ class ModelCard(DecodeSettings):
     revision: str = "unknown"
     notes: dict[str, float | str | None] = Field(default_factory=dict,
                                                  description="Measured diagnostics, e.g. link AUC (None: not measurable)")
+
+
+def check_format(card: ModelCard, source: object) -> None:
+    """Refuse a model whose inputs this version computes differently: its links would be silently wrong."""
+    if card.format_version > FORMAT_VERSION:
+        raise ModelError(f"{source} has model format {card.format_version}, this qdrant-lander reads "
+                         f"{FORMAT_VERSION}: upgrade qdrant-lander")
+    if card.format_version < FORMAT_VERSION:
+        raise ModelError(f"{source} has model format {card.format_version}, made by an older qdrant-lander whose "
+                         f"model inputs differ from today's (format {FORMAT_VERSION}); retrain it with "
+                         "`qdrant-lander train`")

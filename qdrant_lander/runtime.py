@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from .errors import InputError, MissingExtraError, ModelError
 from .features import LevelInputs
-from .model_card import FORMAT_VERSION, ModelCard
+from .model_card import ModelCard, check_format
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,7 @@ def _card(meta: dict[str, str], path: Path) -> ModelCard:
         card = ModelCard.model_validate_json(meta[CARD_KEY])
     except ValidationError as e:
         raise ModelError(f"{path} has an unreadable model card: {e}") from e
-    if card.format_version > FORMAT_VERSION:
-        raise ModelError(f"{path} has model format {card.format_version}, this qdrant-lander reads up to "
-                         f"{FORMAT_VERSION}: upgrade qdrant-lander")
+    check_format(card, path)
     return card
 
 

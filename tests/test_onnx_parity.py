@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from onnx_export import export_onnx
-from qdrant_lander.model_card import ModelCard
+from qdrant_lander.model_card import FORMAT_VERSION, ModelCard
 from qdrant_lander.runtime import OnnxScorer
 from tests.onnx_models import exported, hub_inputs, make_card, make_net, torch_scores
 
@@ -42,7 +42,7 @@ def test_metadata_names_and_checker(tmp_path_factory):
     assert card.model_dump(exclude={"revision"}) == make_card().model_dump(exclude={"revision"})
     assert card.revision != "unknown"  # filled from git in this checkout
     assert (meta["format_version"], meta["input_dim"], meta["k"], meta["tau"], meta["max_levels"]) == \
-           ("1", "any", "10", "0.4", "4")
+           (str(FORMAT_VERSION), "any", "10", "0.4", "4")
     assert meta["trained_on"] == "synthetic" and meta["revision"] == card.revision
     assert [s["name"] for s in json.loads(meta["qdrant_lander.stages"])] == ["encode", "conv0", "project", "head"]
 

@@ -99,6 +99,18 @@ def test_not_a_lander_model(tmp_path):
         OnnxScorer(path, device="tpu")
 
 
+@pytest.mark.parametrize(("version", "says"), [(1, "older qdrant-lander.*retrain"), (99, "upgrade qdrant-lander")])
+def test_models_of_another_format_are_refused(model_path, tmp_path, version, says):
+    model = onnx.load(model_path)
+    for prop in model.metadata_props:
+        if prop.key == runtime.CARD_KEY:
+            prop.value = make_card(format_version=version).model_dump_json()
+    other = tmp_path / f"format{version}.onnx"
+    onnx.save(model, other)
+    with pytest.raises(ModelError, match=says):
+        OnnxScorer(other)
+
+
 def test_default_model_lookup(model_path, tmp_path, monkeypatch):
     """The default model is package data; a missing one is a clear ModelError, a present one loads."""
     monkeypatch.setattr(runtime.importlib.resources, "files", lambda package: tmp_path)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..decode import DecodeSettings
 from ..errors import InputError, ModelError
 from ..features import EDGE_FEATURES, STRUCTURE_NODE_FEATURES, NodeMode
-from ..model_card import ModelCard
+from ..model_card import ModelCard, check_format
 from .episodes import CandidateNeighbours, sample_episode
 from .evaluate import TorchScorer, level0_diagnostics
 from .model import Head, LanderNet, NetConfig
@@ -111,12 +111,14 @@ def load_trained(model_dir: str | Path) -> TrainedModel:
     if not path.is_file():
         raise ModelError(f"{path} does not exist: not a trained model directory")
     blob = torch.load(path, map_location="cpu", weights_only=True)
+    card = ModelCard(**blob["card"])
+    check_format(card, path)
     net = LanderNet(NetConfig(**blob["net_config"]))
     net.load_state_dict(blob["state_dict"])
     net.eval()
     # The training config is a record of how the model was made; settings this version no longer has are dropped.
     config = TrainConfig(**{k: v for k, v in blob["train_config"].items() if k in TrainConfig.model_fields})
-    return TrainedModel(net=net, card=ModelCard(**blob["card"]), config=config)
+    return TrainedModel(net=net, card=card, config=config)
 
 
 def _split_classes(y: np.ndarray, fraction: float, rng: np.random.RandomState) -> np.ndarray:
