@@ -1,4 +1,4 @@
-"""Choosing the decoding settings (tau, k, early stop) for the user, on held-out training classes.
+"""Choosing the decoding settings (tau, k, early stop, merge support) for the user, on held-out training classes.
 
 The trainer splits off a share of the *training classes* before training; the decoder is then run
 on them with the trained model over a small grid, and the setting with the best pairwise F is stored
