@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from benchmarks.tasks import TASKS, subsample_classes
+from qdrant_lander.errors import ModelError
 from qdrant_lander.features import level_inputs
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs
 from qdrant_lander.training.evaluate import TorchScorer, auc
 from qdrant_lander.training.model import LanderNet
 from qdrant_lander.training.tau import DecodeChoice, pick
-from qdrant_lander.training.trainer import TrainConfig, _balanced_bce, episode_loss, load_trained, train
+from qdrant_lander.training.trainer import MODEL_FILE, TrainConfig, _balanced_bce, episode_loss, load_trained, train
 from torch_geometric.data import Batch
 
 torch.set_num_threads(1)
@@ -141,3 +142,12 @@ def test_pick_prefers_the_strictest_merge_support_among_equals():
                          n_levels=1) for s, t, fp in [(0, 0.3, 0.9), (0, 0.5, 0.9), (2, 0.3, 0.898), (2, 0.7, 0.8)]]
     chosen = pick(grid)
     assert chosen.min_support == 2 and chosen.tau == 0.3  # 0.898 is within tolerance; its plateau is tau 0.3 alone
+
+
+def test_a_model_of_an_older_format_is_refused(trained, tmp_path):
+    trained.save(tmp_path, onnx=False)
+    blob = torch.load(tmp_path / MODEL_FILE, weights_only=True)
+    blob["card"]["format_version"] = 1  # weights that read raw cosines: their links would be wrong today
+    torch.save(blob, tmp_path / MODEL_FILE)
+    with pytest.raises(ModelError, match="older qdrant-lander.*retrain"):
+        load_trained(tmp_path)
