@@ -23,3 +23,7 @@ class MissingExtraError(LanderError, ImportError):
 
 class StoreError(LanderError):
     """A collection that is missing, empty, or shaped differently from what we need."""
+
+
+class StoreBusy(StoreError):
+    """Another process has the collection open (the embedded store allows one process per collection)."""

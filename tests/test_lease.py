@@ -17,7 +17,7 @@ from benchmarks.tasks import clinc_75_75, subsample_classes
 from qdrant_lander import Lander
 from qdrant_lander.cli import main
 from qdrant_lander.daemon import EXIT_LEASE, EXIT_OK, Daemon, DaemonOptions
-from qdrant_lander.errors import StoreError
+from qdrant_lander.errors import StoreBusy
 from qdrant_lander.lease import LEASE_META, Lease, LeaseHeld
 from qdrant_lander.stores.client import ServerStore
 from qdrant_lander.stores.edge import EdgeStore
@@ -102,7 +102,7 @@ def test_embedded_store_allows_one_process(tmp_path):
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
-        with pytest.raises(StoreError, match="open in another process"):
+        with pytest.raises(StoreBusy, match="open in another process"):
             EdgeStore(tmp_path / "d").open("docs")
         busy = CliRunner().invoke(main, ["sync", "docs", "--once", "--path", str(tmp_path / "d")])
         assert busy.exit_code == EXIT_LEASE and "open in another process" in busy.output

@@ -5,7 +5,7 @@ import pytest
 import qdrant_edge as qe
 from qdrant_client import models
 
-from qdrant_lander.errors import InputError, StoreError
+from qdrant_lander.errors import InputError, StoreBusy, StoreError
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.payload import CLUSTER_FIELD, cluster_filter, unclustered_filter
 from qdrant_lander.stores import open_store
@@ -81,7 +81,7 @@ def test_edge_persists_and_locks(tmp_path, x):
     with open_store(path=path) as store:
         col = import_points(store, "docs", x, progress=False)
         col.set_meta("sync", {"generation": 3})
-        with pytest.raises(StoreError, match="open in another process"):
+        with pytest.raises(StoreBusy, match="open in another process"):
             EdgeStore(path).open("docs")
     with open_store(path=path) as store:
         col = store.open("docs")

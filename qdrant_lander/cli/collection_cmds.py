@@ -144,7 +144,7 @@ def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth
     import sys
 
     from ..daemon import EXIT_LEASE, DaemonOptions, run
-    from ..errors import StoreError
+    from ..errors import StoreBusy
     from ..lander import Lander
     from ..lease import LeaseHeld
 
@@ -156,9 +156,7 @@ def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth
     try:
         with collection_from_settings(settings, collection) as col:
             code, report = run(col, lander, mode, options, settings.metrics_port)
-    except (LeaseHeld, StoreError) as e:
-        if not isinstance(e, LeaseHeld) and "open in another process" not in str(e):  # Edge's process lock
-            raise
+    except (LeaseHeld, StoreBusy) as e:  # another daemon: by our lease, or by the embedded store's process lock
         click.echo(f"Error: {e}", err=True)
         sys.exit(EXIT_LEASE)
     if report is not None:

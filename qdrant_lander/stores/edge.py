@@ -23,7 +23,7 @@ import numpy as np
 import qdrant_edge as qe
 from qdrant_client import models
 
-from ..errors import StoreError
+from ..errors import StoreBusy, StoreError
 from .base import (Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config, drop_self,
                    in_asked_order, point_ids)
 
@@ -89,7 +89,7 @@ def to_edge_filter(f: models.Filter | None) -> qe.Filter | None:
 def _edge_error(e: Exception, where: str) -> StoreError:
     msg = str(e)
     if "WouldBlock" in msg:
-        return StoreError(f"{where} is open in another process (a running sync or watch daemon?); "
+        return StoreBusy(f"{where} is open in another process (a running sync or watch daemon?); "
                           "the embedded store allows one process per collection")
     return StoreError(f"{where}: {msg}")
 
