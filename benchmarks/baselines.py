@@ -215,15 +215,15 @@ def grid_settings(grid: Grid) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
 
 
+def grid_fps(method: type[Baseline], x: np.ndarray, y: np.ndarray, grid: Grid) -> list[float]:
+    """Pairwise F on ``(x, y)`` of every setting of ``grid``, in :func:`grid_settings` order."""
+    prepared = method.prepare(check_embeddings(x), grid)
+    return [score(y, method(**params).cluster(prepared)).fp for params in grid_settings(grid)]
+
+
 def tune(method: type[Baseline], x: np.ndarray, y: np.ndarray, grid: Grid | None = None) -> Tuned:
     """Best setting of ``grid`` (default: the method's) by pairwise F on ``(x, y)``; first one wins ties."""
     grid = method.grid if grid is None else grid
-    x = check_embeddings(x)
-    prepared = method.prepare(x, grid)
-    settings = grid_settings(grid)
-    best_fp, best = -1.0, settings[0]
-    for params in settings:
-        fp = score(y, method(**params).cluster(prepared)).fp
-        if fp > best_fp:
-            best_fp, best = fp, params
-    return Tuned(params=best, fp=best_fp, n_settings=len(settings))
+    fps = grid_fps(method, x, y, grid)
+    best = int(np.argmax(fps))
+    return Tuned(params=grid_settings(grid)[best], fp=fps[best], n_settings=len(fps))

@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import BaseModel
 from tqdm import tqdm
 
-from benchmarks.baselines import BASELINES, Baseline, Grid, Tuned, grid_settings
+from benchmarks.baselines import BASELINES, Baseline, Grid, Tuned, grid_fps, grid_settings
 from benchmarks.quality import Clock, RunInfo, _describe, _names, _params, machine, quick_task, shrink, timed
 from benchmarks.tasks import TASKS, Part, Task
 from qdrant_lander.decode import DecodeSettings, cluster_hierarchy
@@ -92,8 +92,7 @@ class GridScores:
         key = (method.name, part.name)
         if key not in self._done:
             with timed() as clock:
-                prepared = method.prepare(check_embeddings(part.x), grid)
-                fps = [score(part.y, method(**params).cluster(prepared)).fp for params in grid_settings(grid)]
+                fps = grid_fps(method, part.x, part.y, grid)
             self._done[key] = (fps, clock)
         return self._done[key]
 
