@@ -39,6 +39,13 @@ class DecodeSettings(BaseModel):
     min_merge_ratio: float = Field(0.0, description="Early stop: stop after a level where fewer nodes merged")
     min_support: float = Field(0.0, description="Strong level-0 links needed per point of the smaller supernode "
                                                 "to merge two supernodes (0 = the model's edge alone decides)")
+    tau_bias: float | None = Field(None, description="Set: tau is chosen for each dataset, without labels, as the "
+                                   "one of AUTO_TAUS whose clusters agree best with the level-0 links (see "
+                                   "agreement); None: `tau` is used as is")
+
+
+AUTO_TAUS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+"""The taus a ``tau_bias`` decoding tries (the grid it was measured with: benchmarks/RESULTS.md)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class ClusterResult:
     paths: np.ndarray  # int64 [N, L]: supernode id of each point after each decoded level
     density: np.ndarray  # float32 [N]: predicted level-0 density
     peak: np.ndarray  # bool [N]: the point is the peak of its final cluster
+    tau: float  # the link threshold decoded with (the card's, or the one chosen for this dataset)
 
     @property
     def n_levels(self) -> int:
@@ -112,12 +120,23 @@ def link_support(src: np.ndarray, dst: np.ndarray, nbr: np.ndarray) -> np.ndarra
     return np.where(keys[pos] == query, counts[pos], 0)
 
 
-def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer,
-                     settings: DecodeSettings) -> Iterator[tuple[LevelStep, np.ndarray]]:
+def score_level0(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, node_mode: NodeMode) -> LevelStep:
+    """Level 0's inputs and predictions (no forest yet): they do not depend on tau, so a tau search scores once."""
+    n = vectors.shape[0]
+    inputs = level_inputs(graph, peak=vectors, mean=vectors, size=np.ones(n, dtype=np.int64),
+                          peak_index=np.arange(n, dtype=np.int64), node_mode=node_mode)
+    link, density = scorer(inputs)
+    empty = np.empty(0, dtype=np.int64)
+    return LevelStep(inputs, link, density, empty, empty)
+
+
+def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings: DecodeSettings,
+                     level0: LevelStep | None = None) -> Iterator[tuple[LevelStep, np.ndarray]]:
     """Decode level after level; yield each step with the node each original point sits in there.
 
     Level 0 uses ``graph`` as given (e.g. fetched from Qdrant's HNSW index); later levels build an
-    exact kNN graph among supernodes on their unit-length member means. Stops when no edge
+    exact kNN graph among supernodes on their unit-length member means (``level0``: level 0 already
+    scored by :func:`score_level0`). Stops when no edge
     survives, when fewer than ``min_merge_ratio`` of the nodes merged (early stop, after applying
     that level), when fewer than two supernodes remain, or after ``max_levels`` levels.
     """
@@ -128,16 +147,21 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer,
     size = np.ones(n, dtype=np.int64)
     peak_index = np.arange(n, dtype=np.int64)
     for level in range(s.max_levels):
-        inputs = level_inputs(graph, peak=peak_vec, mean=mean_vec, size=size, peak_index=peak_index,
-                              node_mode=s.node_mode)
-        link, density = scorer(inputs)
-        usable = link
         if level == 0:
+            if level0 is None:
+                level0 = score_level0(vectors, graph, scorer, s.node_mode)
+            inputs, link, density = level0.inputs, level0.link, level0.density
             strong = link > s.tau
             src, dst = np.nonzero(strong)[0], inputs.nbr[strong]
-        elif s.min_support > 0:
-            support = link_support(node_of_point[src], node_of_point[dst], inputs.nbr)
-            usable = np.where(support >= s.min_support * np.minimum(size[:, None], size[inputs.nbr]), link, 0)
+            usable = link
+        else:
+            inputs = level_inputs(graph, peak=peak_vec, mean=mean_vec, size=size, peak_index=peak_index,
+                                  node_mode=s.node_mode)
+            link, density = scorer(inputs)
+            usable = link
+            if s.min_support > 0:
+                support = link_support(node_of_point[src], node_of_point[dst], inputs.nbr)
+                usable = np.where(support >= s.min_support * np.minimum(size[:, None], size[inputs.nbr]), link, 0)
         parent = decode_level(inputs.nbr, usable, density, s.tau)
         root = forest_roots(parent)
         merged = int((parent >= 0).sum())
@@ -155,16 +179,37 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer,
         graph = knn_graph(mean_vec, min(s.k, roots.size - 1))
 
 
-def cluster_hierarchy(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings: DecodeSettings) -> ClusterResult:
-    """Cluster unit-length ``vectors`` given their level-0 kNN graph; see :func:`hierarchy_levels`."""
-    paths: list[np.ndarray] = []
-    density0: np.ndarray | None = None
-    for step, node_of_point in hierarchy_levels(vectors, graph, scorer, settings):
-        if density0 is None:
-            density0 = step.density.astype(np.float32)
-        paths.append(step.inputs.peak_index[step.root][node_of_point])
+def agreement(labels: np.ndarray, level0: LevelStep, bias: float) -> float:
+    """How well clusters agree with the model's level-0 links, per point: the sum over kNN edges inside
+    one cluster of log-odds(link) - ``bias`` (the correlation-clustering objective). It needs no labels,
+    so it can choose tau on the very data being clustered: held-out training classes are fewer and
+    easier than real data, and a tau chosen on them is off by a different amount in every space."""
+    p = np.clip(level0.link.astype(np.float64), 1e-6, 1 - 1e-6)
+    inside = labels[:, None] == labels[level0.inputs.nbr]
+    return float(((np.log(p / (1 - p)) - bias) * inside).sum() / labels.size)
+
+
+def decode_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings: DecodeSettings,
+                  level0: LevelStep) -> ClusterResult:
+    """The hierarchy at ``settings.tau`` from an already scored level 0 (a tau search scores it once)."""
+    paths = [step.inputs.peak_index[step.root][node_of_point]
+             for step, node_of_point in hierarchy_levels(vectors, graph, scorer, settings, level0)]
     path_arr = np.stack(paths, axis=1)
     labels = path_arr[:, -1]
-    return ClusterResult(labels=labels, paths=path_arr, density=density0,
-                         peak=labels == np.arange(vectors.shape[0]))
+    return ClusterResult(labels=labels, paths=path_arr, density=level0.density.astype(np.float32),
+                         peak=labels == np.arange(vectors.shape[0]), tau=settings.tau)
 
+
+def cluster_hierarchy(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings: DecodeSettings) -> ClusterResult:
+    """Cluster unit-length ``vectors`` given their level-0 kNN graph; see :func:`hierarchy_levels`.
+
+    With ``settings.tau_bias`` set, every tau of :data:`AUTO_TAUS` is decoded (level 0 scored once) and
+    the clusters with the best :func:`agreement` are returned; ``result.tau`` says which tau that was.
+    """
+    level0 = score_level0(vectors, graph, scorer, settings.node_mode)
+    if settings.tau_bias is None:
+        return decode_levels(vectors, graph, scorer, settings, level0)
+    bias = settings.tau_bias
+    tried = (decode_levels(vectors, graph, scorer, settings.model_copy(update={"tau": tau}), level0)
+             for tau in AUTO_TAUS)
+    return max(tried, key=lambda res: agreement(res.labels, level0, bias))  # a generator: one result held at a time

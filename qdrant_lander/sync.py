@@ -48,6 +48,7 @@ class SyncReport(BaseModel):
     points: int
     clusters: int
     levels: int
+    tau: float  # the card's, or the one chosen for this collection (a card with tau_bias)
     generation: int
     model: str
     knn: Literal["exact", "index"]  # how neighbours were found
@@ -219,7 +220,7 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
         clusters = rename(ids, ids[res.labels]) if rename is not None else None
     with _stage(seconds, cpu, "write"):
         state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress, clusters=clusters)
-    return SyncReport(collection=col.name, points=len(ids), clusters=res.n_clusters, levels=res.n_levels,
+    return SyncReport(collection=col.name, points=len(ids), clusters=res.n_clusters, levels=res.n_levels, tau=res.tau,
                       generation=state.generation, model=card.name, knn="exact" if exact else "index",
                       seconds=seconds, cpu_seconds=cpu)
 

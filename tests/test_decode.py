@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from qdrant_lander.decode import (DecodeSettings, cluster_hierarchy, decode_level, forest_roots, hierarchy_levels,
-                                  link_support)
+from qdrant_lander.decode import (AUTO_TAUS, DecodeSettings, agreement, cluster_hierarchy, decode_level, forest_roots,
+                                  hierarchy_levels, link_support, score_level0)
 from qdrant_lander.features import LevelInputs
 from qdrant_lander.knn import knn_graph
 
@@ -122,3 +122,30 @@ def test_min_support_blocks_supernode_merges_that_no_point_links_back():
     assert cluster_hierarchy(x, graph, wrong_above_level0, S5).n_clusters == 1
     guarded = cluster_hierarchy(x, graph, wrong_above_level0, S5.model_copy(update={"min_support": 0.5}))
     assert guarded.n_clusters == 3 and all(np.unique(guarded.labels[y == c]).size == 1 for c in range(3))
+
+
+def _two_near_blobs_scorer(y):
+    """Links 0.9 inside a blob, 0.3 between blobs 0 and 1, 0.01 elsewhere; one peak per blob (lower index denser)."""
+    def scorer(inp: LevelInputs):
+        a, b = y[inp.peak_index][:, None], y[inp.peak_index][inp.nbr]
+        link = np.where(a == b, 0.9, np.where((a < 2) & (b < 2), 0.3, 0.01)).astype(np.float32)
+        return link, -inp.peak_index.astype(np.float32)
+    return scorer
+
+
+def test_tau_bias_picks_the_tau_whose_clusters_agree_best_with_the_links():
+    x, y = _blobs(n_per=8)
+    graph, scorer = knn_graph(x, 12), _two_near_blobs_scorer(y)  # 12 > 7 same-blob neighbours: edges cross blobs
+    s = DecodeSettings(k=12, node_mode="structure")
+    # bias -2: a 0.3 link (log-odds -0.85) counts for a cluster, so blobs 0 and 1 are better merged
+    merged = cluster_hierarchy(x, graph, scorer, s.model_copy(update={"tau_bias": -2.0}))
+    assert merged.n_clusters == 2 and merged.tau < 0.3 and merged.tau in AUTO_TAUS
+    # bias 0: it counts against, so the tau that keeps the three blobs apart wins
+    apart = cluster_hierarchy(x, graph, scorer, s.model_copy(update={"tau_bias": 0.0}))
+    assert apart.n_clusters == 3 and apart.tau >= 0.3
+    for res in (merged, apart):  # the result is exactly the fixed-tau decoding at the tau it reports
+        fixed = cluster_hierarchy(x, graph, scorer, s.model_copy(update={"tau": res.tau}))
+        assert (fixed.labels == res.labels).all() and fixed.tau == res.tau
+    level0 = score_level0(x, graph, scorer, "structure")
+    assert agreement(merged.labels, level0, -2.0) > agreement(apart.labels, level0, -2.0)
+    assert agreement(apart.labels, level0, 0.0) > agreement(merged.labels, level0, 0.0)

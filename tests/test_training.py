@@ -12,7 +12,8 @@ from qdrant_lander.knn import knn_graph
 from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs
 from qdrant_lander.training.evaluate import TorchScorer, auc
 from qdrant_lander.training.model import LanderNet
-from qdrant_lander.training.tau import DecodeChoice, pick
+from qdrant_lander.training.gt import GroundTruthScorer
+from qdrant_lander.training.tau import DecodeChoice, choose_tau_bias, pick
 from qdrant_lander.training.trainer import MODEL_FILE, TrainConfig, _balanced_bce, episode_loss, load_trained, train
 from torch_geometric.data import Batch
 
@@ -151,3 +152,15 @@ def test_a_model_of_an_older_format_is_refused(trained, tmp_path):
     torch.save(blob, tmp_path / MODEL_FILE)
     with pytest.raises(ModelError, match="older qdrant-lander.*retrain"):
         load_trained(tmp_path)
+
+
+def test_tau_bias_is_kept_only_when_a_per_dataset_tau_beats_the_fixed_one(omni):
+    x, y = omni
+    scorer = GroundTruthScorer(y)  # links are 0 or 1: every tau decodes alike, so every bias scores the same Fp
+    sets = [(x, y), (x, y)]
+    fixed = DecodeChoice(node_mode="structure", tau=0.5, k=10, fp=1.0, fb=1.0, n_clusters=40, n_classes=40, n_levels=1)
+    bias, per_bias = choose_tau_bias(scorer, sets, fixed, [-1.0, 0.0])
+    assert bias is None  # no better than the fixed tau: keep it
+    assert list(per_bias) == [-1.0, 0.0] and per_bias[-1.0] == per_bias[0.0] > 0.9
+    worse = fixed.model_copy(update={"fp": per_bias[0.0] - 0.1})
+    assert choose_tau_bias(scorer, sets, worse, [-1.0, 0.0])[0] == -1.0  # beats it: the first of the equal biases

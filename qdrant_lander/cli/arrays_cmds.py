@@ -71,8 +71,8 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
     if as_json:
         click.echo(card.model_dump_json(indent=2))
     else:
-        click.echo(f"model '{card.name}' written to {out_dir} (tau={card.tau:.3f}, k={card.k}, "
-                   f"max_levels={card.max_levels})")
+        tau = f"tau={card.tau:.3f}" if card.tau_bias is None else f"tau chosen per dataset (bias {card.tau_bias})"
+        click.echo(f"model '{card.name}' written to {out_dir} ({tau}, k={card.k}, max_levels={card.max_levels})")
 
 
 @main.command()
@@ -95,10 +95,10 @@ def cluster(embeddings: Path, out: Path, levels_out: Path | None, model: Path | 
     if levels_out is not None:
         np.save(levels_out, result.paths)
     summary = {"points": int(len(result.labels)), "clusters": result.n_clusters, "levels": result.n_levels,
-               "seconds": round(seconds, 3), "model": lander.card.name, "provider": lander.scorer.provider}
+               "tau": result.tau, "seconds": round(seconds, 3), "model": lander.card.name, "provider": lander.scorer.provider}
     click.echo(json.dumps(summary) if as_json else
-               f"{summary['points']} points -> {summary['clusters']} clusters in {summary['levels']} levels "
-               f"({seconds:.2f}s, model {summary['model']} on {summary['provider']}); labels written to {out}")
+               f"{summary['points']} points -> {summary['clusters']} clusters in {summary['levels']} levels at tau "
+               f"{result.tau} ({seconds:.2f}s, model {summary['model']} on {summary['provider']}); labels written to {out}")
 
 
 @main.command(name="eval")

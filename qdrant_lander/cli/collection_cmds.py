@@ -134,7 +134,7 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
         return
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
     click.echo(f"synced '{collection}': {report.points} points -> {report.clusters} clusters in {report.levels} "
-               f"levels (generation {report.generation}, model {report.model}); {stages}")
+               f"levels at tau {report.tau} (generation {report.generation}, model {report.model}); {stages}")
 
 
 def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth: float, as_json: bool,

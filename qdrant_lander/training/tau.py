@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 
-from ..decode import DecodeSettings, Scorer, cluster_hierarchy
+from ..decode import AUTO_TAUS, DecodeSettings, Scorer, agreement, cluster_hierarchy, decode_levels, score_level0
 from ..features import NodeMode
 from ..knn import knn_graph
 from ..metrics import score
@@ -59,3 +59,28 @@ def pick(tried: list[DecodeChoice], tolerance: float = 0.005) -> DecodeChoice:
     plateau = sorted((c for c in tried if c.k == best.k and c.min_merge_ratio == best.min_merge_ratio
                       and c.min_support == best.min_support and c.fp >= top - tolerance), key=lambda c: c.tau)
     return plateau[len(plateau) // 2]
+
+
+def choose_tau_bias(scorer: Scorer, sets: list[tuple[np.ndarray, np.ndarray]], fixed: DecodeChoice,
+                    biases: list[float], tolerance: float = 0.005) -> tuple[float | None, dict[float, float]]:
+    """The ``tau_bias`` whose per-set tau choice (label-free, :func:`~qdrant_lander.decode.agreement`)
+    gives the best mean Fp over the held-out ``sets``, or None when that does not beat ``fixed`` (one
+    tau for every set, mean Fp ``fixed.fp``) by more than ``tolerance``; and the mean Fp of each bias.
+
+    A model trained on several spaces needs a different tau in each (faces near 0.9, text near 0.2),
+    which one fixed tau cannot give. On a single set the fixed tau is the grid's best on it already,
+    so a choice without labels can only tie it: such models keep the fixed tau.
+    """
+    fp = np.zeros((len(sets), len(AUTO_TAUS)))
+    agree = np.zeros((len(sets), len(AUTO_TAUS), len(biases)))
+    for i, (x, y) in enumerate(sets):
+        graph = knn_graph(x, min(fixed.k, x.shape[0] - 1))
+        level0 = score_level0(x, graph, scorer, fixed.node_mode)
+        for j, tau in enumerate(AUTO_TAUS):
+            labels = decode_levels(x, graph, scorer, fixed.model_copy(update={"tau": tau}), level0).labels
+            fp[i, j] = score(y, labels).fp
+            agree[i, j] = [agreement(labels, level0, b) for b in biases]
+    chosen = agree.argmax(axis=1)  # [set, bias]: the tau index each bias picks on each set
+    mean_fp = {b: float(fp[np.arange(len(sets)), chosen[:, m]].mean()) for m, b in enumerate(biases)}
+    best = max(mean_fp, key=lambda b: mean_fp[b])
+    return (best if mean_fp[best] > fixed.fp + tolerance else None), mean_fp

@@ -29,7 +29,7 @@ from ..model_card import ModelCard, check_format
 from .episodes import CandidateNeighbours, sample_episode
 from .evaluate import TorchScorer, level0_diagnostics
 from .model import Head, LanderNet, NetConfig
-from .tau import DecodeChoice, choose_decoding, pick
+from .tau import DecodeChoice, choose_decoding, choose_tau_bias, pick
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ class TrainConfig(BaseModel):
     min_merge_ratios: list[float] = Field([0.0, 0.05], min_length=1)
     min_supports: list[float] = Field([0.0, 1.0, 2.0], min_length=1, description="Merge supports tried when choosing "
                                       "the decoding (strong point links per point of the smaller supernode)")
+    tau_biases: list[float] = Field([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], description="Models trained on several "
+                                    "labeled sets: agreement biases tried for a tau chosen per dataset without "
+                                    "labels (kept only if it beats one fixed tau on the held-out classes; [] = never)")
     max_levels: int = Field(10, ge=1)
     seed: int = 0
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None = torch's default)")
@@ -212,20 +215,27 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
         choices.append(best)
         grids.append(grid)
     best = _combine(grids) if len(grids) > 1 else choices[0]
+    auto_notes: dict[str, float] = {}
+    if len(grids) > 1 and config.tau_biases:
+        bias, per_bias = choose_tau_bias(scorer, [(a[m], b[m]) for a, b, m in zip(xs, ys, held_masks)], best,
+                                         config.tau_biases)
+        best = best.model_copy(update={"tau_bias": bias})
+        auto_notes = {"heldout_fp_auto_tau": round(max(per_bias.values()), 4)}
     diags = [level0_diagnostics(scorer, a[m], b[m], k=min(best.k, int(m.sum()) - 1), node_mode=config.node_mode)
              for a, b, m in zip(xs, ys, held_masks)]
     # NaN (e.g. no negative edge among easy held-out classes) is left out: the card must stay valid JSON.
     notes: dict[str, float | str] = {f"heldout_{key}": round(float(np.nanmean(v)), 4)
                                      for key in ("link_auc", "cosine_auc", "density_corr")
                                      if not np.isnan(v := [dg[key] for dg in diags]).all()}
+    notes.update(auto_notes)
     notes.update(heldout_fp=round(best.fp, 4), heldout_fb=round(best.fb, 4), train_seconds=round(train_s, 1),
                  choose_seconds=round(time.perf_counter() - t0 - train_s, 1),
                  heldout_classes=float(sum(np.unique(b[m]).size for b, m in zip(ys, held_masks))))
     card = ModelCard(**best.model_dump(include=set(DecodeSettings.model_fields)), name=name, head=config.head,
                      input_dim="any" if config.node_mode == "structure" else int(xs[0].shape[1]),
                      trained_on=trained_on or [], notes=notes)
-    log.info("trained %s in %.1fs: tau=%.2f k=%d support=%.1f held-out Fp=%.3f", name, train_s, best.tau, best.k,
-             best.min_support, best.fp)
+    log.info("trained %s in %.1fs: tau=%.2f k=%d support=%.1f tau_bias=%s held-out Fp=%.3f", name, train_s, best.tau,
+             best.k, best.min_support, best.tau_bias, best.fp)
     return TrainedModel(net=net, card=card, config=config, decode_grid=[c for g in grids for c in g], losses=losses)
 
 
