@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .errors import InputError, LanderError, MissingExtraError, ModelError
-from .incremental import (FRESH_ID_START, INCREMENTAL_META, NeedsFullSync, NeighbourCache, PassReport,
+from .incremental import (FRESH_ID_START, INCREMENTAL_META, LabelCache, NeedsFullSync, NeighbourCache, PassReport,
                           incremental_pass, load_state, replay_journal, sync_state)
 from .lander import Lander
 from .lease import Lease, LeaseHeld
@@ -83,6 +83,7 @@ class Daemon:
         self.options = options or DaemonOptions()
         self.metrics = metrics
         self.cache = NeighbourCache(lander.card.k)
+        self.labels = LabelCache()  # valid while this daemon holds the lease without a break (_take_lease)
         self.lease = Lease(col, ttl=self.options.lease_ttl, owner=owner)
         self.passes = 0
         self.since_full = 0  # incremental passes that labelled points since the last full one
@@ -91,6 +92,7 @@ class Daemon:
         """Re-cluster everything; clusters keep the ids they had where they overlap most."""
         t0 = time.perf_counter()
         o = self.options
+        self.labels.clear()  # a full pass rewrites every label (and may fail half-way)
         replay_journal(self.col)  # so the old labels the new ones are matched against are complete
         rename, old_labels = _stable_rename(self.col, o.batch_size)
         rep = full_sync(self.col, self.lander, batch_size=o.batch_size, progress=o.progress, knn=o.knn,
@@ -98,7 +100,7 @@ class Daemon:
         # Rewriting every payload moves the points out of the indexed segments on the embedded store
         # (copy-on-write), which would leave the next passes' neighbour queries as full scans.
         self.col.prepare_knn()
-        _, labels = read_labels(self.col, batch_size=o.batch_size)
+        _, labels = self.labels.load(self.col, batch_size=o.batch_size)  # the next passes read no labels
         state = load_state(self.col)
         top = int(labels.max(initial=-1))
         nxt = max(state.next_fresh_id, top + 1) if top >= FRESH_ID_START else state.next_fresh_id
@@ -127,7 +129,8 @@ class Daemon:
             else:
                 o = self.options
                 report = incremental_pass(self.col, self.lander.scorer, self.lander.card, cache=self.cache,
-                                          hops=o.hops, bridge=o.bridge, max_new=o.max_new, batch_size=o.batch_size)
+                                          labels=self.labels, hops=o.hops, bridge=o.bridge, max_new=o.max_new,
+                                          batch_size=o.batch_size)
         except Exception as e:
             if self.metrics is not None:
                 self.metrics.record_failure(e, seconds=time.perf_counter() - t0)
@@ -140,9 +143,15 @@ class Daemon:
                                      seconds=report.seconds, model_seconds=report.model_seconds)
         return report
 
+    def _take_lease(self) -> None:
+        """Acquire the lease; another writer may have relabelled points while we did not hold it, so
+        the labels cached before are dropped (the kNN lists stay: only vectors change them)."""
+        self.lease.acquire(wait=self.options.wait_lease)
+        self.labels.clear()
+
     def once(self, *, full: bool = False) -> PassReport:
         """Take the lease, run one pass, give the lease back."""
-        self.lease.acquire(wait=self.options.wait_lease)
+        self._take_lease()
         try:
             return self.run_pass(full=full)
         finally:
@@ -156,7 +165,7 @@ class Daemon:
                 signal.signal(sig, lambda *_: stop.set())
         o = self.options
         try:
-            self.lease.acquire(wait=o.wait_lease)
+            self._take_lease()
         except LeaseHeld as e:
             log.error("%s", e)
             return EXIT_LEASE

@@ -14,8 +14,9 @@ from qdrant_client import models
 from benchmarks.tasks import clinc_75_75, subsample_classes
 from qdrant_lander import Lander
 from qdrant_lander.daemon import Daemon, DaemonOptions
-from qdrant_lander.incremental import (FRESH_ID_START, INCREMENTAL_META, IncrementalState, NeedsFullSync,
-                                       NeighbourCache, _ids_in_use, incremental_pass, replay_journal)
+from qdrant_lander.incremental import (FRESH_ID_START, INCREMENTAL_META, IncrementalState, Label, LabelCache,
+                                       NeedsFullSync, NeighbourCache, _check_cached, _ids_in_use, incremental_pass,
+                                       replay_journal)
 from qdrant_lander.metrics import score
 from qdrant_lander.payload import KEY, SYNC_META, LanderPayload, cluster_filter, unclustered_filter
 from qdrant_lander.stable_ids import stable_ids
@@ -166,6 +167,65 @@ def test_deleted_and_reupserted_points(store, data, lander):
         assert lp.path[0] >= FRESH_ID_START or lp.path[0] not in {v.cluster for v in labels.values()}
 
 
+def test_label_cache_gives_the_passes_the_store_would(store, data, lander):
+    """Two copies of one stream: passes with a daemon's label cache (seeded after the full sync) and
+    passes that read every label from the store must write the same labels, through merges, deletes,
+    re-upserts and a replayed journal; and the cache must hold what the store holds."""
+    x, _ = data
+    cols = [import_points(store, name, x[:100], progress=False) for name in ("warm", "cold")]
+    for col in cols:
+        full_sync(col, lander, progress=False)
+    labels = LabelCache()
+    labels.load(cols[0])
+    caches = [NeighbourCache(lander.card.k), NeighbourCache(lander.card.k)]
+    merged, reads_per_pass = 0, {}
+    for s in range(100, 400, 50):
+        for col in cols:
+            import_points(store, col.name, x[s:s + 50], start_id=s, progress=False)
+            if s == 250:  # a labelled point deleted, another re-upserted with a new vector (payload replaced)
+                col.delete_payload([10], [KEY])  # what a re-upsert that replaces the payload leaves
+                if isinstance(store, EdgeStore):
+                    import qdrant_edge as qe
+                    col.shard.update(qe.UpdateOperation.delete_points([11]))
+                else:
+                    col.client.delete(col.name, points_selector=models.PointIdsList(points=[11]), wait=True)
+            if s == 300:  # a pass that journaled a merge and died before relabelling (one process: the warm cache
+                # is the one of the process that died, so it is stale)
+                clusters = sorted({lp.cluster for lp in check_consistent(col).values()})
+                col.set_meta(INCREMENTAL_META, IncrementalState(pending_merges=[(clusters[0], clusters[-1])]).model_dump())
+        retrieve = cols[0].retrieve
+        reads = []
+        cols[0].retrieve = lambda ids, **kw: reads.extend(ids if kw.get("payload") else []) or retrieve(ids, **kw)
+        rep = incremental_pass(cols[0], lander.scorer, lander.card, cache=caches[0], labels=labels)
+        del cols[0].retrieve
+        incremental_pass(cols[1], lander.scorer, lander.card, cache=caches[1])
+        merged += rep.merged
+        reads_per_pass[s] = len(reads)
+        warm, cold = payloads(cols[0]), payloads(cols[1])
+        assert warm == cold, s
+        for pid, label in labels.labels.items():  # a deleted point's label stays until a pass meets it: unused
+            assert pid not in warm or label == Label.of(warm[pid][KEY]), (s, pid)
+        assert set(labels.members) >= {lp.cluster for lp in labels.labels.values()}
+    assert merged
+    # every label the passes needed was cached, until the replayed journal emptied the cache
+    assert reads_per_pass[150] == reads_per_pass[200] == 0 and reads_per_pass[300] > 0
+
+
+def test_cached_labels_the_store_lost_are_dropped(store, data, lander):
+    x, _ = data
+    col = import_points(store, "docs", x[:100], progress=False)
+    full_sync(col, lander, progress=False)
+    labels = LabelCache()
+    labels.load(col)
+    _check_cached(col, labels, np.arange(100))
+    assert len(labels) == 100  # all still labelled: kept
+    col.delete_payload([7], [KEY])
+    _check_cached(col, labels, np.arange(50, 100))
+    assert len(labels) == 100  # point 7 not among the ids the pass uses
+    _check_cached(col, labels, np.arange(50))
+    assert 7 not in labels and 8 not in labels and len(labels) == 50  # dropped, read again when needed
+
+
 def test_journaled_merge_is_replayed(store, data, lander):
     x, _ = data
     col = import_points(store, "docs", x[:300], progress=False)
@@ -216,6 +276,7 @@ def test_full_pass_keeps_ids(tmp_path, data, lander):
         daemon = Daemon(col, lander, DaemonOptions(lease_ttl=5, growth=0))
         assert daemon.once().full  # never synced: a full pass
         assert len(daemon.cache) == 400  # seeded with the full sync's kNN lists
+        assert len(daemon.labels) == 400  # and with its labels: the next passes read none from the store
         import_points(store, "docs", x[400:], start_id=400, progress=False)
         assert not daemon.once().full
         ids1, lab1 = read_labels(col)
