@@ -9,7 +9,7 @@ from benchmarks.tasks import TASKS, subsample_classes
 from qdrant_lander.errors import ModelError
 from qdrant_lander.features import level_inputs
 from qdrant_lander.knn import knn_graph
-from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs
+from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs, sample_episode
 from qdrant_lander.training.evaluate import TorchScorer, auc
 from qdrant_lander.training.model import LanderNet
 from qdrant_lander.training.gt import GroundTruthScorer
@@ -164,3 +164,15 @@ def test_tau_bias_is_kept_only_when_a_per_dataset_tau_beats_the_fixed_one(omni):
     assert list(per_bias) == [-1.0, 0.0] and per_bias[-1.0] == per_bias[0.0] > 0.9
     worse = fixed.model_copy(update={"fp": per_bias[0.0] - 0.1})
     assert choose_tau_bias(scorer, sets, worse, [-1.0, 0.0])[0] == -1.0  # beats it: the first of the equal biases
+
+
+def test_class_size_fraction_thins_every_class_but_keeps_each_one(omni):
+    x, y = omni
+    cands = CandidateNeighbours(x)
+    opts = dict(class_fraction=(1.0, 1.0), k_choices=[3], node_mode="structure", max_levels=1, max_points=None)
+    full = sample_episode(cands, y, np.random.RandomState(0), **opts)
+    thin = sample_episode(cands, y, np.random.RandomState(0), class_size_fraction=(0.1, 0.2), **opts)
+    n_classes = np.unique(y).size  # all 40 classes are drawn; each keeps 10-20% of its points, at least one
+    assert full.num_nodes == len(x) and n_classes <= thin.num_nodes < 0.35 * len(x)
+    one_each = sample_episode(cands, y, np.random.RandomState(0), class_size_fraction=(0.0, 0.0), **opts)
+    assert one_each.num_nodes == n_classes

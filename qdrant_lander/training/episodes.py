@@ -85,10 +85,13 @@ def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, m
 def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.RandomState, *,
                    class_fraction: tuple[float, float], k_choices: list[int], node_mode: NodeMode, max_levels: int,
                    max_points: int | None = None, scorer: Scorer | None = None,
-                   tau_range: tuple[float, float] = (0.1, 0.9)) -> Batch:
+                   tau_range: tuple[float, float] = (0.1, 0.9),
+                   class_size_fraction: tuple[float, float] | None = None) -> Batch:
     """One training step's graph: the levels (of the episode's k) of a random class subset, batched.
 
-    With ``scorer`` the levels are decoded by it at a random tau in ``tau_range``."""
+    With ``scorer`` the levels are decoded by it at a random tau in ``tau_range``. With
+    ``class_size_fraction`` each class keeps a random share (drawn per class from that range, at least
+    one point) of its points, so episodes show class sizes the labeled set does not have."""
     x = cands.x
     classes = np.unique(y)
     frac = rng.uniform(*class_fraction)
@@ -98,6 +101,14 @@ def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.Ran
         sizes = np.bincount(np.searchsorted(classes, y), minlength=classes.size)[np.searchsorted(classes, chosen)]
         chosen = chosen[: max(2, int(np.searchsorted(np.cumsum(sizes), max_points, side="right")))]
     keep = np.isin(y, chosen)
+    if class_size_fraction is not None:
+        share = dict(zip(chosen.tolist(), rng.uniform(*class_size_fraction, size=chosen.size)))
+        idx = np.flatnonzero(keep)
+        u = rng.random_sample(idx.size)
+        thin = u < np.array([share[c] for c in y[idx].tolist()])
+        first = np.unique(y[idx], return_index=True)[1]  # one point of every class stays
+        thin[first] = True
+        keep[idx[~thin]] = False
     k = int(rng.choice(k_choices))
     k = min(k, int(keep.sum()) - 1)
     levels = level_graphs(x[keep], y[keep], k, node_mode=node_mode, max_levels=max_levels,

@@ -57,6 +57,9 @@ class TrainConfig(BaseModel):
     k_choices: list[int] = Field([5, 10, 20], min_length=1, description="k drawn per episode")
     train_levels: int = Field(3, ge=1, description="Levels of the ground-truth hierarchy trained on per episode")
     class_fraction: tuple[float, float] = Field((0.2, 0.5), description="Share of training classes per episode")
+    class_size_fraction: tuple[float, float] | None = Field(
+        (0.1, 1.0), description="Each episode class keeps a random share of its points drawn from this range (None = "
+        "all), so the model sees class sizes the labeled set lacks (ORL, 10 faces a person, -> LFW, 1-2)")
     max_points: int | None = Field(4000, ge=2, description="Cap on an episode's points (whole classes dropped)")
     self_decode: float = Field(0.5, ge=0, le=1, description="After the first third of the steps, this share of "
                                "episodes is decoded by the model being trained (at a random tau) instead of the "
@@ -194,7 +197,8 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
         batch = sample_episode(pools[d], pool_y[d], rng, class_fraction=config.class_fraction,
                                scorer=TorchScorer(net) if own else None,
                                k_choices=config.k_choices, node_mode=config.node_mode,
-                               max_levels=config.train_levels, max_points=config.max_points)
+                               max_levels=config.train_levels, max_points=config.max_points,
+                               class_size_fraction=config.class_size_fraction)
         loss = episode_loss(net, batch, config)
         opt.zero_grad()
         loss.backward()
