@@ -13,12 +13,19 @@ polls the store and records when each point's payload appears (arrival-to-payloa
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py quality [--model M]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py speed --sizes 10000 100000
+
+With ``--snapshot DIR`` the speed runs start from a copy of the collection (and the daemon's caches)
+as the first run left it after its full pass: Edge builds HNSW on several threads, so two fresh full
+passes give slightly different kNN lists, hence different merges, relabel volumes and query costs;
+runs of two versions of the code from one snapshot make the same decisions and compare cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
+import shutil
 import sys
 import tempfile
 import threading
@@ -117,18 +124,46 @@ class _Watcher:
             stop.wait(0.05)
 
 
+def _synced(n: int, x: np.ndarray, d: str, args: argparse.Namespace, lander: Lander, out: dict) -> tuple:
+    """(store, collection, daemon) right after the full pass: made here, or copied from the snapshot."""
+    snap = Path(args.snapshot) / str(n) if args.snapshot else None
+    opts = DaemonOptions(growth=0, hops=args.hops, interval=args.interval)
+    made_with = {k: getattr(args, k) for k in ("seed", "stream", "rate", "watch_seconds", "hops", "model")}
+    if snap is None or not snap.exists():
+        store = EdgeStore(d)
+        t0 = time.perf_counter()
+        col = import_points(store, "docs", x[:n], progress=False)
+        out["import_s"] = round(time.perf_counter() - t0, 1)
+        daemon = Daemon(col, lander, opts)
+        t0 = time.perf_counter()
+        daemon.run_pass(full=True)  # the full sync, then the vector index rebuilt for the passes to come
+        out["full_pass_s"] = round(time.perf_counter() - t0, 1)
+        if snap is None:
+            return store, col, daemon
+        store.close()
+        shutil.copytree(d, snap / "store")
+        (snap / "cache.pkl").write_bytes(pickle.dumps(daemon.cache))
+        (snap / "args.json").write_text(json.dumps(made_with))
+    else:
+        if json.loads((snap / "args.json").read_text()) != made_with:  # other data or model: not comparable
+            sys.exit(f"snapshot {snap} was made with {(snap / 'args.json').read_text()}, not {made_with}")
+        shutil.copytree(snap / "store", d, dirs_exist_ok=True)
+    out["snapshot"] = str(snap)
+    store = EdgeStore(d)
+    col = store.open("docs")
+    daemon = Daemon(col, lander, opts)
+    daemon.cache = pickle.loads((snap / "cache.pkl").read_bytes())
+    if hasattr(daemon, "labels"):  # what the full pass leaves (code before commit 5508ff6 has no label cache)
+        daemon.labels.load(col)
+    return store, col, daemon
+
+
 def speed_at(n: int, args: argparse.Namespace, lander: Lander) -> dict:
     extra = args.stream + int(args.rate * args.watch_seconds)
     x, _ = synthetic(n + extra, 256, seed=args.seed)
     out: dict = {"collection": n}
-    with tempfile.TemporaryDirectory() as d, EdgeStore(d) as store:
-        t0 = time.perf_counter()
-        col = import_points(store, "docs", x[:n], progress=False)
-        out["import_s"] = round(time.perf_counter() - t0, 1)
-        daemon = Daemon(col, lander, DaemonOptions(growth=0, hops=args.hops, interval=args.interval))
-        t0 = time.perf_counter()
-        daemon.run_pass(full=True)  # the full sync, then the vector index rebuilt for the passes to come
-        out["full_pass_s"] = round(time.perf_counter() - t0, 1)
+    with tempfile.TemporaryDirectory() as d:
+        store, col, daemon = _synced(n, x, d, args, lander, out)
         passes = []
         for s in range(n, n + args.stream, args.batch):
             import_points(store, "docs", x[s:s + args.batch], start_id=s, progress=False)
@@ -162,6 +197,7 @@ def speed_at(n: int, args: argparse.Namespace, lander: Lander) -> dict:
                         "latency_p50_s": round(float(np.percentile(lat, 50)), 3),
                         "latency_p95_s": round(float(np.percentile(lat, 95)), 3),
                         "latency_max_s": round(float(lat.max()), 3)}
+        store.close()
     return out
 
 
@@ -179,6 +215,8 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=20, help="watch: points per upsert")
     p.add_argument("--watch-seconds", type=float, default=15.0)
     p.add_argument("--interval", type=float, default=0.25, help="watch: daemon interval")
+    p.add_argument("--snapshot", default=None, help="speed: directory keeping each size's collection after its "
+                   "full pass (made on first use, copied by later runs: same index, same decisions)")
     args = p.parse_args()
     lander = Lander(args.model, device="cpu", threads=1)
     if args.what == "quality":
