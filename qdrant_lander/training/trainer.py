@@ -70,9 +70,10 @@ class TrainConfig(BaseModel):
     min_merge_ratios: list[float] = Field([0.0, 0.05], min_length=1)
     min_supports: list[float] = Field([0.0, 1.0, 2.0], min_length=1, description="Merge supports tried when choosing "
                                       "the decoding (strong point links per point of the smaller supernode)")
-    tau_biases: list[float] = Field([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], description="Models trained on several "
-                                    "labeled sets: agreement biases tried for a tau chosen per dataset without "
-                                    "labels (kept only if it beats one fixed tau on the held-out classes; [] = never)")
+    tau_biases: list[float] = Field([], description="Models trained on several labeled sets: agreement biases to try "
+                                    "for a tau chosen per dataset without labels, e.g. [-2,-1,-0.5,0,0.5,1,2] (kept only "
+                                    "if it beats one fixed tau on the held-out classes). Off by default: it helped in "
+                                    "the training domains and hurt on unseen ones (benchmarks/RESULTS.md)")
     max_levels: int = Field(10, ge=1)
     seed: int = 0
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None = torch's default)")
