@@ -50,6 +50,7 @@ class SyncState(BaseModel):
     clusters: int
     started_at: datetime
     finished_at: datetime | None = None
+    tau: float | None = None  # decoded with (chosen for this collection if the card has tau_bias); None: not recorded
 
 
 def cluster_filter(cluster_id: int) -> models.Filter:

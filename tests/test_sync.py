@@ -15,7 +15,9 @@ from click.testing import CliRunner
 from benchmarks.tasks import clinc_75_75, subsample_classes
 from qdrant_lander import Lander
 from qdrant_lander.cli import main
+from qdrant_lander.decode import AUTO_TAUS, cluster_hierarchy
 from qdrant_lander.errors import StoreError
+from qdrant_lander.knn import knn_graph
 from qdrant_lander.model_card import ModelCard
 from qdrant_lander.payload import SYNC_META, LanderPayload, SyncState, cluster_filter
 from qdrant_lander.stores.edge import SHARD_DIR, EdgeStore
@@ -197,3 +199,25 @@ def test_cli_import_rejects_nan_and_writes_nothing(files, part):
     code, _, err = run(["import", "docs", str(files / "x.npy"), "--labels", str(files / "p.jsonl"),
                         "--path", str(files / "qd")])
     assert code == 2 and "cannot read labels" in err and not (files / "qd").exists()
+
+
+class _PerDatasetTau:
+    """The shipped model with a per-dataset tau (its own card keeps one fixed tau)."""
+
+    def __init__(self, lander: Lander, bias: float):
+        self.lander, self.card = lander, lander.card.model_copy(update={"tau_bias": bias})
+
+    def predict_graph(self, vectors, graph):
+        return cluster_hierarchy(vectors, graph, self.lander.scorer, self.card)
+
+
+def test_sync_records_the_tau_it_decoded_with(store, part, lander):
+    col = import_points(store, "taus", part.x, progress=False)
+    fixed = full_sync(col, lander, progress=False)
+    assert fixed.tau == lander.card.tau == SyncState(**col.get_meta(SYNC_META)).tau
+    auto = _PerDatasetTau(lander, bias=-1.0)
+    chosen = full_sync(col, auto, progress=False)
+    expected = auto.predict_graph(part.x, knn_graph(part.x, lander.card.k))  # exact kNN, as the sync's scan
+    assert chosen.tau == expected.tau in AUTO_TAUS and chosen.clusters == expected.n_clusters
+    assert chosen.tau != fixed.tau  # else the record below could not tell the two apart
+    assert SyncState(**col.get_meta(SYNC_META)).tau == chosen.tau  # what incremental passes decode with
