@@ -192,8 +192,8 @@ class LabelCache:
     others can still do is delete or re-upsert points (a re-upsert replaces the payload): a pass drops
     deleted ids, and one count per pass checks that the cached labels it uses are still in the store
     (else they are dropped and read again). A new daemon starts empty (filled by its first full pass or
-    by reads), and a replayed journal (a pass that failed mid-write) empties it. Memory: about 200
-    bytes per point.
+    by reads); a replayed journal (a pass that failed mid-write) empties it, and so does the daemon
+    each time it takes the lease. Memory: about 420 bytes per point with 3-level paths (42 MB for 100k).
     """
 
     def __init__(self) -> None:
