@@ -490,7 +490,8 @@ def incremental_pass(col: Collection, scorer: Scorer, card: ModelCard, *, cache:
     # Points that arrived after this pass began have no label yet: they cannot be parents until the next pass.
     usable = np.where(known[graph.nbr], link, 0.0)
 
-    rule = decode_level(graph.nbr, usable, density, card.tau)  # the decoder's parent choice, every row
+    tau = state.tau if state.tau is not None else card.tau  # the full sync's (chosen per collection with tau_bias)
+    rule = decode_level(graph.nbr, usable, density, tau)  # the decoder's parent choice, every row
     parent = np.full(n, -1, dtype=np.int64)
     parent[:n_new] = rule[:n_new]  # old points keep their labels: chains stop at them
     root = forest_roots(parent)
@@ -511,7 +512,7 @@ def incremental_pass(col: Collection, scorer: Scorer, card: ModelCard, *, cache:
             if b >= 0:
                 groups.union(group_of(q), group_of(b))
     if bridge:  # a new point linked above tau to denser points of several clusters joins them
-        ok = (density[graph.nbr[:n_new]] > density[:n_new, None]) & (usable[:n_new] > card.tau)
+        ok = (density[graph.nbr[:n_new]] > density[:n_new, None]) & (usable[:n_new] > tau)
         for r in range(n_new):
             for b in graph.nbr[r][ok[r]].tolist():
                 groups.union(int(new_group[r]), group_of(b))

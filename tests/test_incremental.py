@@ -245,6 +245,17 @@ def test_journaled_merge_is_replayed(store, data, lander):
     assert replay_journal(col) == 0
 
 
+def test_passes_use_the_tau_of_the_full_sync(store, data, lander):
+    x, _ = data
+    col = import_points(store, "docs", x[:300], progress=False)
+    full_sync(col, lander, progress=False)
+    assert col.get_meta(SYNC_META)["tau"] == lander.card.tau  # a card without tau_bias: its own tau
+    col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "tau": 1.0})  # as if chosen for this collection
+    import_points(store, "docs", x[300:330], start_id=300, progress=False)
+    rep = incremental_pass(col, lander.scorer, lander.card)
+    assert rep.new == 30 and rep.attached == 0 and rep.created == 30  # no link is above 1.0
+
+
 def test_needs_a_complete_full_sync(store, data, lander):
     x, _ = data
     col = import_points(store, "docs", x[:50], progress=False)
