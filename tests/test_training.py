@@ -18,7 +18,7 @@ from qdrant_lander.training.trainer import MODEL_FILE, TrainConfig, _balanced_bc
 from torch_geometric.data import Batch
 
 torch.set_num_threads(1)
-SMALL = dict(steps=30, hidden=16, k_choices=[10, 20], train_levels=2, decode_k=[5], taus=[0.3, 0.5, 0.7],
+SMALL = dict(steps=60, hidden=16, k_choices=[10, 20], train_levels=2, decode_k=[5], taus=[0.3, 0.5, 0.7],
              min_merge_ratios=[0.0], lr=5e-3)
 
 
