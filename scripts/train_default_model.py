@@ -5,7 +5,10 @@ coordinates, so one set of weights serves any embedding space. It is meta-traine
 parts of every dev task (CLINC150 first 75 intents, Omniglot train characters, LFW identities A),
 so each task's test part stays unseen and the card's quality figures are honest.
 
-    python scripts/train_default_model.py [--set steps=600 ...]
+    python scripts/train_default_model.py [--set steps=600 ...] [--trained DIR]
+
+``--trained DIR`` ships a model directory this script (or the trainer with the same data) already
+wrote, instead of training again: training is seeded, so it is the same model.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from benchmarks.tasks import TASKS  # noqa: E402
 from qdrant_lander.cli.inputs import parse_set_options  # noqa: E402
 from qdrant_lander.lander import Lander  # noqa: E402
 from qdrant_lander.metrics import score  # noqa: E402
-from qdrant_lander.training.trainer import TrainConfig, train  # noqa: E402
+from qdrant_lander.training.trainer import TrainConfig, load_trained, train  # noqa: E402
 
 MODELS = ROOT / "qdrant_lander" / "models"
 TRAIN_TASKS = ("clinc75", "omniglot", "lfw")
@@ -35,18 +38,25 @@ EVAL_TASKS = ("clinc75", "clinc2banking", "omniglot", "lfw")
 @click.command()
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="TrainConfig field (JSON value).")
 @click.option("--name", default="lander-universal-v1", show_default=True)
-def main(settings: tuple[str, ...], name: str) -> None:
-    config = TrainConfig(node_mode="structure", **parse_set_options(settings))
+@click.option("--trained", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Ship this trained model directory (model.pt + model.onnx) instead of training.")
+def main(settings: tuple[str, ...], name: str, trained: Path | None) -> None:
     tasks = {t: TASKS[t]() for t in set(TRAIN_TASKS) | set(EVAL_TASKS)}
-    parts = [tasks[t].train for t in TRAIN_TASKS]
-    start = time.perf_counter()
-    trained = train([p.x for p in parts], [p.y for p in parts], config, name=name,
-                    trained_on=[p.name for p in parts])
-    train_s = time.perf_counter() - start
-    tmp = ROOT / "build" / "default-model"
-    trained.save(tmp)
+    if trained is None:
+        config = TrainConfig(node_mode="structure", **parse_set_options(settings))
+        parts = [tasks[t].train for t in TRAIN_TASKS]
+        start = time.perf_counter()
+        model = train([p.x for p in parts], [p.y for p in parts], config, name=name,
+                      trained_on=[p.name for p in parts])
+        train_s = time.perf_counter() - start
+        trained = ROOT / "build" / "default-model"
+        model.save(trained)
+    else:
+        model = load_trained(trained)
+        config = model.config
+        train_s = model.card.notes["train_seconds"] + model.card.notes["choose_seconds"]
     MODELS.mkdir(exist_ok=True)
-    shutil.copy(tmp / "model.onnx", MODELS / "default.onnx")
+    shutil.copy(trained / "model.onnx", MODELS / "default.onnx")
 
     lander = Lander(MODELS / "default.onnx")
     rows = []
@@ -57,7 +67,7 @@ def main(settings: tuple[str, ...], name: str) -> None:
         sec = time.perf_counter() - s0
         s = score(test.y, res.labels)
         rows.append(f"| {t} | {test.name} | {s.fp:.3f} | {s.fb:.3f} | {s.nmi:.3f} | {s.n_clusters} / {s.n_classes} "
-                    f"| {res.n_levels} | {sec:.1f} |")
+                    f"| {res.n_levels} | {res.tau} | {sec:.1f} |")
         print(rows[-1], flush=True)
     card = lander.card
     text = [
@@ -67,15 +77,17 @@ def main(settings: tuple[str, ...], name: str) -> None:
         "structure, never coordinates, so it takes embeddings of any dimension.",
         f"- Meta-trained on: {', '.join(card.trained_on)} (train parts only; test parts below are unseen classes).",
         f"- Decoding chosen on held-out training classes: k = {card.k}, tau = {card.tau}, "
-        f"max_levels = {card.max_levels}, min_merge_ratio = {card.min_merge_ratio}, min_support = {card.min_support}.",
+        f"max_levels = {card.max_levels}, min_merge_ratio = {card.min_merge_ratio}, min_support = {card.min_support}, "
+        f"tau_bias = {card.tau_bias}" + (" (tau is chosen for each dataset without labels; see docs/model.md)."
+                                         if card.tau_bias is not None else "."),
         f"- Training config: `{config.model_dump_json()}`; training + decoding choice took {train_s:.0f} s on a 2-core CPU.",
         f"- Held-out diagnostics (training classes kept back): {json.dumps(card.notes)}",
         f"- Source revision: {card.revision}",
         "",
         "Quality on the dev tasks' test parts (clustered once, nothing tuned on them):",
         "",
-        "| task | test part | Fp | Fb | NMI | clusters / classes | levels | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | test part | Fp | Fb | NMI | clusters / classes | levels | tau used | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]

@@ -21,7 +21,7 @@ from qdrant_lander.metrics import score
 from qdrant_lander.payload import KEY, SYNC_META, LanderPayload, cluster_filter, unclustered_filter
 from qdrant_lander.stable_ids import stable_ids
 from qdrant_lander.stores.edge import EdgeStore
-from qdrant_lander.sync import full_sync, import_points, read_labels
+from qdrant_lander.sync import full_sync, import_points, read_labels, read_vectors
 
 
 @pytest.fixture(scope="module")
@@ -295,8 +295,12 @@ def test_full_pass_keeps_ids(tmp_path, data, lander):
         assert rep.full
         ids2, lab2 = read_labels(col)
         assert np.array_equal(ids1, ids2)
-        # ids survive the re-clustering: most points keep the id they had
-        assert (lab1 == lab2).mean() > 0.8
+        # ids survive the re-clustering: each new cluster takes the old id it overlaps most (greedy), i.e.
+        # exactly what stable_ids gives for this collection's own fresh clustering (exact kNN: deterministic)
+        ids, vectors = read_vectors(col, progress=False)
+        fresh = lander.predict(vectors).labels
+        np.testing.assert_array_equal(lab2, stable_ids(lab1, ids[fresh]))
+        assert (lab1 == lab2).mean() > 0.5  # and the two clusterings are alike enough that most ids stay
         assert check_consistent(col)
         all_paths_end_in_cluster = all(lp.path[-1] == lp.cluster for lp in check_consistent(col).values())
         assert all_paths_end_in_cluster  # a full pass rewrites whole paths
