@@ -490,7 +490,8 @@ def incremental_pass(col: Collection, scorer: Scorer, card: ModelCard, *, cache:
     # Points that arrived after this pass began have no label yet: they cannot be parents until the next pass.
     usable = np.where(known[graph.nbr], link, 0.0)
 
-    tau = state.tau if state.tau is not None else card.tau  # the full sync's (chosen per collection with tau_bias)
+    # The full sync's tau (chosen for the collection by a card with tau_bias), if it used this model.
+    tau = state.tau if state.tau is not None and state.model == card.name else card.tau
     rule = decode_level(graph.nbr, usable, density, tau)  # the decoder's parent choice, every row
     parent = np.full(n, -1, dtype=np.int64)
     parent[:n_new] = rule[:n_new]  # old points keep their labels: chains stop at them

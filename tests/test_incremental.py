@@ -252,8 +252,11 @@ def test_passes_use_the_tau_of_the_full_sync(store, data, lander):
     assert col.get_meta(SYNC_META)["tau"] == lander.card.tau  # a card without tau_bias: its own tau
     col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "tau": 1.0})  # as if chosen for this collection
     import_points(store, "docs", x[300:330], start_id=300, progress=False)
+    col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "model": "another-model"})  # synced by another model:
+    assert incremental_pass(col, lander.scorer, lander.card, max_new=10).attached > 0  # its tau is not ours
+    col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "model": lander.card.name})
     rep = incremental_pass(col, lander.scorer, lander.card)
-    assert rep.new == 30 and rep.attached == 0 and rep.created == 30  # no link is above 1.0
+    assert rep.new == 20 and rep.attached == 0 and rep.created == 20  # no link is above 1.0
 
 
 def test_needs_a_complete_full_sync(store, data, lander):
