@@ -140,32 +140,57 @@ class OnnxScorer:
             raise InputError(f"neighbour indices must be row numbers in [0, {n}), got [{inputs.nbr.min()}, "
                              f"{inputs.nbr.max()}]")
 
+    def _run(self, stage: dict, table: np.ndarray, rows: np.ndarray | None, edges: dict[str, np.ndarray],
+             shared: object | None) -> list[np.ndarray]:
+        """One stage over ``rows`` (default: all of ``table``), ``chunk_edges`` edges per run; ``edges``
+        holds the rows' own ``nbr``/``sim``(/``edge_attr``) and ``shared`` the uploaded full table."""
+        name = stage["name"]
+        n = len(table) if rows is None else len(rows)
+        k = edges["nbr"].shape[1] if edges else 1
+        out_names = [o for o in self._outputs if o.startswith(name + ".")]
+        outs = [np.empty((n, k) if o.endswith(".link") else (n, *self._outputs[o].shape[1:]), np.float32)
+                for o in out_names]
+        step = max(1, self.chunk_edges // k)
+        no_edge_attr = (np.zeros((min(step, n), k, self._width("edge_attr")), np.float32)
+                        if stage["kind"] == "edge" and "edge_attr" not in edges else None)
+        for a in range(0, n, step):
+            part = slice(a, a + step)
+            own = table[part] if rows is None else table[rows[part]]
+            feed = {f"{name}.self": self._value(np.ascontiguousarray(own))}
+            if stage["kind"] == "edge":
+                feed[f"{name}.table"] = shared
+                for role, array in edges.items():
+                    feed[f"{name}.{role}"] = self._value(np.ascontiguousarray(array[part]))
+                if no_edge_attr is not None:  # unread before the head, but the export ties k to its shape
+                    feed[f"{name}.edge_attr"] = self._value(no_edge_attr[:len(own)])
+            for out, value in zip(outs, self._session.run_with_ort_values(out_names, feed)):
+                out[part] = value.numpy()
+        return outs
+
+    def node_table(self, x: np.ndarray, nbr: np.ndarray, sim: np.ndarray) -> np.ndarray:
+        """Every stage before the link head, over all nodes: the per-node table :meth:`head` reads.
+
+        Only the head reads edge features (``onnx_export/stages.py``), so none are needed here.
+        """
+        table = np.ascontiguousarray(x, dtype=np.float32)
+        edges = {"nbr": np.ascontiguousarray(nbr, dtype=np.int64), "sim": np.ascontiguousarray(sim, dtype=np.float32)}
+        for stage in self._stages[:-1]:
+            shared = self._value(table) if stage["kind"] == "edge" else None  # uploaded once per stage
+            (table,) = self._run(stage, table, None, edges if stage["kind"] == "edge" else {}, shared)
+        return table
+
+    def head(self, table: np.ndarray, nbr: np.ndarray, sim: np.ndarray, edge_attr: np.ndarray,
+             rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(link probability [R, k], density [R]) of ``rows`` (default: all nodes) from a
+        :meth:`node_table`; ``nbr``, ``sim`` and ``edge_attr`` are those rows' own. Scoring a few rows
+        of a big graph (an incremental pass) costs those rows' edges only."""
+        edges = {"nbr": np.asarray(nbr, dtype=np.int64), "sim": np.asarray(sim, dtype=np.float32),
+                 "edge_attr": np.asarray(edge_attr, dtype=np.float32)}
+        link, density = self._run(self._stages[-1], table, rows, edges, self._value(table))
+        return link, density
+
     def __call__(self, inputs: LevelInputs) -> tuple[np.ndarray, np.ndarray]:
         """(link probability float32 [N, k], density float32 [N]) for one level's inputs."""
         self._check(inputs)
-        n, k = inputs.nbr.shape
-        edges = {"nbr": np.ascontiguousarray(inputs.nbr, dtype=np.int64),
-                 "sim": np.ascontiguousarray(inputs.sim, dtype=np.float32),
-                 "edge_attr": np.ascontiguousarray(inputs.edge_attr, dtype=np.float32)}
-        table = np.ascontiguousarray(inputs.x, dtype=np.float32)
-        rows = max(1, self.chunk_edges // max(k, 1))
-        for stage in self._stages:
-            name, kind = stage["name"], stage["kind"]
-            out_names = [o for o in self._outputs if o.startswith(name + ".")]
-            outs = [np.empty((n, k) if o.endswith(".link") else (n, *self._outputs[o].shape[1:]), np.float32)
-                    for o in out_names]
-            full_table = self._value(table) if kind == "edge" else None  # uploaded once per stage
-            for a in range(0, n, rows):
-                part = slice(a, a + rows)
-                feed = {f"{name}.self": self._value(table[part])}
-                if kind == "edge":
-                    feed[f"{name}.table"] = full_table
-                    for role, array in edges.items():
-                        feed[f"{name}.{role}"] = self._value(array[part])
-                for out, value in zip(outs, self._session.run_with_ort_values(out_names, feed)):
-                    out[part] = value.numpy()
-            if len(outs) == 1:  # a per-node table for the next stage; the last stage gives link, density
-                table = outs[0]
-        link, density = outs
-        return link, density
-
+        table = self.node_table(inputs.x, inputs.nbr, inputs.sim)
+        return self.head(table, inputs.nbr, inputs.sim, inputs.edge_attr)

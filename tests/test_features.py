@@ -3,7 +3,7 @@ cosine ranges give the model the same picture."""
 
 import numpy as np
 
-from qdrant_lander.features import EDGE_FEATURES, level_inputs
+from qdrant_lander.features import EDGE_FEATURES, edge_features, level_inputs, node_terms
 from qdrant_lander.knn import KnnGraph, knn_graph
 
 # Edge features computed from the graph's similarities alone (the rest read the vectors or the lists).
@@ -34,3 +34,24 @@ def test_a_level_of_equal_similarities_stays_finite():
     x = np.tile(np.eye(4, dtype=np.float32)[:1], (6, 1))
     g = KnnGraph(np.array([[(i + j) % 6 for j in range(1, 4)] for i in range(6)]), np.ones((6, 3), np.float32))
     assert np.isfinite(_inputs(g, x).edge_attr).all()
+
+
+def test_edge_features_of_some_rows_are_those_rows_of_the_whole_level():
+    rng = np.random.RandomState(1)
+    x = rng.randn(300, 16).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    g = knn_graph(x, 7)
+    whole = _inputs(g, x)
+    nodes = node_terms(g, peak=x, mean=x, size=np.ones(len(x), np.int64), node_mode="structure")
+    rows = np.array([5, 299, 0, 42])
+    np.testing.assert_array_equal(nodes.x, whole.x)
+    np.testing.assert_allclose(edge_features(g, nodes, rows), whole.edge_attr[rows], rtol=0, atol=1e-6)
+
+
+def test_jaccard_counts_shared_neighbours_including_the_nodes_themselves():
+    # 0: [1, 2], 1: [0, 2], 2: [3, 0], 3: [2, 1]. N+(0) = {0,1,2}, N+(1) = {0,1,2}, N+(2) = {0,2,3}.
+    g = KnnGraph(np.array([[1, 2], [0, 2], [3, 0], [2, 1]]), np.full((4, 2), 0.5, np.float32))
+    jac = edge_features(g, node_terms(g, peak=np.eye(4, dtype=np.float32), mean=np.eye(4, dtype=np.float32),
+                                      size=np.ones(4, np.int64), node_mode="structure"))[..., EDGE_FEATURES.index("jaccard")]
+    np.testing.assert_allclose(jac[0], [3 / 3, 2 / 4])  # (0,1): all three shared; (0,2): {0,2} of {0,1,2,3}
+    np.testing.assert_allclose(jac[3], [2 / 4, 2 / 4])  # N+(3) = {1,2,3}: with 2 -> {2,3}; with 1 -> {1,2}

@@ -14,8 +14,10 @@ from qdrant_client import models
 from benchmarks.tasks import clinc_75_75, subsample_classes
 from qdrant_lander import Lander
 from qdrant_lander.daemon import Daemon, DaemonOptions
+from qdrant_lander.decode import decode_level
 from qdrant_lander.incremental import (FRESH_ID_START, INCREMENTAL_META, IncrementalState, Label, LabelCache,
-                                       NeedsFullSync, NeighbourCache, _check_cached, _ids_in_use, incremental_pass,
+                                       NeedsFullSync, NeighbourCache, _check_cached, _ids_in_use, _score_parents,
+                                       incremental_pass,
                                        replay_journal)
 from qdrant_lander.metrics import score
 from qdrant_lander.payload import KEY, SYNC_META, LanderPayload, cluster_filter, unclustered_filter
@@ -346,3 +348,31 @@ def test_cli_once_and_full(tmp_path, data):
     assert full.exit_code == 0 and json.loads(full.stdout)["full"]
     missing = run(main, ["sync", "nope", "--once", *store])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_scoring_only_possible_parents_gives_the_decoders_parents(seed):
+    """A pass scores its rows' neighbours only until it meets a denser one; the parents must be those
+    of decoding with every density known, and far fewer rows may be scored than all."""
+    rng = np.random.RandomState(seed)
+    n, k, tau = 400, 10, 0.5
+    nbr = np.array([rng.choice(np.delete(np.arange(n), i), k, replace=False) for i in range(n)])
+    link = rng.rand(n, k).astype(np.float32)
+    link[:, :3] = np.round(link[:, :3], 1)  # ties in link, broken by position as decode_level does
+    truth = rng.rand(n).astype(np.float32)
+    rows = np.sort(rng.choice(n, 60, replace=False))
+    density = np.full(n, np.nan, np.float32)
+    density[rows] = truth[rows]
+    scored = []
+
+    def score(r):
+        assert np.isnan(density[r]).all()  # never twice
+        density[r] = truth[r]
+        scored.extend(r.tolist())
+
+    _score_parents(score, nbr[rows], link[rows], density, rows, tau)
+    masked = np.zeros_like(link)
+    masked[rows] = link[rows]
+    np.testing.assert_array_equal(decode_level(nbr, masked, density, tau)[rows],
+                                  decode_level(nbr, masked, truth, tau)[rows])
+    assert len(scored) < len(np.setdiff1d(nbr[rows][link[rows] > tau], rows))
