@@ -100,7 +100,7 @@ class Daemon:
         # Rewriting every payload moves the points out of the indexed segments on the embedded store
         # (copy-on-write), which would leave the next passes' neighbour queries as full scans.
         self.col.prepare_knn()
-        _, labels = self.labels.load(self.col, batch_size=o.batch_size)  # the next passes read no labels
+        labels = self.labels.load(self.col, batch_size=o.batch_size)  # the next passes read no labels
         state = load_state(self.col)
         top = int(labels.max(initial=-1))
         nxt = max(state.next_fresh_id, top + 1) if top >= FRESH_ID_START else state.next_fresh_id

@@ -46,7 +46,7 @@ from .model_card import ModelCard
 from .runtime import OnnxScorer
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, cluster_filter, unclustered_filter
 from .stores.base import Collection
-from .sync import stored_unit_vectors
+from .sync import scroll_lander, stored_unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -235,22 +235,18 @@ class LabelCache:
         self.labels.clear()
         self.members.clear()
 
-    def load(self, col: Collection, *, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """Cache every stored label (after a full sync); returns (point ids, cluster ids) like
-        :func:`~qdrant_lander.sync.read_labels` (unsorted, -1 where a point has no label)."""
+    def load(self, col: Collection, *, batch_size: int = 1024) -> np.ndarray:
+        """Cache every stored label (after a full sync); returns the cluster id of every point (-1
+        where a point has none), in scroll order."""
         self.clear()
-        ids, clusters = [], []
-        for batch in col.scroll(batch_size=batch_size, vectors=False, payload=[KEY]):
-            ids.append(batch.ids)
-            for pid, p in zip(batch.ids.tolist(), batch.payloads):
-                value = p.get(KEY)
+        clusters = []
+        for ids, values in scroll_lander(col, batch_size=batch_size):
+            for pid, value in zip(ids.tolist(), values):
                 if value:
                     label = Label.of(value)
                     self.put(pid, label)
                 clusters.append(label.cluster if value else -1)
-        if not ids:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        return np.concatenate(ids), np.asarray(clusters, dtype=np.int64)
+        return np.asarray(clusters, dtype=np.int64)
 
 
 def sync_state(col: Collection) -> SyncState:

@@ -252,12 +252,18 @@ def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dic
     return col
 
 
+def scroll_lander(col: Collection, *, batch_size: int = 1024) -> Iterator[tuple[np.ndarray, list[dict | None]]]:
+    """Every point's id with its ``lander`` value (None where it has none), a batch at a time."""
+    for batch in col.scroll(batch_size=batch_size, vectors=False, payload=[KEY]):
+        yield batch.ids, [p.get(KEY) or None for p in batch.payloads]
+
+
 def read_labels(col: Collection, *, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Point ids (ascending) and their cluster id, -1 where a point has none."""
     ids, labels = [], []
-    for batch in col.scroll(batch_size=batch_size, vectors=False, payload=[KEY]):
-        ids.append(batch.ids)
-        labels.append([int((p.get(KEY) or {}).get("cluster", -1)) for p in batch.payloads])
+    for batch_ids, values in scroll_lander(col, batch_size=batch_size):
+        ids.append(batch_ids)
+        labels.append([int(v.get("cluster", -1)) if v else -1 for v in values])
     if not ids:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     ids_a, labels_a = np.concatenate(ids), np.concatenate(labels).astype(np.int64)
