@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
@@ -26,6 +26,7 @@ from ..decode import DecodeSettings
 from ..errors import InputError, ModelError
 from ..features import EDGE_FEATURES, STRUCTURE_NODE_FEATURES, NodeMode
 from ..model_card import ModelCard, check_format
+from ..synthetic import generate, random_spec
 from .episodes import CandidateNeighbours, sample_episode
 from .evaluate import TorchScorer, level0_diagnostics
 from .model import Head, LanderNet, NetConfig
@@ -48,7 +49,12 @@ class TrainConfig(BaseModel):
     head: Head = "relative"
     hidden: int = Field(64, gt=0)
     layers: int = Field(1, ge=0)
-    steps: int = Field(400, gt=0, description="Training episodes (one gradient step each)")
+    steps: int = Field(400, ge=0, description="Training episodes (one gradient step each) on the labeled data")
+    pretrain_steps: int = Field(0, ge=0, description="Episodes on synthetic labeled sets before the labeled ones "
+                                "(0 = none): unlimited classes of every size, spread and density")
+    pretrain_sets: int = Field(8, ge=1, description="Synthetic sets drawn for pre-training, each with random "
+                               "generator settings (qdrant_lander.synthetic.random_spec)")
+    pretrain_points: int = Field(3000, ge=20, description="Points in each synthetic set")
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     density_weight: float = Field(1.0, ge=0, description="Weight of the density MSE next to the link loss")
@@ -77,6 +83,14 @@ class TrainConfig(BaseModel):
     max_levels: int = Field(10, ge=1)
     seed: int = 0
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None = torch's default)")
+
+    @model_validator(mode="after")
+    def _some_steps(self) -> TrainConfig:
+        if self.steps + self.pretrain_steps == 0:
+            raise ValueError("steps and pretrain_steps are both 0: nothing would be trained")
+        if self.pretrain_steps and self.node_mode != "structure":
+            raise ValueError("pretrain_steps needs node_mode='structure': the synthetic sets have their own dimensions")
+        return self
 
 
 @dataclass
@@ -182,31 +196,19 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     held_masks = [_split_classes(b, config.heldout_fraction, rng) for b in ys]
     pools = [CandidateNeighbours(np.ascontiguousarray(a[~m])) for a, m in zip(xs, held_masks)]
     pool_y = [b[~m] for b, m in zip(ys, held_masks)]
-    weights = np.full(len(pools), 1.0 / len(pools))  # sets weigh equally, whatever their number of classes
 
     node_dim = len(STRUCTURE_NODE_FEATURES) if config.node_mode == "structure" else 2 * xs[0].shape[1]
     net = LanderNet(NetConfig(node_mode=config.node_mode, node_dim=node_dim, edge_dim=len(EDGE_FEATURES),
                               hidden=config.hidden, layers=config.layers, head=config.head))
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
     losses: list[float] = []
-    bar = tqdm(range(config.steps), desc="meta-training", disable=not progress, unit="episode")
-    net.train()
-    for step in bar:
-        d = int(rng.choice(len(pools), p=weights))
-        own = step >= config.steps // 3 and rng.random_sample() < config.self_decode
-        batch = sample_episode(pools[d], pool_y[d], rng, class_fraction=config.class_fraction,
-                               scorer=TorchScorer(net) if own else None,
-                               k_choices=config.k_choices, node_mode=config.node_mode,
-                               max_levels=config.train_levels, max_points=config.max_points,
-                               class_size_fraction=config.class_size_fraction)
-        loss = episode_loss(net, batch, config)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    if config.pretrain_steps:
+        # Its own random stream: the labeled episodes that follow are drawn as without pre-training.
+        syn_rng = np.random.RandomState([config.seed, 1])
+        sets = [generate(random_spec(syn_rng, config.pretrain_points)) for _ in range(config.pretrain_sets)]
+        losses += _fit(net, [CandidateNeighbours(a) for a, _ in sets], [b for _, b in sets], config.pretrain_steps,
+                       config, syn_rng, "pre-training (synthetic)", progress)
+    if config.steps:
+        losses += _fit(net, pools, pool_y, config.steps, config, rng, "meta-training", progress)
     net.eval()
     train_s = time.perf_counter() - t0
 
@@ -242,6 +244,33 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     log.info("trained %s in %.1fs: tau=%.2f k=%d support=%.1f tau_bias=%s held-out Fp=%.3f", name, train_s, best.tau,
              best.k, best.min_support, best.tau_bias, best.fp)
     return TrainedModel(net=net, card=card, config=config, decode_grid=[c for g in grids for c in g], losses=losses)
+
+
+def _fit(net: LanderNet, pools: list[CandidateNeighbours], pool_y: list[np.ndarray], steps: int, config: TrainConfig,
+         rng: np.random.RandomState, desc: str, progress: bool) -> list[float]:
+    """``steps`` episodes on ``pools`` (each drawn as often as the others) with a fresh Adam and cosine decay."""
+    weights = np.full(len(pools), 1.0 / len(pools))  # sets weigh equally, whatever their number of classes
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    losses: list[float] = []
+    bar = tqdm(range(steps), desc=desc, disable=not progress, unit="episode")
+    net.train()
+    for step in bar:
+        d = int(rng.choice(len(pools), p=weights))
+        own = step >= steps // 3 and rng.random_sample() < config.self_decode
+        batch = sample_episode(pools[d], pool_y[d], rng, class_fraction=config.class_fraction,
+                               scorer=TorchScorer(net) if own else None,
+                               k_choices=config.k_choices, node_mode=config.node_mode,
+                               max_levels=config.train_levels, max_points=config.max_points,
+                               class_size_fraction=config.class_size_fraction)
+        loss = episode_loss(net, batch, config)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    return losses
 
 
 def _combine(grids: list[list[DecodeChoice]]) -> DecodeChoice:
