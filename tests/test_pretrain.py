@@ -95,14 +95,17 @@ def test_pretraining_then_labeled_steps(omni):
     plain = train(*omni, TrainConfig(**TINY, steps=20), progress=False)
     both = train(*omni, TrainConfig(**TINY, steps=20, pretrain_steps=20), progress=False)
     again = train(*omni, TrainConfig(**TINY, steps=20, pretrain_steps=20), progress=False)
-    assert len(both.losses) == 40
-    a, b, c = plain.net.state_dict(), both.net.state_dict(), again.net.state_dict()
+    mixed = train(*omni, TrainConfig(**TINY, steps=20, pretrain_steps=20, pretrain_mix=0.5), progress=False)
+    assert len(both.losses) == 40 and len(mixed.losses) == 40
+    a, b, c, m = (model.net.state_dict() for model in (plain, both, again, mixed))
     assert all(torch.equal(b[key], c[key]) for key in b)
     assert not all(torch.equal(a[key], b[key]) for key in a)
+    assert not all(torch.equal(m[key], b[key]) for key in b)
 
 
 def test_config_rejects_nothing_to_train_and_embedding_pretraining():
     with pytest.raises(ValidationError, match="nothing would be trained"):
         TrainConfig(steps=0)
-    with pytest.raises(ValidationError, match="structure"):
-        TrainConfig(pretrain_steps=10, node_mode="embedding")
+    for extra in ({"pretrain_steps": 10}, {"pretrain_mix": 0.3}):
+        with pytest.raises(ValidationError, match="structure"):
+            TrainConfig(**extra, node_mode="embedding")

@@ -55,6 +55,8 @@ class TrainConfig(BaseModel):
     pretrain_sets: int = Field(8, ge=1, description="Synthetic sets drawn for pre-training, each with random "
                                "generator settings (qdrant_lander.synthetic.random_spec)")
     pretrain_points: int = Field(3000, ge=20, description="Points in each synthetic set")
+    pretrain_mix: float = Field(0.0, ge=0, lt=1, description="Share of the labeled steps' episodes drawn from the "
+                                "synthetic sets instead (0 = none), so a small labeled set cannot undo pre-training")
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     density_weight: float = Field(1.0, ge=0, description="Weight of the density MSE next to the link loss")
@@ -88,8 +90,9 @@ class TrainConfig(BaseModel):
     def _some_steps(self) -> TrainConfig:
         if self.steps + self.pretrain_steps == 0:
             raise ValueError("steps and pretrain_steps are both 0: nothing would be trained")
-        if self.pretrain_steps and self.node_mode != "structure":
-            raise ValueError("pretrain_steps needs node_mode='structure': the synthetic sets have their own dimensions")
+        if (self.pretrain_steps or self.pretrain_mix) and self.node_mode != "structure":
+            raise ValueError("pretrain_steps and pretrain_mix need node_mode='structure': the synthetic sets have "
+                             "their own dimensions")
         return self
 
 
@@ -201,14 +204,21 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     net = LanderNet(NetConfig(node_mode=config.node_mode, node_dim=node_dim, edge_dim=len(EDGE_FEATURES),
                               hidden=config.hidden, layers=config.layers, head=config.head))
     losses: list[float] = []
-    if config.pretrain_steps:
+    weights = np.full(len(pools), 1.0 / len(pools))  # sets weigh equally, whatever their number of classes
+    if config.pretrain_steps or config.pretrain_mix:
         # Its own random stream: the labeled episodes that follow are drawn as without pre-training.
         syn_rng = np.random.RandomState([config.seed, 1])
         sets = [generate(random_spec(syn_rng, config.pretrain_points)) for _ in range(config.pretrain_sets)]
-        losses += _fit(net, [CandidateNeighbours(a) for a, _ in sets], [b for _, b in sets], config.pretrain_steps,
-                       config, syn_rng, "pre-training (synthetic)", progress)
+        syn_pools, syn_y = [CandidateNeighbours(a) for a, _ in sets], [b for _, b in sets]
+        syn_weights = np.full(len(sets), 1.0 / len(sets))
+        if config.pretrain_steps:
+            losses += _fit(net, syn_pools, syn_y, syn_weights, config.pretrain_steps, config, syn_rng,
+                           "pre-training (synthetic)", progress)
+        if config.pretrain_mix:
+            pools, pool_y = pools + syn_pools, pool_y + syn_y
+            weights = np.concatenate([(1 - config.pretrain_mix) * weights, config.pretrain_mix * syn_weights])
     if config.steps:
-        losses += _fit(net, pools, pool_y, config.steps, config, rng, "meta-training", progress)
+        losses += _fit(net, pools, pool_y, weights, config.steps, config, rng, "meta-training", progress)
     net.eval()
     train_s = time.perf_counter() - t0
 
@@ -246,10 +256,10 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     return TrainedModel(net=net, card=card, config=config, decode_grid=[c for g in grids for c in g], losses=losses)
 
 
-def _fit(net: LanderNet, pools: list[CandidateNeighbours], pool_y: list[np.ndarray], steps: int, config: TrainConfig,
-         rng: np.random.RandomState, desc: str, progress: bool) -> list[float]:
-    """``steps`` episodes on ``pools`` (each drawn as often as the others) with a fresh Adam and cosine decay."""
-    weights = np.full(len(pools), 1.0 / len(pools))  # sets weigh equally, whatever their number of classes
+def _fit(net: LanderNet, pools: list[CandidateNeighbours], pool_y: list[np.ndarray], weights: np.ndarray, steps: int,
+         config: TrainConfig, rng: np.random.RandomState, desc: str, progress: bool) -> list[float]:
+    """``steps`` episodes, each on a set drawn from ``pools`` with probabilities ``weights``, with a fresh Adam
+    and cosine decay."""
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     losses: list[float] = []
