@@ -58,7 +58,7 @@ def generate(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray]:
     """``(x float32 [n, dim] unit rows, y int64 [n])``, rows shuffled, deterministic in ``spec``."""
     n, dim = spec.n, spec.dim
     rng = np.random.default_rng(spec.seed)
-    extra = np.random.default_rng([spec.seed, 1])  # superclasses and low-rank noise draw apart: the base stays as it was
+    extra = np.random.default_rng([spec.seed, 1])  # superclasses and low-rank noise: the base draws stay as they were
     sizes = power_law_sizes(n, alpha=spec.alpha, min_size=spec.min_size, rng=rng)
     y = np.repeat(np.arange(sizes.size), sizes)
     centres = _unit(rng.normal(size=(sizes.size, dim)).astype(np.float32))
@@ -74,7 +74,7 @@ def generate(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray]:
         e = min(s + 65536, n)
         x[s:e] = centres[y[s:e]] + iso[y[s:e], None] * rng.standard_normal((e - s, dim), dtype=np.float32)
     if spec.noise_rank and spec.anisotropy:
-        low = (norm * np.sqrt(spec.anisotropy / spec.noise_rank)).astype(np.float32)  # norm ~ norm * sqrt(anisotropy)
+        low = (norm * np.sqrt(spec.anisotropy / spec.noise_rank)).astype(np.float32)  # low-rank norm ~ norm * sqrt(a)
         for c, (s, e) in enumerate(zip(np.cumsum(sizes) - sizes, np.cumsum(sizes))):  # y is sorted here
             basis = _unit(extra.normal(size=(spec.noise_rank, dim)).astype(np.float32))
             x[s:e] += low[c] * (extra.standard_normal((e - s, spec.noise_rank), dtype=np.float32) @ basis)
