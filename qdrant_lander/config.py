@@ -34,7 +34,8 @@ class Settings(BaseModel):
     api_key: SecretStr | None = Field(None, description="Qdrant API key (never printed or logged).")
     path: Path = Field(Path("./qdrant_data"), description="Directory of the embedded (Qdrant Edge) store.")
     collection: str | None = Field(None, description="Collection to work on when a command takes none.")
-    model: Path | None = Field(None, description="ONNX model file; unset = the model shipped in the package.")
+    model: Path | None = Field(None, description="ONNX model file or model directory (e.g. from `calibrate`); unset = "
+                               "the model shipped in the package.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
     threads: int | None = Field(None, ge=1, description="CPU threads for the model; unset = onnxruntime's choice.")
     interval: float = Field(5.0, gt=0, description="Seconds between incremental passes in watch mode.")

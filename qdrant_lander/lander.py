@@ -7,15 +7,16 @@ is delegated to :mod:`qdrant_lander.training`, which is the only place torch is 
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .decode import ClusterResult, cluster_hierarchy
-from .errors import InputError, MissingExtraError
+from .errors import InputError, MissingExtraError, ModelError
 from .knn import KnnGraph, knn_graph
-from .model_card import ModelCard
+from .model_card import CARD_FILE, ONNX_FILE, ModelCard
 from .runtime import OnnxScorer
 from .validate import check_embeddings, check_labels
 
@@ -37,11 +38,16 @@ class Lander:
     @property
     def scorer(self) -> OnnxScorer:
         if self._scorer is None:
-            path = self.model
-            if path is not None and Path(path).is_dir():
-                path = Path(path) / "model.onnx"
+            path, card = self.model, None
+            if path is not None and Path(path).is_dir():  # a model directory: its card.json is the card in force
+                path, card_file = Path(path) / ONNX_FILE, Path(path) / CARD_FILE
+                if card_file.is_file():
+                    try:
+                        card = ModelCard.model_validate_json(card_file.read_text())
+                    except ValueError as e:
+                        raise ModelError(f"{card_file} is not a readable model card: {e}") from e
             self._scorer = (OnnxScorer.default(device=self.device, threads=self.threads) if path is None
-                            else OnnxScorer(path, device=self.device, threads=self.threads))
+                            else OnnxScorer(path, device=self.device, threads=self.threads, card=card))
         return self._scorer
 
     @property
@@ -75,6 +81,37 @@ class Lander:
         trained.save(out)
         self.model, self._scorer = out, None
         return self
+
+    def calibrate(self, x: np.ndarray, y: np.ndarray, *, out_dir: str | Path) -> Lander:
+        """Choose this model's decoding (k, tau, early stop, merge support) on a labeled sample of the
+        space you will cluster, and write a model directory that uses it (same weights).
+
+        A model's links transfer to embedding spaces it was not trained on far better than its tau
+        does: the default model's tau, chosen on its training domains, merges a face collection it
+        never saw into one cluster, while the same links at tau 0.95 match a Leiden tuned on faces
+        (benchmarks/RESULTS.md). A few dozen labeled classes of your own fix the tau; no torch, no
+        training. The grid is the trainer's (:mod:`qdrant_lander.training.tau`).
+        """
+        from .training.tau import DECODE_K, MIN_MERGE_RATIOS, MIN_SUPPORTS, TAUS, choose_decoding
+
+        card = self.card
+        x = check_embeddings(x, min_points=3, dim=card.input_dim if card.input_dim != "any" else None)
+        y = check_labels(y, len(x))
+        if np.unique(y).size < 2:
+            raise InputError("calibration needs at least 2 classes in the labels")
+        best, _ = choose_decoding(self.scorer, x, y, node_mode=card.node_mode, k_choices=list(DECODE_K),
+                                  taus=list(TAUS), min_merge_ratios=list(MIN_MERGE_RATIOS),
+                                  min_supports=list(MIN_SUPPORTS), max_levels=card.max_levels)
+        calibrated = card.model_copy(update={
+            "k": best.k, "tau": best.tau, "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
+            "tau_bias": None, "notes": {**card.notes, "calibrated_fp": round(best.fp, 4), "calibrated_points": float(len(x)),
+                                        "calibrated_classes": float(np.unique(y).size)}})
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.scorer.path.resolve() != (out / ONNX_FILE).resolve():
+            shutil.copyfile(self.scorer.path, out / ONNX_FILE)
+        (out / CARD_FILE).write_text(calibrated.model_dump_json(indent=2) + "\n")
+        return Lander(out, device=self.device, threads=self.threads)
 
     def predict(self, x: np.ndarray) -> ClusterResult:
         """Cluster an array of embeddings [N, D] (any scale; rows are L2-normalised here)."""

@@ -10,6 +10,7 @@ from .decode import DecodeSettings
 from .errors import ModelError
 
 FORMAT_VERSION = 2  # 2: similarity features standardised per level (format-1 weights read raw cosines)
+CARD_FILE, ONNX_FILE = "card.json", "model.onnx"  # in a model directory (its card.json is the card in force)
 
 
 class ModelCard(DecodeSettings):

@@ -98,12 +98,13 @@ class OnnxScorer:
 
     ``device``: ``cpu``, ``cuda`` (an error if no GPU can be used) or ``auto`` (CUDA only if the
     session really got it). ``threads`` sets onnxruntime's intra-op threads (default: its own
-    choice, one per physical core). ``chunk_edges`` bounds how many edges one run touches.
+    choice, one per physical core). ``chunk_edges`` bounds how many edges one run touches. ``card``
+    replaces the file's card (same model, other decoding settings, e.g. from ``Lander.calibrate``).
     ``provider`` says which execution provider is in use.
     """
 
     def __init__(self, path: str | Path, device: Device = "auto", threads: int | None = None,
-                 chunk_edges: int = DEFAULT_CHUNK_EDGES) -> None:
+                 chunk_edges: int = DEFAULT_CHUNK_EDGES, card: ModelCard | None = None) -> None:
         if chunk_edges < 1:
             raise InputError(f"chunk_edges must be at least 1, got {chunk_edges}")
         self.path = Path(path)
@@ -111,6 +112,13 @@ class OnnxScorer:
         self._session, self.provider = _session(self._ort, self.path, device, threads)
         self._device = "cuda" if self.provider == CUDA else "cpu"
         self.card = _card(self._session.get_modelmeta().custom_metadata_map, self.path)
+        if card is not None:  # the same weights with other decoding settings (a calibrated model directory)
+            check_format(card, self.path)
+            fixed = ("name", "node_mode", "head", "input_dim")
+            if any(getattr(card, f) != getattr(self.card, f) for f in fixed):
+                raise ModelError(f"the card given for {self.path} describes another model ({', '.join(fixed)} must "
+                                 f"match the file's: {[getattr(self.card, f) for f in fixed]})")
+            self.card = card
         self._stages: list[dict] = json.loads(self._session.get_modelmeta().custom_metadata_map[STAGES_KEY])
         self.chunk_edges = chunk_edges
         # every input has a default (see onnx_export), so onnxruntime lists them as overridable initializers

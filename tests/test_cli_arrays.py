@@ -97,3 +97,46 @@ def test_model_for_another_dimension_is_refused(slices, tmp_path):
     assert lander.card.input_dim == 64
     with pytest.raises(InputError, match="trained for dimension 64"):
         lander.predict(np.random.default_rng(0).normal(size=(50, 32)))
+
+
+def test_calibrate_chooses_the_decoding_on_the_labels_and_the_directory_uses_it(slices, model_dir, tmp_path):
+    """`calibrate` picks k/tau/support on the given labeled sample (the trainer's grid and rule) and
+    writes a model directory whose card every command then uses; the weights are the same file."""
+    from qdrant_lander import Lander
+    from qdrant_lander.training import tau as grid
+
+    out = tmp_path / "calibrated"
+    result = CliRunner().invoke(main, ["calibrate", str(slices / "xte.npy"), str(slices / "yte.npy"), "--out",
+                                       str(out), "--model", str(model_dir / "model.onnx"), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    card = json.loads(result.stdout)
+    before = Lander(model_dir / "model.onnx", device="cpu")
+    x, y = np.load(slices / "xte.npy"), np.load(slices / "yte.npy")
+    want, _ = grid.choose_decoding(before.scorer, x / np.linalg.norm(x, axis=1, keepdims=True), y,
+                                   node_mode=before.card.node_mode, k_choices=list(grid.DECODE_K), taus=list(grid.TAUS),
+                                   min_merge_ratios=list(grid.MIN_MERGE_RATIOS), min_supports=list(grid.MIN_SUPPORTS),
+                                   max_levels=before.card.max_levels)
+    assert (card["k"], card["tau"], card["min_support"]) == (want.k, want.tau, want.min_support)
+    assert card["notes"]["calibrated_points"] == 200 and card["notes"]["calibrated_fp"] == round(want.fp, 4)
+    assert (out / "model.onnx").read_bytes() == (model_dir / "model.onnx").read_bytes()
+    after = Lander(out, device="cpu")
+    assert after.card.tau == want.tau and after.predict(x).tau == want.tau
+    pred = CliRunner().invoke(main, ["eval", str(slices / "xte.npy"), str(slices / "yte.npy"), "--model", str(out),
+                                     "--json"])
+    assert pred.exit_code == 0 and json.loads(pred.stdout)["fp"] == pytest.approx(want.fp, abs=1e-9)
+
+
+def test_a_card_for_another_model_is_refused(slices, model_dir, tmp_path):
+    import shutil
+
+    from qdrant_lander import Lander
+    from qdrant_lander.errors import ModelError
+
+    shutil.copytree(model_dir, tmp_path / "m")
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    (tmp_path / "m" / "card.json").write_text(json.dumps({**card, "name": "someone-else"}))
+    result = CliRunner().invoke(main, ["cluster", str(slices / "xte.npy"), "--out", str(tmp_path / "o.npy"),
+                                       "--model", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "describes another model" in result.output
+    with pytest.raises(ModelError, match="describes another model"):
+        Lander(tmp_path / "m", device="cpu").card

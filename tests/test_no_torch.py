@@ -80,3 +80,15 @@ def test_cluster_cli_without_torch(tmp_path_factory, tmp_path, blobs):
     assert summary["points"] == 120 and summary["provider"] == "CPUExecutionProvider"
     labels = np.load(out)
     assert labels.shape == (120,) and set(labels) <= set(range(120))
+
+
+def test_calibrate_cli_without_torch(tmp_path_factory, tmp_path, blobs):
+    _, model = exported(tmp_path_factory)
+    labels = tmp_path / "y.npy"
+    np.save(labels, np.repeat(np.arange(3), 40))
+    code = BLOCK + "from qdrant_lander.cli import main; main()"
+    done = _python(code, "calibrate", str(blobs), str(labels), "--out", str(tmp_path / "cal"), "--model", str(model),
+                   "--device", "cpu", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["notes"]["calibrated_classes"] == 3
+    assert (tmp_path / "cal" / "model.onnx").is_file() and (tmp_path / "cal" / "card.json").is_file()

@@ -1,4 +1,4 @@
-"""Commands on arrays: train, cluster, eval, export."""
+"""Commands on arrays: train, calibrate, cluster, eval, export."""
 
 from __future__ import annotations
 
@@ -73,6 +73,36 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
     else:
         tau = f"tau={card.tau:.3f}" if card.tau_bias is None else f"tau chosen per dataset (bias {card.tau_bias})"
         click.echo(f"model '{card.name}' written to {out_dir} ({tau}, k={card.k}, max_levels={card.max_levels})")
+
+
+@main.command()
+@click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model directory to write (model.onnx + the calibrated card.json); pass it as --model.")
+@_model_options
+@click.option("--json", "as_json", is_flag=True, help="Print the calibrated model card as JSON.")
+def calibrate(embeddings: Path, labels: Path, out_dir: Path, model: Path | None, device: str, threads: int | None,
+              as_json: bool) -> None:
+    """Fit a model's tau (and k, merge support) to your embedding space with a few labeled points.
+
+    EMBEDDINGS is a float32 .npy [N, D] from the space you will cluster, LABELS an int .npy [N]: a
+    few dozen classes are enough. The model's weights stay as they are; only its decoding settings
+    are chosen, on your labels, and written with a copy of the model to --out. Use it when the model
+    (e.g. the default one) was not trained on your kind of data: its links usually transfer, its tau
+    often does not. Needs no torch.
+    """
+    y = load_npy(labels, "labels")
+    before = _lander(model, device, threads)
+    after = before.calibrate(load_npy(embeddings, "embeddings"), y, out_dir=out_dir)
+    card = after.card
+    if as_json:
+        click.echo(card.model_dump_json(indent=2))
+    else:
+        click.echo(f"model '{card.name}' calibrated on {int(card.notes['calibrated_points'])} points of "
+                   f"{int(card.notes['calibrated_classes'])} classes: tau {before.card.tau} -> {card.tau}, "
+                   f"k {before.card.k} -> {card.k}, merge support {card.min_support} (Fp on the sample "
+                   f"{card.notes['calibrated_fp']:.3f}); written to {out_dir}, use --model {out_dir}")
 
 
 @main.command()

@@ -17,6 +17,13 @@ from ..knn import knn_graph
 from ..metrics import score
 
 
+DECODE_K = (10, 20, 30)
+TAUS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
+MIN_MERGE_RATIOS = (0.0, 0.05)
+MIN_SUPPORTS = (0.0, 1.0, 2.0)
+"""The grid the trainer (``TrainConfig`` defaults) and :meth:`~qdrant_lander.lander.Lander.calibrate` search."""
+
+
 class DecodeChoice(DecodeSettings):
     """One decoding setting and how it scored on the held-out classes."""
 

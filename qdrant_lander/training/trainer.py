@@ -25,18 +25,17 @@ from tqdm.auto import tqdm
 from ..decode import DecodeSettings
 from ..errors import InputError, ModelError
 from ..features import EDGE_FEATURES, STRUCTURE_NODE_FEATURES, NodeMode
-from ..model_card import ModelCard, check_format
+from ..model_card import CARD_FILE, ONNX_FILE, ModelCard, check_format
 from ..synthetic import generate, random_spec
 from .episodes import CandidateNeighbours, sample_episode
 from .evaluate import TorchScorer, level0_diagnostics
 from .model import Head, LanderNet, NetConfig
-from .tau import DecodeChoice, choose_decoding, choose_tau_bias, pick
+from .tau import (DECODE_K, MIN_MERGE_RATIOS, MIN_SUPPORTS, TAUS, DecodeChoice, choose_decoding, choose_tau_bias,
+                  pick)
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
-CARD_FILE = "card.json"
-ONNX_FILE = "model.onnx"
 
 
 class TrainConfig(BaseModel):
@@ -73,10 +72,10 @@ class TrainConfig(BaseModel):
                                "episodes is decoded by the model being trained (at a random tau) instead of the "
                                "ground truth, so levels >= 1 look like the ones it will decode")
     heldout_fraction: float = Field(0.25, gt=0, lt=1, description="Training classes kept back to choose tau")
-    decode_k: list[int] = Field([10, 20, 30], min_length=1, description="k values tried when choosing the decoding")
-    taus: list[float] = Field([round(t, 2) for t in np.arange(0.05, 1.0, 0.05)], min_length=1)
-    min_merge_ratios: list[float] = Field([0.0, 0.05], min_length=1)
-    min_supports: list[float] = Field([0.0, 1.0, 2.0], min_length=1, description="Merge supports tried when choosing "
+    decode_k: list[int] = Field(list(DECODE_K), min_length=1, description="k values tried when choosing the decoding")
+    taus: list[float] = Field(list(TAUS), min_length=1)
+    min_merge_ratios: list[float] = Field(list(MIN_MERGE_RATIOS), min_length=1)
+    min_supports: list[float] = Field(list(MIN_SUPPORTS), min_length=1, description="Merge supports tried when choosing "
                                       "the decoding (strong point links per point of the smaller supernode)")
     tau_biases: list[float] = Field([], description="Models trained on several labeled sets: agreement biases to try "
                                     "for a tau chosen per dataset without labels, e.g. [-2,-1,-0.5,0,0.5,1,2] (kept only "

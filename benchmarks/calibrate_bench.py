@@ -1,0 +1,70 @@
+"""Calibration: a model's own decoding settings against settings chosen on a few labeled classes of the target space.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.calibrate_bench [--model M] [--tasks clinc75,omniglot,lfw]
+        [--classes 20] [--seeds 0 1 2] [--json]
+
+For each task: the model clusters the test part once with its card (what a user without labels
+gets), then ``Lander.calibrate`` chooses k / tau / merge support on ``--classes`` whole classes of
+the task's *train* part (same embedding space, classes disjoint from the test part; one draw per
+seed) and the test part is clustered again with each calibrated card. Nothing looks at test labels
+except the scoring. ``--model`` takes an ONNX file or model directory (default: the shipped model),
+e.g. a leave-one-domain-out model to see what a few labels of the left-out domain give.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from benchmarks.tasks import TASKS, subsample_classes
+from qdrant_lander import Lander
+from qdrant_lander.metrics import score
+
+
+def _scored(lander: Lander, x: np.ndarray, y: np.ndarray) -> dict:
+    res = lander.predict(x)
+    s = score(y, res.labels)
+    return {"k": lander.card.k, "tau": res.tau, "support": lander.card.min_support, "fp": round(s.fp, 4),
+            "fb": round(s.fb, 4), "clusters": s.n_clusters}
+
+
+@click.command()
+@click.option("--model", default=None, help="ONNX file or model directory (default: the shipped model).")
+@click.option("--tasks", default="clinc75,omniglot,lfw", show_default=True,
+              help="Tasks whose train and test parts share one embedding space.")
+@click.option("--classes", default=20, show_default=True, help="Labeled classes of the train part to calibrate on.")
+@click.option("--seeds", multiple=True, type=int, default=(0, 1, 2), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def main(model: str | None, tasks: str, classes: int, seeds: tuple[int, ...], as_json: bool) -> None:
+    base = Lander(model, device="cpu", threads=1)
+    rows = []
+    for name in tasks.split(","):
+        task = TASKS[name]()
+        row = {"task": name, "model": base.card.name, "card": _scored(base, task.test.x, task.test.y), "calibrated": []}
+        for seed in seeds:
+            part = subsample_classes(task.train, classes, seed=seed)
+            with tempfile.TemporaryDirectory() as d:
+                t0 = time.perf_counter()
+                calibrated = base.calibrate(part.x, part.y, out_dir=Path(d))
+                seconds = time.perf_counter() - t0
+                row["calibrated"].append({"seed": seed, "points": len(part.x), "seconds": round(seconds, 1),
+                                          **_scored(calibrated, task.test.x, task.test.y)})
+        row["calibrated_mean"] = {m: round(float(np.mean([c[m] for c in row["calibrated"]])), 4) for m in ("fp", "fb")}
+        rows.append(row)
+        if not as_json:
+            c = row["card"]
+            click.echo(f"{name}: card k {c['k']} tau {c['tau']} -> Fp/Fb {c['fp']:.3f} / {c['fb']:.3f}; calibrated on "
+                       f"{classes} classes: " + ", ".join(f"tau {r['tau']} k {r['k']} -> {r['fp']:.3f} / {r['fb']:.3f} "
+                                                          f"({r['points']} pts, {r['seconds']} s)" for r in row["calibrated"])
+                       + f"; mean {row['calibrated_mean']['fp']:.3f} / {row['calibrated_mean']['fb']:.3f}")
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
