@@ -1,7 +1,7 @@
 """Calibration: a model's own decoding settings against settings chosen on a few labeled classes of the target space.
 
     OMP_NUM_THREADS=1 python -m benchmarks.calibrate_bench [--model M] [--tasks clinc75,omniglot,lfw]
-        [--classes 20] [--seeds 0 1 2] [--json]
+        [--classes 20] [--seeds 0 1 2] [--baselines leiden-cpm,hdbscan] [--json]
 
 For each task: the model clusters the test part once with its card (what a user without labels
 gets), then ``Lander.calibrate`` chooses k / tau / merge support on ``--classes`` whole classes of
@@ -9,6 +9,8 @@ the task's *train* part (same embedding space, classes disjoint from the test pa
 seed) and the test part is clustered again with each calibrated card. Nothing looks at test labels
 except the scoring. ``--model`` takes an ONNX file or model directory (default: the shipped model),
 e.g. a leave-one-domain-out model to see what a few labels of the left-out domain give.
+``--baselines`` tunes those methods (``benchmarks/baselines.py`` grids) on the very same samples:
+the fair comparison for a user who has those few labels.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from benchmarks.baselines import BASELINES, tune
 from benchmarks.tasks import TASKS, subsample_classes
 from qdrant_lander import Lander
 from qdrant_lander.metrics import score
@@ -39,8 +42,9 @@ def _scored(lander: Lander, x: np.ndarray, y: np.ndarray) -> dict:
               help="Tasks whose train and test parts share one embedding space.")
 @click.option("--classes", default=20, show_default=True, help="Labeled classes of the train part to calibrate on.")
 @click.option("--seeds", multiple=True, type=int, default=(0, 1, 2), show_default=True)
+@click.option("--baselines", default="", help=f"Comma-separated baselines to tune on the same samples ({', '.join(BASELINES)}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def main(model: str | None, tasks: str, classes: int, seeds: tuple[int, ...], as_json: bool) -> None:
+def main(model: str | None, tasks: str, classes: int, seeds: tuple[int, ...], baselines: str, as_json: bool) -> None:
     base = Lander(model, device="cpu", threads=1)
     rows = []
     for name in tasks.split(","):
@@ -54,14 +58,21 @@ def main(model: str | None, tasks: str, classes: int, seeds: tuple[int, ...], as
                 seconds = time.perf_counter() - t0
                 row["calibrated"].append({"seed": seed, "points": len(part.x), "seconds": round(seconds, 1),
                                           **_scored(calibrated, task.test.x, task.test.y)})
-        row["calibrated_mean"] = {m: round(float(np.mean([c[m] for c in row["calibrated"]])), 4) for m in ("fp", "fb")}
+            for method in filter(None, baselines.split(",")):
+                tuned = tune(BASELINES[method], part.x, part.y)
+                s = score(task.test.y, BASELINES[method](**tuned.params).fit_predict(task.test.x))
+                row.setdefault(method, []).append({"seed": seed, "params": tuned.params, "fp": round(s.fp, 4),
+                                                   "fb": round(s.fb, 4)})
+        for key in ["calibrated", *filter(None, baselines.split(","))]:
+            row[f"{key}_mean"] = {m: round(float(np.mean([c[m] for c in row[key]])), 4) for m in ("fp", "fb")}
         rows.append(row)
         if not as_json:
             c = row["card"]
             click.echo(f"{name}: card k {c['k']} tau {c['tau']} -> Fp/Fb {c['fp']:.3f} / {c['fb']:.3f}; calibrated on "
                        f"{classes} classes: " + ", ".join(f"tau {r['tau']} k {r['k']} -> {r['fp']:.3f} / {r['fb']:.3f} "
                                                           f"({r['points']} pts, {r['seconds']} s)" for r in row["calibrated"])
-                       + f"; mean {row['calibrated_mean']['fp']:.3f} / {row['calibrated_mean']['fb']:.3f}")
+                       + "; mean " + ", ".join(f"{key} {row[f'{key}_mean']['fp']:.3f} / {row[f'{key}_mean']['fb']:.3f}"
+                                               for key in ["calibrated", *filter(None, baselines.split(","))]))
     if as_json:
         click.echo(json.dumps(rows, indent=1))
 
