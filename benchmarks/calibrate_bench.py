@@ -36,7 +36,7 @@ def _scored(lander: Lander, x: np.ndarray, y: np.ndarray) -> dict:
             "fb": round(s.fb, 4), "clusters": s.n_clusters}
 
 
-@click.command()
+@click.command(help=__doc__)
 @click.option("--model", default=None, help="ONNX file or model directory (default: the shipped model).")
 @click.option("--tasks", default="clinc75,omniglot,lfw", show_default=True,
               help="Tasks whose train and test parts share one embedding space.")
