@@ -92,16 +92,14 @@ class Lander:
         (benchmarks/RESULTS.md). A few dozen labeled classes of your own fix the tau; no torch, no
         training. The grid is the trainer's (:mod:`qdrant_lander.training.tau`).
         """
-        from .training.tau import DECODE_K, MIN_MERGE_RATIOS, MIN_SUPPORTS, TAUS, choose_decoding
+        from .training.tau import choose_decoding
 
         card = self.card
         x = check_embeddings(x, min_points=3, dim=card.input_dim if card.input_dim != "any" else None)
         y = check_labels(y, len(x))
         if np.unique(y).size < 2:
             raise InputError("calibration needs at least 2 classes in the labels")
-        best, _ = choose_decoding(self.scorer, x, y, node_mode=card.node_mode, k_choices=list(DECODE_K),
-                                  taus=list(TAUS), min_merge_ratios=list(MIN_MERGE_RATIOS),
-                                  min_supports=list(MIN_SUPPORTS), max_levels=card.max_levels)
+        best, _ = choose_decoding(self.scorer, x, y, node_mode=card.node_mode, max_levels=card.max_levels)
         calibrated = card.model_copy(update={
             "k": best.k, "tau": best.tau, "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
             "tau_bias": None, "notes": {**card.notes, "calibrated_fp": round(best.fp, 4), "calibrated_points": float(len(x)),

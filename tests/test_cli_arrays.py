@@ -103,7 +103,7 @@ def test_calibrate_chooses_the_decoding_on_the_labels_and_the_directory_uses_it(
     """`calibrate` picks k/tau/support on the given labeled sample (the trainer's grid and rule) and
     writes a model directory whose card every command then uses; the weights are the same file."""
     from qdrant_lander import Lander
-    from qdrant_lander.training import tau as grid
+    from qdrant_lander.training.tau import choose_decoding
 
     out = tmp_path / "calibrated"
     result = CliRunner().invoke(main, ["calibrate", str(slices / "xte.npy"), str(slices / "yte.npy"), "--out",
@@ -112,10 +112,8 @@ def test_calibrate_chooses_the_decoding_on_the_labels_and_the_directory_uses_it(
     card = json.loads(result.stdout)
     before = Lander(model_dir / "model.onnx", device="cpu")
     x, y = np.load(slices / "xte.npy"), np.load(slices / "yte.npy")
-    want, _ = grid.choose_decoding(before.scorer, x / np.linalg.norm(x, axis=1, keepdims=True), y,
-                                   node_mode=before.card.node_mode, k_choices=list(grid.DECODE_K), taus=list(grid.TAUS),
-                                   min_merge_ratios=list(grid.MIN_MERGE_RATIOS), min_supports=list(grid.MIN_SUPPORTS),
-                                   max_levels=before.card.max_levels)
+    want, _ = choose_decoding(before.scorer, x / np.linalg.norm(x, axis=1, keepdims=True), y,
+                              node_mode=before.card.node_mode, max_levels=before.card.max_levels)  # the trainer's grid
     assert (card["k"], card["tau"], card["min_support"]) == (want.k, want.tau, want.min_support)
     assert card["notes"]["calibrated_points"] == 200 and card["notes"]["calibrated_fp"] == round(want.fp, 4)
     assert (out / "model.onnx").read_bytes() == (model_dir / "model.onnx").read_bytes()
@@ -139,4 +137,4 @@ def test_a_card_for_another_model_is_refused(slices, model_dir, tmp_path):
                                        "--model", str(tmp_path / "m")])
     assert result.exit_code == 2 and "describes another model" in result.output
     with pytest.raises(ModelError, match="describes another model"):
-        Lander(tmp_path / "m", device="cpu").card
+        _ = Lander(tmp_path / "m", device="cpu").card  # loading the card refuses it

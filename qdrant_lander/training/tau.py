@@ -8,6 +8,7 @@ in the model card. Nothing is tuned at inference, and nothing is tuned on the da
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,10 +35,12 @@ class DecodeChoice(DecodeSettings):
     n_levels: int
 
 
-def choose_decoding(scorer: Scorer, x: np.ndarray, y: np.ndarray, *, node_mode: NodeMode, k_choices: list[int],
-                    taus: list[float], min_merge_ratios: list[float], min_supports: list[float], max_levels: int,
+def choose_decoding(scorer: Scorer, x: np.ndarray, y: np.ndarray, *, node_mode: NodeMode, max_levels: int,
+                    k_choices: Sequence[int] = DECODE_K, taus: Sequence[float] = TAUS,
+                    min_merge_ratios: Sequence[float] = MIN_MERGE_RATIOS, min_supports: Sequence[float] = MIN_SUPPORTS,
                     tolerance: float = 0.005) -> tuple[DecodeChoice, list[DecodeChoice]]:
-    """Best setting by pairwise F on (x, y), and every setting tried; see :func:`pick`."""
+    """Best setting by pairwise F on (x, y), and every setting tried (the grid defaults to the
+    trainer's); see :func:`pick`."""
     tried: list[DecodeChoice] = []
     for k in k_choices:
         k = min(k, x.shape[0] - 1)
