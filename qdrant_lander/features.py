@@ -67,13 +67,20 @@ class LevelInputs:
     size: np.ndarray  # int64 [N]
 
 
-def _reverse_rank(nbr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _edge_keys(nbr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every edge (i, nbr[i, m]) as the key i * N + nbr[i, m], sorted, with each key's flat position
+    (whose remainder by k is its rank m): what :func:`_reverse_rank` searches."""
+    n = nbr.shape[0]
+    own = (np.arange(n)[:, None] * n + nbr).reshape(-1)
+    order = np.argsort(own)
+    return own[order], order
+
+
+def _reverse_rank(nbr: np.ndarray, edge_keys: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> np.ndarray:
     """Rank of i in j's list for every edge (i, m) of ``rows``, j = nbr[i, m]; k when i is not in j's list."""
     n, k = nbr.shape
+    sorted_keys, order = edge_keys
     keys = nbr[rows].reshape(-1) * n + np.repeat(rows, k)  # edge seen from j: (j, i)
-    own = (np.arange(n)[:, None] * n + nbr).reshape(-1)  # (i, nbr[i, m]) with its rank m
-    order = np.argsort(own)
-    sorted_keys = own[order]
     pos = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
     rank = np.where(sorted_keys[pos] == keys, order[pos] % k, k)
     return rank.reshape(len(rows), k)
@@ -142,7 +149,8 @@ def _neighbourhood_terms(nodes: NodeTerms, nbr: np.ndarray, rows: np.ndarray,
 
 @dataclass(frozen=True)
 class NodeTerms:
-    """Per-node quantities of one level: the model's node input ``x`` and what the edge features read.
+    """Per-node quantities of one level: the model's node input ``x`` and what the edge features read
+    (plus the level's sorted edge keys, so rows scored in several calls share one sort).
 
     Split from the edge features so that a caller who needs the links of a few rows only (an
     incremental pass) computes every node's input but the edges of those rows alone.
@@ -158,6 +166,7 @@ class NodeTerms:
     log_size: np.ndarray  # [N]
     centre: float  # mean of the level's similarities
     spread: float  # their standard deviation (at least MIN_SPREAD)
+    edge_keys: tuple[np.ndarray, np.ndarray]  # _edge_keys of the level's graph
 
 
 def node_terms(graph: KnnGraph, *, peak: np.ndarray, mean: np.ndarray, size: np.ndarray,
@@ -176,7 +185,7 @@ def node_terms(graph: KnnGraph, *, peak: np.ndarray, mean: np.ndarray, size: np.
     else:
         x = np.concatenate([peak, mean], axis=1)
     return NodeTerms(np.ascontiguousarray(x, dtype=np.float32), v, c, c_norm, mean_sim, first, kth, log_size,
-                     centre, spread)
+                     centre, spread, _edge_keys(graph.nbr))
 
 
 def edge_features(graph: KnnGraph, nodes: NodeTerms, rows: np.ndarray | None = None) -> np.ndarray:
@@ -186,7 +195,7 @@ def edge_features(graph: KnnGraph, nodes: NodeTerms, rows: np.ndarray | None = N
     rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     sim, nb = graph.sim[rows].astype(np.float32), nbr[rows]
     centre, spread = nodes.centre, nodes.spread
-    rank_ji = _reverse_rank(nbr, rows)
+    rank_ji = _reverse_rank(nbr, nodes.edge_keys, rows)
     j_in_i, i_in_j, centroid_cos = _neighbourhood_terms(nodes, nbr, rows)
     mean_sim, first, kth, log_size = nodes.mean_sim, nodes.first, nodes.kth, nodes.log_size
     r = len(rows)
