@@ -14,7 +14,8 @@ from qdrant_lander.training.evaluate import TorchScorer, auc
 from qdrant_lander.training.model import LanderNet
 from qdrant_lander.training.gt import GroundTruthScorer
 from qdrant_lander.training.tau import DecodeChoice, choose_tau_bias, pick
-from qdrant_lander.training.trainer import MODEL_FILE, TrainConfig, _balanced_bce, episode_loss, load_trained, train
+from qdrant_lander.training.trainer import (MODEL_FILE, TrainConfig, _balanced_bce, episode_loss, load_trained,
+                                           parent_loss, train)
 from torch_geometric.data import Batch
 
 torch.set_num_threads(1)
@@ -122,6 +123,22 @@ def test_balanced_bce_weighs_classes_equally():
     pos = torch.nn.functional.softplus(torch.tensor(-2.0))
     neg = torch.nn.functional.softplus(torch.tensor(-1.0))
     assert torch.isclose(_balanced_bce(logits, target), 0.5 * pos + 0.5 * neg)
+
+
+def test_parent_loss_scores_the_pick_among_denser_neighbours():
+    nbr = torch.tensor([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+    density = torch.tensor([0.0, 1.0, 2.0, -1.0])
+    link = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    # Node 0 picks between 1 (same class) and 2 (not); node 1's only denser neighbour is right; node 2 has
+    # none denser and node 3 no same-class one: neither counts.
+    flat = parent_loss(torch.zeros(4, 3), density, nbr, link)
+    assert torch.isclose(flat, torch.log(torch.tensor(2.0)) / 2)
+    wrong = torch.zeros(4, 3)
+    wrong[0, 1] = 10.0  # node 0 would follow its other-class neighbour
+    assert parent_loss(wrong, density, nbr, link) > 4.9
+    ignored = torch.zeros(4, 3)
+    ignored[0, 2] = ignored[2, 0] = ignored[3, 0] = 10.0  # a less dense neighbour, a peak, a node without a right parent
+    assert torch.isclose(parent_loss(ignored, density, nbr, link), flat)
 
 
 def test_auc_matches_definition():

@@ -61,6 +61,11 @@ class TrainConfig(BaseModel):
     density_weight: float = Field(1.0, ge=0, description="Weight of the density MSE next to the link loss")
     denser_edges_only: bool = Field(False, description="Link loss only on edges to a denser neighbour (GT density),"
                                                        " the only edges the decoder can follow (as in the paper)")
+    parent_weight: float = Field(0.0, ge=0, description="Weight of a parent-choice loss: -log of the softmax mass "
+                                 "(over each node's denser neighbours, by predicted density) on same-class ones, "
+                                 "i.e. train the one edge the decoder follows, not every edge alike. Off by "
+                                 "default: +0.018 Fp on LFW, +0.008 Omniglot, neutral to negative on text "
+                                 "(benchmarks/RESULTS.md)")
     k_choices: list[int] = Field([5, 10, 20], min_length=1, description="k drawn per episode")
     train_levels: int = Field(3, ge=1, description="Levels of the ground-truth hierarchy trained on per episode")
     class_fraction: tuple[float, float] = Field((0.2, 0.5), description="Share of training classes per episode")
@@ -171,7 +176,25 @@ def episode_loss(net: LanderNet, batch: Batch, config: TrainConfig) -> torch.Ten
     if config.denser_edges_only:
         n, k = batch.nbr_index.shape
         mask = batch.density.index_select(0, batch.nbr_index.reshape(-1)).reshape(n, k) > batch.density[:, None]
-    return _balanced_bce(logits, batch.link, mask) + config.density_weight * F.mse_loss(density, batch.density)
+    loss = _balanced_bce(logits, batch.link, mask) + config.density_weight * F.mse_loss(density, batch.density)
+    if config.parent_weight:
+        loss = loss + config.parent_weight * parent_loss(logits, density.detach(), batch.nbr_index, batch.link)
+    return loss
+
+
+def parent_loss(logits: torch.Tensor, density: torch.Tensor, nbr: torch.Tensor, link: torch.Tensor) -> torch.Tensor:
+    """Mean over nodes with a same-class denser neighbour of -log P(the decoder's pick is one of them), where
+    P is the softmax of the link logits over the node's denser neighbours."""
+    n, k = nbr.shape
+    denser = density.index_select(0, nbr.reshape(-1)).reshape(n, k) > density[:, None]
+    good = denser & (link > 0.5)
+    rows = good.any(dim=1)
+    if not bool(rows.any()):
+        return logits.sum() * 0.0
+    lg = logits[rows]
+    all_mass = lg.masked_fill(~denser[rows], float("-inf")).logsumexp(dim=1)
+    good_mass = lg.masked_fill(~good[rows], float("-inf")).logsumexp(dim=1)
+    return (all_mass - good_mass).mean()
 
 
 def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndarray], config: TrainConfig | None = None,
