@@ -23,8 +23,9 @@ from qdrant_lander.metrics import score
 from qdrant_lander.training.evaluate import level0_diagnostics
 from qdrant_lander.training.trainer import TrainConfig, TrainedModel, train
 
-COLUMNS = ("task", "model", "ho_auc", "ho_cos_auc", "ho_dens_r", "test_auc", "test_cos_auc", "test_dens_r",
-           "tau", "k", "fp", "fb", "nmi", "clusters", "classes", "levels", "train_s", "cluster_s")
+COLUMNS = ("task", "model", "ho_auc", "ho_cos_auc", "ho_dens_r", "test_auc", "test_cos_auc", "test_parent",
+           "test_cos_parent", "test_dens_r", "tau", "k", "fp", "fb", "nmi", "clusters", "classes", "levels",
+           "train_s", "cluster_s")
 
 
 def evaluate(model: TrainedModel, task_name: str, label: str) -> dict:
@@ -39,7 +40,8 @@ def evaluate(model: TrainedModel, task_name: str, label: str) -> dict:
     s = score(test.y, res.labels)
     return {"task": task_name, "model": label, "ho_auc": card.notes["heldout_link_auc"],
             "ho_cos_auc": card.notes["heldout_cosine_auc"], "ho_dens_r": card.notes["heldout_density_corr"],
-            "test_auc": diag["link_auc"], "test_cos_auc": diag["cosine_auc"], "test_dens_r": diag["density_corr"],
+            "test_auc": diag["link_auc"], "test_cos_auc": diag["cosine_auc"], "test_parent": diag["parent_precision"],
+            "test_cos_parent": diag["cosine_parent_precision"], "test_dens_r": diag["density_corr"],
             "tau": card.tau, "k": card.k, "fp": s.fp, "fb": s.fb, "nmi": s.nmi, "clusters": s.n_clusters,
             "classes": s.n_classes, "levels": res.n_levels, "train_s": card.notes["train_seconds"],
             "cluster_s": cluster_s}

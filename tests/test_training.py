@@ -10,7 +10,7 @@ from qdrant_lander.errors import ModelError
 from qdrant_lander.features import level_inputs
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs, sample_episode
-from qdrant_lander.training.evaluate import TorchScorer, auc
+from qdrant_lander.training.evaluate import TorchScorer, auc, parent_precision
 from qdrant_lander.training.model import LanderNet
 from qdrant_lander.training.gt import GroundTruthScorer
 from qdrant_lander.training.tau import DecodeChoice, choose_tau_bias, pick
@@ -66,6 +66,8 @@ def test_tau_is_chosen_on_heldout_classes_and_stored(omni, trained):
     assert held_classes == {10}  # 25% of 40 training classes, never the classes trained on
     assert trained.card.tau == pick(trained.decode_grid).tau and trained.card.k == 5
     assert 0 < trained.card.notes["heldout_density_corr"] <= 1 and trained.card.notes["heldout_classes"] == 10
+    assert 0.5 < trained.card.notes["heldout_parent_precision"] <= 1  # the decoder's picks, next to cosine's
+    assert 0 < trained.card.notes["heldout_cosine_parent_precision"] <= 1
     assert trained.card.input_dim == "any" and trained.card.trained_on == ["omniglot[40]"]
 
 
@@ -146,6 +148,17 @@ def test_auc_matches_definition():
     t = np.array([0, 0, 1, 1, 1])
     pairs = [(a > b) + 0.5 * (a == b) for a in s[t == 1] for b in s[t == 0]]
     assert auc(s, t) == pytest.approx(np.mean(pairs))
+
+
+def test_parent_precision_judges_only_the_edge_the_decoder_follows():
+    nbr = np.array([[1, 2], [0, 2], [0, 1]])
+    density = np.array([0.0, 1.0, 2.0])
+    truth = np.array([[True, False], [False, True], [True, True]])
+    # Node 0 prefers its other-class denser neighbour; node 1's high score to the less dense node 0 is never
+    # followed; node 2 is a peak and does not count.
+    score = np.array([[0.2, 0.9], [0.99, 0.5], [0.9, 0.9]])
+    assert parent_precision(score, density, nbr, truth) == 0.5
+    assert parent_precision(truth.astype(float), density, nbr, truth) == 1.0
 
 
 def test_paper_head_and_embedding_mode_train(omni):

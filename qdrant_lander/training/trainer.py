@@ -264,7 +264,8 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
              for a, b, m in zip(xs, ys, held_masks)]
     # NaN (e.g. no negative edge among easy held-out classes) is left out: the card must stay valid JSON.
     notes: dict[str, float | str] = {f"heldout_{key}": round(float(np.nanmean(v)), 4)
-                                     for key in ("link_auc", "cosine_auc", "density_corr")
+                                     for key in ("link_auc", "cosine_auc", "parent_precision",
+                                                 "cosine_parent_precision", "density_corr")
                                      if not np.isnan(v := [dg[key] for dg in diags]).all()}
     notes.update(auto_notes)
     notes.update(heldout_fp=round(best.fp, 4), heldout_fb=round(best.fb, 4), train_seconds=round(train_s, 1),
