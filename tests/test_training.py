@@ -9,7 +9,7 @@ from benchmarks.tasks import TASKS, subsample_classes
 from qdrant_lander.errors import ModelError
 from qdrant_lander.features import level_inputs
 from qdrant_lander.knn import knn_graph
-from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs, sample_episode
+from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs, nearest_classes, sample_episode
 from qdrant_lander.training.evaluate import TorchScorer, auc, parent_precision
 from qdrant_lander.training.model import LanderNet
 from qdrant_lander.training.gt import GroundTruthScorer
@@ -125,6 +125,18 @@ def test_balanced_bce_weighs_classes_equally():
     pos = torch.nn.functional.softplus(torch.tensor(-2.0))
     neg = torch.nn.functional.softplus(torch.tensor(-1.0))
     assert torch.isclose(_balanced_bce(logits, target), 0.5 * pos + 0.5 * neg)
+
+
+def test_nearest_classes_are_the_anchors_look_alikes():
+    rng = np.random.RandomState(0)
+    # Classes 0-3 sit around one direction, 4-7 around another: an anchor's 3 nearest share its group.
+    group = np.repeat([0, 0, 0, 0, 1, 1, 1, 1], 5)
+    y = np.repeat(np.arange(8), 5)
+    x = np.eye(16)[group * 8] + 0.1 * rng.standard_normal((40, 16))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    for _ in range(10):
+        chosen = nearest_classes(x, y, np.arange(8), 4, rng)
+        assert len(set(chosen.tolist())) == 4 and len(set((chosen // 4).tolist())) == 1
 
 
 def test_parent_loss_scores_the_pick_among_denser_neighbours():

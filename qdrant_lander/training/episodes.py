@@ -82,21 +82,41 @@ def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, m
     return out
 
 
+def nearest_classes(x: np.ndarray, y: np.ndarray, classes: np.ndarray, n: int,
+                    rng: np.random.RandomState) -> np.ndarray:
+    """A random anchor class and the ``n - 1`` classes whose mean embeddings are nearest to its own.
+
+    An episode of look-alike classes puts the other-class neighbours a decoder can confuse next to each
+    point, so the links that matter (between near classes) make up more of the loss.
+    """
+    idx = np.searchsorted(classes, y)
+    order = np.argsort(idx, kind="stable")
+    cent = np.add.reduceat(x[order], np.searchsorted(idx[order], np.arange(classes.size)), axis=0)
+    cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+    anchor = rng.randint(classes.size)
+    return classes[np.argsort(-(cent @ cent[anchor]), kind="stable")[:n]]
+
+
 def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.RandomState, *,
                    class_fraction: tuple[float, float], k_choices: list[int], node_mode: NodeMode, max_levels: int,
                    max_points: int | None = None, scorer: Scorer | None = None,
                    tau_range: tuple[float, float] = (0.1, 0.9),
-                   class_size_fraction: tuple[float, float] | None = None) -> Batch:
+                   class_size_fraction: tuple[float, float] | None = None, confusable_share: float = 0.0) -> Batch:
     """One training step's graph: the levels (of the episode's k) of a random class subset, batched.
 
     With ``scorer`` the levels are decoded by it at a random tau in ``tau_range``. With
     ``class_size_fraction`` each class keeps a random share (drawn per class from that range, at least
-    one point) of its points, so episodes show class sizes the labeled set does not have."""
+    one point) of its points, so episodes show class sizes the labeled set does not have. With
+    probability ``confusable_share`` the subset is a random class and its nearest classes
+    (:func:`nearest_classes`) instead of random ones."""
     x = cands.x
     classes = np.unique(y)
     frac = rng.uniform(*class_fraction)
     n_cls = min(len(classes), max(2, int(round(frac * len(classes)))))
-    chosen = rng.choice(classes, size=n_cls, replace=False)
+    if confusable_share and rng.random_sample() < confusable_share:
+        chosen = nearest_classes(x, y, classes, n_cls, rng)
+    else:
+        chosen = rng.choice(classes, size=n_cls, replace=False)
     if max_points is not None:  # drop classes beyond the cap (at least 2 stay): bounded step time
         sizes = np.bincount(np.searchsorted(classes, y), minlength=classes.size)[np.searchsorted(classes, chosen)]
         chosen = chosen[: max(2, int(np.searchsorted(np.cumsum(sizes), max_points, side="right")))]

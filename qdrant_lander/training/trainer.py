@@ -73,6 +73,9 @@ class TrainConfig(BaseModel):
         (0.1, 1.0), description="Each episode class keeps a random share of its points drawn from this range (None = "
         "all), so the model sees class sizes the labeled set lacks (ORL, 10 faces a person, -> LFW, 1-2)")
     max_points: int | None = Field(4000, ge=2, description="Cap on an episode's points (whole classes dropped)")
+    confusable_share: float = Field(0.0, ge=0, le=1, description="Share of episodes made of a random class and its "
+                                    "nearest classes (by mean embedding) instead of random ones. Off by default: "
+                                    "+0.021 Fp on LFW, neutral on Omniglot and CLINC75 (benchmarks/RESULTS.md)")
     self_decode: float = Field(0.5, ge=0, le=1, description="After the first third of the steps, this share of "
                                "episodes is decoded by the model being trained (at a random tau) instead of the "
                                "ground truth, so levels >= 1 look like the ones it will decode")
@@ -295,7 +298,8 @@ def _fit(net: LanderNet, pools: list[CandidateNeighbours], pool_y: list[np.ndarr
                                scorer=TorchScorer(net) if own else None,
                                k_choices=config.k_choices, node_mode=config.node_mode,
                                max_levels=config.train_levels, max_points=config.max_points,
-                               class_size_fraction=config.class_size_fraction)
+                               class_size_fraction=config.class_size_fraction,
+                               confusable_share=config.confusable_share)
         loss = episode_loss(net, batch, config)
         opt.zero_grad()
         loss.backward()
