@@ -163,14 +163,14 @@ def test_auc_matches_definition():
 
 
 def test_parent_precision_judges_only_the_edge_the_decoder_follows():
-    nbr = np.array([[1, 2], [0, 2], [0, 1]])
-    density = np.array([0.0, 1.0, 2.0])
-    truth = np.array([[True, False], [False, True], [True, True]])
-    # Node 0 prefers its other-class denser neighbour; node 1's high score to the less dense node 0 is never
-    # followed; node 2 is a peak and does not count.
-    score = np.array([[0.2, 0.9], [0.99, 0.5], [0.9, 0.9]])
-    assert parent_precision(score, density, nbr, truth) == 0.5
-    assert parent_precision(truth.astype(float), density, nbr, truth) == 1.0
+    y = np.array([0, 0, 0, 1])
+    nbr = np.array([[1, 3], [2, 3], [1, 0], [2, 1]])
+    density = np.array([0.0, 1.0, 2.0, 3.0])
+    # Node 0 prefers its other-class denser neighbour 3, node 1 its same-class denser neighbour 2; node 2's high
+    # score to the less dense node 1 is never followed (no denser neighbour: it does not count), node 3 is a peak.
+    score = np.array([[0.2, 0.9], [0.9, 0.1], [0.99, 0.5], [0.5, 0.5]])
+    assert parent_precision(score, density, nbr, y) == 0.5
+    assert parent_precision((y[nbr] == y[:, None]).astype(float), density, nbr, y) == 1.0
 
 
 def test_paper_head_and_embedding_mode_train(omni):

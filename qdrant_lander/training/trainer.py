@@ -171,14 +171,19 @@ def _balanced_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum()
 
 
+def _denser(density: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """``[N, k]``: is neighbour ``nbr[i, m]`` denser than node i (the only edges the decoder can follow)."""
+    n, k = nbr.shape
+    return density.index_select(0, nbr.reshape(-1)).reshape(n, k) > density[:, None]
+
+
 def episode_loss(net: LanderNet, batch: Batch, config: TrainConfig) -> torch.Tensor:
     """Balanced link BCE + weighted density MSE on one batched episode."""
     logits = net.link_logits(batch.x, batch.nbr_index, batch.sim, batch.edge_attr)
     density = LanderNet.density_from_links(torch.sigmoid(logits), batch.sim)
     mask = None
     if config.denser_edges_only:
-        n, k = batch.nbr_index.shape
-        mask = batch.density.index_select(0, batch.nbr_index.reshape(-1)).reshape(n, k) > batch.density[:, None]
+        mask = _denser(batch.density, batch.nbr_index)
     loss = _balanced_bce(logits, batch.link, mask) + config.density_weight * F.mse_loss(density, batch.density)
     if config.parent_weight:
         loss = loss + config.parent_weight * parent_loss(logits, density.detach(), batch.nbr_index, batch.link)
@@ -188,8 +193,7 @@ def episode_loss(net: LanderNet, batch: Batch, config: TrainConfig) -> torch.Ten
 def parent_loss(logits: torch.Tensor, density: torch.Tensor, nbr: torch.Tensor, link: torch.Tensor) -> torch.Tensor:
     """Mean over nodes with a same-class denser neighbour of -log P(the decoder's pick is one of them), where
     P is the softmax of the link logits over the node's denser neighbours."""
-    n, k = nbr.shape
-    denser = density.index_select(0, nbr.reshape(-1)).reshape(n, k) > density[:, None]
+    denser = _denser(density, nbr)
     good = denser & (link > 0.5)
     rows = good.any(dim=1)
     if not bool(rows.any()):
