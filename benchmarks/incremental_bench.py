@@ -11,8 +11,15 @@ in batches through one long-lived daemon (warm cache): new points per second of 
 state. Watch mode: a thread upserts points at a steady rate while the daemon watches; a third thread
 polls the store and records when each point's payload appears (arrival-to-payload latency).
 
+Store: what the embedded store's kNN queries alone cost, the floor under any pass. A synthetic
+collection of N points is imported and indexed, 1,000 more are upserted (unindexed, as arrivals
+are), and their k+1 neighbours are queried in one ``query_batch`` at several HNSW search breadths
+(``ef``; the daemon uses ``HNSW_EF``), each against exact search: seconds per 1,000 queries, the
+points/s the queries alone allow, and recall.
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py quality [--model M]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py speed --sizes 10000 100000
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py store --sizes 10000 100000
 
 With ``--snapshot DIR`` the speed runs start from a copy of the collection (and the daemon's caches)
 as the first run left it after its full pass: Edge builds HNSW on several threads, so two fresh full
@@ -33,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import qdrant_edge as qe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,7 +52,7 @@ from qdrant_lander import Lander  # noqa: E402
 from qdrant_lander.daemon import Daemon, DaemonOptions  # noqa: E402
 from qdrant_lander.metrics import score  # noqa: E402
 from qdrant_lander.payload import KEY  # noqa: E402
-from qdrant_lander.stores.edge import EdgeStore  # noqa: E402
+from qdrant_lander.stores.edge import HNSW_EF, EdgeStore  # noqa: E402
 from qdrant_lander.sync import full_sync, import_points, read_labels  # noqa: E402
 
 
@@ -201,9 +209,39 @@ def speed_at(n: int, args: argparse.Namespace, lander: Lander) -> dict:
     return out
 
 
+def store_at(n: int, args: argparse.Namespace, k: int) -> dict:
+    x, _ = synthetic(n + 1000, 256, seed=args.seed)
+    ids, q = np.arange(n, n + 1000), x[n:]
+    out: dict = {"collection": n, "queries": len(q), "k": k}
+    with tempfile.TemporaryDirectory() as d, EdgeStore(d) as store:
+        col = import_points(store, "docs", x[:n], progress=False)
+        t0 = time.perf_counter()
+        col.prepare_knn()
+        out["index_s"] = round(time.perf_counter() - t0, 1)
+        import_points(store, "docs", q, start_id=n, progress=False)  # arrivals sit unindexed, as in a pass
+        exact = col.knn(ids, q, k, exact=True).ids
+        rows = []
+        for ef in (32, 64, HNSW_EF, 256):
+            params = col._params(k + 1, ef=ef)
+            reqs = qe.QueryBatchRequest([col._nearest(v, k + 1, params) for v in q])
+            secs = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                res = col.shard.query_batch(reqs)
+                secs.append(time.perf_counter() - t0)
+            found = [{h.id for h in r} for r in res]
+            recall = np.mean([len(f & set(e.tolist())) / k for f, e in zip(found, exact)])
+            best = min(secs) * 1000 / len(q)
+            rows.append({"ef": ef, "s_per_1000": round(best, 3), "queries_alone_points_per_s": round(1000 / best),
+                         "recall": round(float(recall), 4), "daemon": ef == HNSW_EF})
+            print(json.dumps({"collection": n, **rows[-1]}), flush=True)
+        out["rows"] = rows
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["quality", "speed"])
+    p.add_argument("what", choices=["quality", "speed", "store"])
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hops", type=int, default=DaemonOptions().hops)
@@ -215,11 +253,15 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=20, help="watch: points per upsert")
     p.add_argument("--watch-seconds", type=float, default=15.0)
     p.add_argument("--interval", type=float, default=0.25, help="watch: daemon interval")
+    p.add_argument("--repeats", type=int, default=3, help="store: timings per search breadth (the fastest is kept)")
     p.add_argument("--snapshot", default=None, help="speed: directory keeping each size's collection after its "
                    "full pass (made on first use, copied by later runs: same index, same decisions)")
     args = p.parse_args()
     lander = Lander(args.model, device="cpu", threads=1)
-    if args.what == "quality":
+    if args.what == "store":
+        for n in args.sizes:
+            print(json.dumps(store_at(n, args, lander.card.k)), flush=True)
+    elif args.what == "quality":
         args.batch = args.batch or 100
         print(json.dumps(quality(args, lander)))
     else:

@@ -147,9 +147,9 @@ class EdgeCollection(Collection):
         self.shard.optimize()
 
     @staticmethod
-    def _params(limit: int, exact: bool = False) -> qe.SearchParams:
+    def _params(limit: int, exact: bool = False, ef: int = HNSW_EF) -> qe.SearchParams:
         quantization = qe.QuantizationSearchParams(ignore=exact, rescore=True, oversampling=OVERSAMPLING)
-        return qe.SearchParams(hnsw_ef=max(HNSW_EF, limit), exact=exact, quantization=quantization)
+        return qe.SearchParams(hnsw_ef=max(ef, limit), exact=exact, quantization=quantization)
 
     def _nearest(self, v: np.ndarray, limit: int, params: qe.SearchParams, filter: qe.Filter | None = None,
                  payload: bool = False) -> qe.QueryRequest:
