@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,14 +57,18 @@ class Lander:
         return self.scorer.card
 
     def fit(self, x: np.ndarray, y: np.ndarray, *, out_dir: str | Path | None = None, progress: bool = True,
-            name: str = "lander-custom", trained_on: list[str] | None = None, **train_options) -> Lander:
+            name: str = "lander-custom", trained_on: list[str] | None = None,
+            candidates: Sequence[dict[str, Any]] = (), **train_options) -> Lander:
         """Meta-train a model on labeled embeddings (classes disjoint from those you will cluster).
 
-        ``train_options`` are :class:`~qdrant_lander.training.trainer.TrainConfig` fields. The model
-        directory (torch weights, ONNX file, card) goes to ``out_dir`` or a temporary directory.
+        ``train_options`` are :class:`~qdrant_lander.training.trainer.TrainConfig` fields. Each of
+        ``candidates`` (more fields, on top of ``train_options``) is trained as well, and the model that
+        clusters the held-out training classes best is kept, e.g. ``candidates=[{"confusable_share": 0.5}]``
+        (each candidate costs one more training run). The model directory (torch weights, ONNX file, card)
+        goes to ``out_dir`` or a temporary directory.
         """
         try:
-            from .training.trainer import TrainConfig, train
+            from .training.trainer import TrainConfig, train_best
         except ImportError as e:
             raise MissingExtraError(
                 f'training needs torch and torch-geometric ({e.name} is missing): pip install torch==2.13.0 '
@@ -73,10 +79,10 @@ class Lander:
         if np.unique(y).size < 2:
             raise InputError("meta-training needs at least 2 classes in the labels")
         try:
-            config = TrainConfig(**train_options)
+            configs = [TrainConfig(**{**train_options, **extra}) for extra in [{}, *candidates]]
         except ValueError as e:  # pydantic's ValidationError: unknown or invalid option
             raise InputError(f"invalid training options: {e}") from e
-        trained = train(x, y, config, progress=progress, name=name, trained_on=trained_on or [])
+        trained = train_best(x, y, configs, progress=progress, name=name, trained_on=trained_on or [])
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lander-model-"))
         trained.save(out)
         self.model, self._scorer = out, None

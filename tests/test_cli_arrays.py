@@ -26,10 +26,11 @@ def slices(tmp_path_factory):
 def model_dir(slices):
     out = slices / "model"
     result = CliRunner().invoke(main, ["train", str(slices / "xtr.npy"), str(slices / "ytr.npy"), "--out", str(out),
-                                       "--name", "cli-test", "--json", *FAST])
+                                       "--name", "cli-test", "--json", *FAST, "--try", "steps=2 hidden=8"])
     assert result.exit_code == 0, result.output
     card = json.loads(result.stdout)
     assert card["name"] == "cli-test" and 0 < card["tau"] < 1
+    assert len(card["notes"]["heldout_fp_fb_per_recipe"].split()) == 2  # the --try variant was trained and judged
     assert (out / "model.onnx").is_file()
     return out
 

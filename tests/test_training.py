@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks.tasks import TASKS, subsample_classes
-from qdrant_lander.errors import ModelError
+from qdrant_lander.errors import InputError, ModelError
 from qdrant_lander.features import level_inputs
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs, nearest_classes, sample_episode
@@ -15,7 +15,7 @@ from qdrant_lander.training.model import LanderNet
 from qdrant_lander.training.gt import GroundTruthScorer
 from qdrant_lander.training.tau import DecodeChoice, choose_tau_bias, pick
 from qdrant_lander.training.trainer import (MODEL_FILE, TrainConfig, _balanced_bce, episode_loss, load_trained,
-                                           parent_loss, train)
+                                           parent_loss, train, train_best)
 from torch_geometric.data import Batch
 
 torch.set_num_threads(1)
@@ -59,6 +59,21 @@ def test_same_seed_same_weights_other_seed_differs(omni, trained):
     assert not all(torch.equal(a[key], c[key]) for key in a)
     drop = {"notes": {"train_seconds", "choose_seconds"}}
     assert again.card.model_dump(exclude=drop) == trained.card.model_dump(exclude=drop)
+
+
+def test_train_best_keeps_the_recipe_that_clusters_the_heldout_classes_best(omni, trained):
+    """The kept model is the one the same config trains alone, the best by held-out (Fp, Fb), ties to the earlier."""
+    short = TrainConfig(**SMALL | {"steps": 2}, seed=3)
+    alone = [trained, train(*omni, short, progress=False, name="t")]
+    keys = [(m.card.notes["heldout_fp"], m.card.notes["heldout_fb"]) for m in alone]
+    want = 1 if keys[1] > keys[0] else 0
+    best = train_best(*omni, [trained.config, short], progress=False, name="t")
+    a, b = best.net.state_dict(), alone[want].net.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert best.config == alone[want].config and best.card.notes["recipe_chosen"] == want
+    assert best.card.notes["heldout_fp_fb_per_recipe"] == " ".join(f"{fp:.4f}/{fb:.4f}" for fp, fb in keys)
+    with pytest.raises(InputError, match="one seed"):
+        train_best(*omni, [short, short.model_copy(update={"seed": 4})], progress=False)
 
 
 def test_tau_is_chosen_on_heldout_classes_and_stored(omni, trained):

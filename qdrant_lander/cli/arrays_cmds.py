@@ -52,10 +52,14 @@ def _predict_timed(embeddings: Path, model: Path | None, device: str, threads: i
               help="Model directory to write (torch weights, model.onnx, card).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Training option (a TrainConfig field; values in JSON), e.g. --set steps=300 --set head=paper --set taus=[0.3,0.5]. Repeatable.")
+@click.option("--try", "tries", multiple=True, metavar="'KEY=VALUE ...'",
+              help="Also train this variant (TrainConfig fields on top of --set, space-separated) and keep whichever "
+                   "model clusters the held-out training classes best, e.g. --try confusable_share=0.5. Repeatable; "
+                   "each variant is one more training run.")
 @click.option("--name", default=None, help="Model name written into payloads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
-def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ...], name: str | None,
-          as_json: bool) -> None:
+def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ...], tries: tuple[str, ...],
+          name: str | None, as_json: bool) -> None:
     """Meta-train a LANDER model on labeled embeddings.
 
     EMBEDDINGS is a float32 .npy [N, D], LABELS an int .npy [N]. The classes you train on should be
@@ -64,15 +68,19 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
     in the model, so clustering needs no tuning.
     """
     options = parse_set_options(settings)
+    candidates = [parse_set_options(t.split()) for t in tries]
     lander = _lander(None, "cpu", None).fit(load_npy(embeddings, "embeddings"), load_npy(labels, "labels"),
                                              out_dir=out_dir, name=name or "lander-custom",
-                                             trained_on=[embeddings.name], **options)
+                                             trained_on=[embeddings.name], candidates=candidates, **options)
     card = lander.card
     if as_json:
         click.echo(card.model_dump_json(indent=2))
     else:
         tau = f"tau={card.tau:.3f}" if card.tau_bias is None else f"tau chosen per dataset (bias {card.tau_bias})"
         click.echo(f"model '{card.name}' written to {out_dir} ({tau}, k={card.k}, max_levels={card.max_levels})")
+        if "heldout_fp_fb_per_recipe" in card.notes:
+            click.echo(f"held-out Fp/Fb per recipe (base first): {card.notes['heldout_fp_fb_per_recipe']}; kept "
+                       f"#{int(card.notes['recipe_chosen'])}")
 
 
 @main.command()
