@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -133,7 +134,8 @@ class NeighbourCache:
             self.lists[pid] = (nbr[r], sim[r])
             self.vectors[pid] = x[r]
         q_all, p_all, s_all = nbr.reshape(-1), np.repeat(ids, nbr.shape[1]), sim.reshape(-1)
-        kth = np.array([self.lists[q][1][-1] if q in self.lists else np.inf for q in q_all.tolist()])
+        met, at = np.unique(q_all, return_inverse=True)  # each listed neighbour once (a pass lists ~2.5x fewer)
+        kth = np.array([self.lists[q][1][-1] if q in self.lists else np.inf for q in met.tolist()])[at]
         keep = s_all > kth
         if not keep.any():
             return
@@ -394,7 +396,8 @@ def _sizes(col: Collection, clusters: list[int]) -> dict[int, int]:
 
 def _labels(col: Collection, ids: Sequence[int], cache: LabelCache, batch_size: int) -> dict[int, Label]:
     """Labels of ``ids`` (those that have one): cached ones from ``cache``, the rest read and cached."""
-    out = {pid: label for pid in ids if (label := cache.get(pid)) is not None}
+    cached = cache.labels
+    out = {pid: label for pid in ids if (label := cached.get(pid)) is not None}
     missing = [pid for pid in ids if pid not in out]
     for s in range(0, len(missing), batch_size):
         pts = col.retrieve(missing[s:s + batch_size], payload=[KEY])
@@ -415,7 +418,7 @@ def _gone(col: Collection, ids: np.ndarray) -> set[int]:
 def _check_cached(col: Collection, cache: LabelCache, ids: np.ndarray) -> None:
     """Drop the cached labels of ``ids`` if any of them lost its label in the store (a re-upsert
     replaced the payload); one count."""
-    cached = [pid for pid in ids.tolist() if pid in cache]
+    cached = list(cache.labels.keys() & set(ids.tolist()))
     if cached and col.count(models.Filter(must=[models.HasIdCondition(has_id=cached),
                                                 models.IsEmptyCondition(is_empty=models.PayloadField(key=CLUSTER_FIELD))])):
         cache.forget(cached)
@@ -500,8 +503,9 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     ring1_rows = np.arange(n_new, n_new + len(field.rings[1]))
     _check_cached(col, labels, ids[n_new:])
     labelled = _labels(col, field.rings[1].tolist(), labels, batch_size)
-    peak_rows = np.asarray([r for r in ring1_rows.tolist() if labelled.get(int(ids[r])) is not None
-                            and labelled[int(ids[r])].peak], dtype=np.int64)
+    ids_list = ids.tolist()
+    peak_rows = np.asarray([r for r in ring1_rows.tolist() if (lb := labelled.get(ids_list[r])) is not None and lb.peak],
+                           dtype=np.int64)
     if len(peak_rows):
         extra = {int(ids[b]) for b in graph.nbr[peak_rows].reshape(-1).tolist() if b >= n_new} - set(labelled)
         labelled.update(_labels(col, sorted(extra), labels, batch_size))
@@ -591,7 +595,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         col.set_meta(INCREMENTAL_META, inc.model_dump())
     for absorbed, survivor in merges:
         relabel(col, absorbed, survivor)
-    levels = max((len(p.path) for p in labelled.values()), default=1)
+    levels = max(map(len, map(itemgetter(2), labelled.values())), default=1)  # Label.path; C-level over ~10k labels
     items: list[tuple[list[int], dict]] = []
     written: list[tuple[int, Label]] = []
     for r in range(n_new):
