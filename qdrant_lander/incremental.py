@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from operator import itemgetter
+from operator import attrgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -595,7 +595,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         col.set_meta(INCREMENTAL_META, inc.model_dump())
     for absorbed, survivor in merges:
         relabel(col, absorbed, survivor)
-    levels = max(map(len, map(itemgetter(2), labelled.values())), default=1)  # Label.path; C-level over ~10k labels
+    levels = max(map(len, map(attrgetter("path"), labelled.values())), default=1)  # C-level loop over ~10k labels
     items: list[tuple[list[int], dict]] = []
     written: list[tuple[int, Label]] = []
     for r in range(n_new):
