@@ -79,8 +79,8 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
         tau = f"tau={card.tau:.3f}" if card.tau_bias is None else f"tau chosen per dataset (bias {card.tau_bias})"
         click.echo(f"model '{card.name}' written to {out_dir} ({tau}, k={card.k}, max_levels={card.max_levels})")
         if "heldout_fp_fb_per_recipe" in card.notes:
-            click.echo(f"held-out Fp/Fb per recipe (base first): {card.notes['heldout_fp_fb_per_recipe']}; kept "
-                       f"#{int(card.notes['recipe_chosen'])}")
+            click.echo(f"held-out Fp/Fb per recipe (1 = the --set options, then each --try): "
+                       f"{card.notes['heldout_fp_fb_per_recipe']}; kept recipe {int(card.notes['recipe_chosen']) + 1}")
 
 
 @main.command()

@@ -301,14 +301,19 @@ def train_best(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np
         raise InputError("no training config to try")
     if len({(c.seed, c.heldout_fraction) for c in configs}) > 1:
         raise InputError("configs tried against each other need one seed and heldout_fraction (the same held-out classes)")
-    models = [train(x, y, c, progress=progress, name=name, trained_on=trained_on) for c in configs]
+    models = []
+    for i, c in enumerate(configs):
+        if len(configs) > 1:
+            changed = {key: v for key, v in c.model_dump().items() if v != getattr(configs[0], key)}
+            log.info("recipe %d of %d: %s", i + 1, len(configs), changed or "the base options")
+        models.append(train(x, y, c, progress=progress, name=name, trained_on=trained_on))
     scores = [(m.card.notes["heldout_fp"], m.card.notes["heldout_fb"]) for m in models]
     best = models[max(range(len(models)), key=lambda i: (scores[i], -i))]
     if len(models) > 1:
         per = " ".join(f"{fp:.4f}/{fb:.4f}" for fp, fb in scores)
         best.card = best.card.model_copy(update={"notes": {**best.card.notes, "heldout_fp_fb_per_recipe": per,
                                                            "recipe_chosen": float(models.index(best))}})
-        log.info("recipes tried (held-out Fp/Fb): %s; kept #%d", per, models.index(best))
+        log.info("recipes tried (held-out Fp/Fb): %s; kept recipe %d", per, models.index(best) + 1)
     return best
 
 
