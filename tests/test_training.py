@@ -149,8 +149,13 @@ def test_nearest_classes_are_the_anchors_look_alikes():
     y = np.repeat(np.arange(8), 5)
     x = np.eye(16)[group * 8] + 0.1 * rng.standard_normal((40, 16))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    cands = CandidateNeighbours(x, depth=8)
+    means = cands.class_means(y, np.arange(8))
+    np.testing.assert_allclose(means[2], x[y == 2].mean(0) / np.linalg.norm(x[y == 2].mean(0)), rtol=1e-5)
+    assert cands.class_means(y, np.arange(8)) is means  # kept for the next episode on the same labels
+    assert cands.class_means(y.copy(), np.arange(8)) is not means
     for _ in range(10):
-        chosen = nearest_classes(x, y, np.arange(8), 4, rng)
+        chosen = nearest_classes(means, np.arange(8), 4, rng)
         assert len(set(chosen.tolist())) == 4 and len(set((chosen // 4).tolist())) == 1
 
 

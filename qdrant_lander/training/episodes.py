@@ -39,6 +39,14 @@ class CandidateNeighbours:
     def __init__(self, x: np.ndarray, depth: int = 96) -> None:
         self.x = x
         self.graph = knn_graph(x, min(depth, x.shape[0] - 1))
+        self._means: tuple[np.ndarray, np.ndarray] | None = None  # (the labels they belong to, class means)
+
+    def class_means(self, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """:func:`class_means` of these points under labels ``y``, computed once per label array: episodes
+        of look-alike classes need them every time (38 ms per episode on CLINC150's train part)."""
+        if self._means is None or self._means[0] is not y:
+            self._means = (y, class_means(self.x, y, classes))
+        return self._means[1]
 
     def subgraph(self, keep: np.ndarray, k: int) -> KnnGraph:
         """Exact kNN graph (degree k) of the points ``keep`` (a boolean mask), in their order."""
@@ -82,19 +90,23 @@ def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, m
     return out
 
 
-def nearest_classes(x: np.ndarray, y: np.ndarray, classes: np.ndarray, n: int,
-                    rng: np.random.RandomState) -> np.ndarray:
-    """A random anchor class and the ``n - 1`` classes whose mean embeddings are nearest to its own.
+def class_means(x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Unit-length mean embedding of each of ``classes`` (sorted, as ``np.unique(y)`` gives them)."""
+    idx = np.searchsorted(classes, y)
+    order = np.argsort(idx, kind="stable")
+    cent = np.add.reduceat(x[order], np.searchsorted(idx[order], np.arange(classes.size)), axis=0)
+    return cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+
+
+def nearest_classes(means: np.ndarray, classes: np.ndarray, n: int, rng: np.random.RandomState) -> np.ndarray:
+    """A random anchor class and the ``n - 1`` classes whose mean embeddings (``means``, one row per
+    class) are nearest to its own.
 
     An episode of look-alike classes puts the other-class neighbours a decoder can confuse next to each
     point, so the links that matter (between near classes) make up more of the loss.
     """
-    idx = np.searchsorted(classes, y)
-    order = np.argsort(idx, kind="stable")
-    cent = np.add.reduceat(x[order], np.searchsorted(idx[order], np.arange(classes.size)), axis=0)
-    cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
     anchor = rng.randint(classes.size)
-    return classes[np.argsort(-(cent @ cent[anchor]), kind="stable")[:n]]
+    return classes[np.argsort(-(means @ means[anchor]), kind="stable")[:n]]
 
 
 def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.RandomState, *,
@@ -114,7 +126,7 @@ def sample_episode(cands: CandidateNeighbours, y: np.ndarray, rng: np.random.Ran
     frac = rng.uniform(*class_fraction)
     n_cls = min(len(classes), max(2, int(round(frac * len(classes)))))
     if confusable_share and rng.random_sample() < confusable_share:
-        chosen = nearest_classes(x, y, classes, n_cls, rng)
+        chosen = nearest_classes(cands.class_means(y, classes), classes, n_cls, rng)
     else:
         chosen = rng.choice(classes, size=n_cls, replace=False)
     if max_points is not None:  # drop classes beyond the cap (at least 2 stay): bounded step time
