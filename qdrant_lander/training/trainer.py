@@ -308,12 +308,13 @@ def train_best(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np
             log.info("recipe %d of %d: %s", i + 1, len(configs), changed or "the base options")
         models.append(train(x, y, c, progress=progress, name=name, trained_on=trained_on))
     scores = [(m.card.notes["heldout_fp"], m.card.notes["heldout_fb"]) for m in models]
-    best = models[max(range(len(models)), key=lambda i: (scores[i], -i))]
+    chosen = max(range(len(models)), key=lambda i: (scores[i], -i))
+    best = models[chosen]
     if len(models) > 1:
         per = " ".join(f"{fp:.4f}/{fb:.4f}" for fp, fb in scores)
         best.card = best.card.model_copy(update={"notes": {**best.card.notes, "heldout_fp_fb_per_recipe": per,
-                                                           "recipe_chosen": float(models.index(best))}})
-        log.info("recipes tried (held-out Fp/Fb): %s; kept recipe %d", per, models.index(best) + 1)
+                                                           "recipe_chosen": float(chosen)}})
+        log.info("recipes tried (held-out Fp/Fb): %s; kept recipe %d", per, chosen + 1)
     return best
 
 
