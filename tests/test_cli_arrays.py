@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from benchmarks.tasks import omniglot, subsample_classes
 from qdrant_lander.cli import main
 
-FAST = ["--set", "steps=60", "--set", "min_merge_ratios=[0.0]", "--set", "k_choices=[5,10]"]
+FAST = ["--set", "steps=60", "--set", "min_merge_ratios=[0.0]", "--set", "k_choices=[5,10]", "--set", "folds=1"]
 
 
 @pytest.fixture(scope="module")

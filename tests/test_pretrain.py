@@ -17,7 +17,8 @@ from qdrant_lander.training.trainer import TrainConfig, episode_loss, train
 
 torch.set_num_threads(1)
 TINY = {"hidden": 16, "k_choices": [5, 10], "train_levels": 2, "decode_k": [5], "taus": [0.3, 0.5, 0.7],
-        "min_merge_ratios": [0.0], "min_supports": [0.0], "lr": 5e-3, "pretrain_sets": 2, "pretrain_points": 600}
+        "min_merge_ratios": [0.0], "min_supports": [0.0], "lr": 5e-3, "pretrain_sets": 2, "pretrain_points": 600,
+        "folds": 1}
 
 
 def _centres(x, y):

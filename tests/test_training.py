@@ -8,19 +8,21 @@ import torch
 from benchmarks.tasks import TASKS, subsample_classes
 from qdrant_lander.errors import InputError, ModelError
 from qdrant_lander.features import level_inputs
+from qdrant_lander.decode import cluster_hierarchy
 from qdrant_lander.knn import knn_graph
+from qdrant_lander.metrics import score
 from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs, nearest_classes, sample_episode
 from qdrant_lander.training.evaluate import TorchScorer, auc, parent_precision
 from qdrant_lander.training.model import LanderNet
 from qdrant_lander.training.gt import GroundTruthScorer
 from qdrant_lander.training.tau import DecodeChoice, choose_tau_bias, pick
-from qdrant_lander.training.trainer import (MODEL_FILE, TrainConfig, _balanced_bce, episode_loss, load_trained,
-                                           parent_loss, train, train_best)
+from qdrant_lander.training.trainer import (MODEL_FILE, TrainConfig, _balanced_bce, _fold_classes, episode_loss,
+                                           load_trained, parent_loss, train, train_best)
 from torch_geometric.data import Batch
 
 torch.set_num_threads(1)
 SMALL = dict(steps=60, hidden=16, k_choices=[10, 20], train_levels=2, decode_k=[5], taus=[0.3, 0.5, 0.7],
-             min_merge_ratios=[0.0], lr=5e-3)
+             min_merge_ratios=[0.0], lr=5e-3, folds=1)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +86,26 @@ def test_tau_is_chosen_on_heldout_classes_and_stored(omni, trained):
     assert 0.5 < trained.card.notes["heldout_parent_precision"] <= 1  # the decoder's picks, next to cosine's
     assert 0 < trained.card.notes["heldout_cosine_parent_precision"] <= 1
     assert trained.card.input_dim == "any" and trained.card.trained_on == ["omniglot[40]"]
+
+
+def test_a_small_set_chooses_on_every_class_once_over_folds(omni):
+    """40 classes (< SMALL_SET_CLASSES) train 4 folds by default: four models each choose on the classes they did
+    not see (together: all 40, once each), the choice is the grid's best on their mean held-out Fp, and the
+    first fold's model is kept."""
+    m = train(*omni, TrainConfig(**SMALL | {"folds": None}, seed=3), progress=False, name="t")
+    size = len(m.decode_grid) // 4
+    per_fold = [m.decode_grid[f * size:(f + 1) * size] for f in range(4)]
+    assert sum(g[0].n_classes for g in per_fold) == 40 == m.card.notes["heldout_classes"]
+    assert m.card.notes["folds"] == 4 and len(m.losses) == 4 * SMALL["steps"]
+    at = [c for g in per_fold for c in g if (c.k, c.tau, c.min_support) == (m.card.k, m.card.tau, m.card.min_support)]
+    assert len(at) == 4 and m.card.notes["heldout_fp"] == round(float(np.mean([c.fp for c in at])), 4)
+    assert m.card.notes["heldout_fp"] >= max(np.mean([g[i].fp for g in per_fold]) for i in range(size)) - 0.005
+    held = _fold_classes(omni[1], 4, np.random.RandomState(3))[0]  # the trainer's first draw: fold 0's classes
+    x0, y0 = omni[0][held], omni[1][held]
+    labels = cluster_hierarchy(x0, knn_graph(x0, m.card.k), m.scorer(), m.card).labels
+    assert score(y0, labels).fp == at[0].fp  # the kept model is the one that did not see fold 0
+    with pytest.raises(InputError, match="25 folds need at least 50 classes"):
+        train(*omni, TrainConfig(**SMALL | {"folds": 25}), progress=False)
 
 
 def test_plateau_pick_takes_the_middle():

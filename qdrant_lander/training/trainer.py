@@ -36,6 +36,8 @@ from .tau import (DECODE_K, MIN_MERGE_RATIOS, MIN_SUPPORTS, TAUS, DecodeChoice, 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
+SMALL_SET_CLASSES = 50
+SMALL_SET_FOLDS = 4
 
 
 class TrainConfig(BaseModel):
@@ -80,6 +82,13 @@ class TrainConfig(BaseModel):
                                "episodes is decoded by the model being trained (at a random tau) instead of the "
                                "ground truth, so levels >= 1 look like the ones it will decode")
     heldout_fraction: float = Field(0.25, gt=0, lt=1, description="Training classes kept back to choose tau")
+    folds: int | None = Field(None, ge=1, description="1: the decoding is chosen on one held-out split "
+                              "(heldout_fraction of the classes). F > 1: the classes are cut in F folds, one model is "
+                              "trained without each, the decoding is chosen on their mean held-out Fp (every class "
+                              "held out once) and the first fold's model is kept (F trainings). None: "
+                              f"{SMALL_SET_FOLDS} (at most a fold per 2 classes) when a labeled set has fewer than "
+                              f"{SMALL_SET_CLASSES} classes (one held-out split of ~10 classes chose a decoding that "
+                              "collapsed on new data), else 1")
     decode_k: list[int] = Field(list(DECODE_K), min_length=1, description="k values tried when choosing the decoding")
     taus: list[float] = Field(list(TAUS), min_length=1)
     min_merge_ratios: list[float] = Field(list(MIN_MERGE_RATIOS), min_length=1)
@@ -161,6 +170,14 @@ def _split_classes(y: np.ndarray, fraction: float, rng: np.random.RandomState) -
     return np.isin(y, rng.choice(classes, size=n_held, replace=False))
 
 
+def _fold_classes(y: np.ndarray, folds: int, rng: np.random.RandomState) -> list[np.ndarray]:
+    """Boolean masks of ``folds`` disjoint groups of classes covering every class (at least 2 classes each)."""
+    classes = np.unique(y)
+    if classes.size < 2 * folds:
+        raise InputError(f"{folds} folds need at least {2 * folds} classes (2 per fold), got {classes.size}")
+    return [np.isin(y, part) for part in np.array_split(rng.permutation(classes), folds)]
+
+
 def _balanced_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """BCE where positives and negatives each carry half the weight (links are mostly positive at level 0),
     over the edges in ``mask`` (all when None)."""
@@ -219,16 +236,76 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
         raise InputError(f"got {len(xs)} embedding arrays but {len(ys)} label arrays")
     if config.node_mode == "embedding" and len({a.shape[1] for a in xs}) > 1:
         raise InputError("node_mode='embedding' needs one embedding dimension; use node_mode='structure' to mix spaces")
-    t0 = time.perf_counter()
     rng = np.random.RandomState(config.seed)
     torch.manual_seed(config.seed)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
 
-    held_masks = [_split_classes(b, config.heldout_fraction, rng) for b in ys]
-    pools = [CandidateNeighbours(np.ascontiguousarray(a[~m])) for a, m in zip(xs, held_masks)]
-    pool_y = [b[~m] for b, m in zip(ys, held_masks)]
+    fewest = min(np.unique(b).size for b in ys)
+    folds = config.folds or (max(1, min(SMALL_SET_FOLDS, fewest // 2)) if fewest < SMALL_SET_CLASSES else 1)
+    if folds == 1:
+        rounds = [[_split_classes(b, config.heldout_fraction, rng) for b in ys]]
+    else:
+        per_set = [_fold_classes(b, folds, rng) for b in ys]
+        rounds = [[masks[f] for masks in per_set] for f in range(folds)]
+    train_s = choose_s = 0.0
+    grids: list[list[DecodeChoice]] = []
+    held_out: list[tuple[TorchScorer, list[np.ndarray]]] = []  # each round's model and the classes it did not see
+    losses: list[float] = []
+    for r, held_masks in enumerate(rounds):
+        t0 = time.perf_counter()
+        if len(rounds) > 1:
+            log.info("fold %d of %d: training without its classes", r + 1, len(rounds))
+            torch.manual_seed(config.seed + r + 1)
+        net, round_losses = _train_net([a[~m] for a, m in zip(xs, held_masks)], [b[~m] for b, m in zip(ys, held_masks)],
+                                       config, rng if len(rounds) == 1 else np.random.RandomState([config.seed, r + 2]),
+                                       progress)
+        losses += round_losses
+        t1 = time.perf_counter()
+        scorer = TorchScorer(net)
+        for a, b, m in zip(xs, ys, held_masks):
+            grids.append(choose_decoding(scorer, a[m], b[m], node_mode=config.node_mode, k_choices=config.decode_k,
+                                         taus=config.taus, min_merge_ratios=config.min_merge_ratios,
+                                         min_supports=config.min_supports, max_levels=config.max_levels)[1])
+        held_out.append((scorer, held_masks))
+        if r == 0:  # the model kept: trained on as many classes as each model that chose the decoding
+            kept = net
+        train_s, choose_s = train_s + t1 - t0, choose_s + time.perf_counter() - t1
+    t1 = time.perf_counter()
+    # Tau is chosen on the mean over labeled sets and folds, so one set with many classes cannot dictate it alone.
+    best = _combine(grids)
+    auto_notes: dict[str, float] = {}
+    if len(xs) > 1 and config.tau_biases:
+        scorer, held_masks = held_out[0]
+        bias, per_bias = choose_tau_bias(scorer, [(a[m], b[m]) for a, b, m in zip(xs, ys, held_masks)], best,
+                                         config.tau_biases)
+        best = best.model_copy(update={"tau_bias": bias})
+        auto_notes = {"heldout_fp_auto_tau": round(max(per_bias.values()), 4)}
+    diags = [level0_diagnostics(scorer, a[m], b[m], k=min(best.k, int(m.sum()) - 1), node_mode=config.node_mode)
+             for scorer, held_masks in held_out for a, b, m in zip(xs, ys, held_masks)]
+    choose_s += time.perf_counter() - t1
+    # NaN (e.g. no negative edge among easy held-out classes) is left out: the card must stay valid JSON.
+    notes: dict[str, float | str] = {f"heldout_{key}": round(float(np.nanmean(v)), 4)
+                                     for key in ("link_auc", "cosine_auc", "parent_precision",
+                                                 "cosine_parent_precision", "density_corr")
+                                     if not np.isnan(v := [dg[key] for dg in diags]).all()}
+    notes.update(auto_notes)
+    notes.update(heldout_fp=round(best.fp, 4), heldout_fb=round(best.fb, 4), folds=float(folds),
+                 train_seconds=round(train_s, 1), choose_seconds=round(choose_s, 1),
+                 heldout_classes=float(sum(np.unique(b[m]).size for _, masks in held_out for b, m in zip(ys, masks))))
+    card = ModelCard(**best.model_dump(include=set(DecodeSettings.model_fields)), name=name, head=config.head,
+                     input_dim="any" if config.node_mode == "structure" else int(xs[0].shape[1]),
+                     trained_on=trained_on or [], notes=notes)
+    log.info("trained %s in %.1fs: tau=%.2f k=%d support=%.1f tau_bias=%s held-out Fp=%.3f", name, train_s, best.tau,
+             best.k, best.min_support, best.tau_bias, best.fp)
+    return TrainedModel(net=kept, card=card, config=config, decode_grid=[c for g in grids for c in g], losses=losses)
 
+
+def _train_net(xs: list[np.ndarray], ys: list[np.ndarray], config: TrainConfig, rng: np.random.RandomState,
+               progress: bool) -> tuple[LanderNet, list[float]]:
+    """A fresh network meta-trained on the labeled sets (xs, ys) (after synthetic pre-training if configured)."""
+    pools = [CandidateNeighbours(np.ascontiguousarray(a)) for a in xs]
+    pool_y = list(ys)
     node_dim = len(STRUCTURE_NODE_FEATURES) if config.node_mode == "structure" else 2 * xs[0].shape[1]
     net = LanderNet(NetConfig(node_mode=config.node_mode, node_dim=node_dim, edge_dim=len(EDGE_FEATURES),
                               hidden=config.hidden, layers=config.layers, head=config.head))
@@ -249,41 +326,7 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     if config.steps:
         losses += _fit(net, pools, pool_y, weights, config.steps, config, rng, "meta-training", progress)
     net.eval()
-    train_s = time.perf_counter() - t0
-
-    scorer = TorchScorer(net)
-    # Tau is chosen per labeled set and averaged, so one set with many classes cannot dictate it alone.
-    choices, grids = [], []
-    for a, b, m in zip(xs, ys, held_masks):
-        best, grid = choose_decoding(scorer, a[m], b[m], node_mode=config.node_mode, k_choices=config.decode_k,
-                                     taus=config.taus, min_merge_ratios=config.min_merge_ratios,
-                                     min_supports=config.min_supports, max_levels=config.max_levels)
-        choices.append(best)
-        grids.append(grid)
-    best = _combine(grids) if len(grids) > 1 else choices[0]
-    auto_notes: dict[str, float] = {}
-    if len(grids) > 1 and config.tau_biases:
-        bias, per_bias = choose_tau_bias(scorer, [(a[m], b[m]) for a, b, m in zip(xs, ys, held_masks)], best,
-                                         config.tau_biases)
-        best = best.model_copy(update={"tau_bias": bias})
-        auto_notes = {"heldout_fp_auto_tau": round(max(per_bias.values()), 4)}
-    diags = [level0_diagnostics(scorer, a[m], b[m], k=min(best.k, int(m.sum()) - 1), node_mode=config.node_mode)
-             for a, b, m in zip(xs, ys, held_masks)]
-    # NaN (e.g. no negative edge among easy held-out classes) is left out: the card must stay valid JSON.
-    notes: dict[str, float | str] = {f"heldout_{key}": round(float(np.nanmean(v)), 4)
-                                     for key in ("link_auc", "cosine_auc", "parent_precision",
-                                                 "cosine_parent_precision", "density_corr")
-                                     if not np.isnan(v := [dg[key] for dg in diags]).all()}
-    notes.update(auto_notes)
-    notes.update(heldout_fp=round(best.fp, 4), heldout_fb=round(best.fb, 4), train_seconds=round(train_s, 1),
-                 choose_seconds=round(time.perf_counter() - t0 - train_s, 1),
-                 heldout_classes=float(sum(np.unique(b[m]).size for b, m in zip(ys, held_masks))))
-    card = ModelCard(**best.model_dump(include=set(DecodeSettings.model_fields)), name=name, head=config.head,
-                     input_dim="any" if config.node_mode == "structure" else int(xs[0].shape[1]),
-                     trained_on=trained_on or [], notes=notes)
-    log.info("trained %s in %.1fs: tau=%.2f k=%d support=%.1f tau_bias=%s held-out Fp=%.3f", name, train_s, best.tau,
-             best.k, best.min_support, best.tau_bias, best.fp)
-    return TrainedModel(net=net, card=card, config=config, decode_grid=[c for g in grids for c in g], losses=losses)
+    return net, losses
 
 
 def train_best(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndarray],
@@ -294,13 +337,14 @@ def train_best(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np
     Which recipe suits a labeled set is a choice to make on that set's held-out classes, like tau: episodes
     of look-alike classes raised held-out Fp on every single-set dev task and lowered it for the
     multi-domain default model, and test Fp moved the same way both times (benchmarks/RESULTS.md). The
-    configs share seed and held-out fraction, so each is judged on the same classes; higher Fp, then Fb,
+    configs share seed, held-out fraction and folds, so each is judged on the same classes; higher Fp, then Fb,
     wins, and ties keep the earlier config.
     """
     if not configs:
         raise InputError("no training config to try")
-    if len({(c.seed, c.heldout_fraction) for c in configs}) > 1:
-        raise InputError("configs tried against each other need one seed and heldout_fraction (the same held-out classes)")
+    if len({(c.seed, c.heldout_fraction, c.folds) for c in configs}) > 1:
+        raise InputError("configs tried against each other need one seed, heldout_fraction and folds (the same "
+                         "held-out classes)")
     models = []
     for i, c in enumerate(configs):
         if len(configs) > 1:
