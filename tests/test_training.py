@@ -89,7 +89,7 @@ def test_tau_is_chosen_on_heldout_classes_and_stored(omni, trained):
 
 
 def test_a_small_set_chooses_on_every_class_once_over_folds(omni):
-    """40 classes (< SMALL_SET_CLASSES) train 4 folds by default: four models each choose on the classes they did
+    """800 points (< SMALL_SET_POINTS) train 4 folds by default: four models each choose on the classes they did
     not see (together: all 40, once each), the choice is the grid's best on their mean held-out Fp, and the
     first fold's model is kept."""
     m = train(*omni, TrainConfig(**SMALL | {"folds": None}, seed=3), progress=False, name="t")

@@ -36,7 +36,7 @@ from .tau import (DECODE_K, MIN_MERGE_RATIOS, MIN_SUPPORTS, TAUS, DecodeChoice, 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
-SMALL_SET_CLASSES = 50
+SMALL_SET_POINTS = 5000
 SMALL_SET_FOLDS = 4
 
 
@@ -86,9 +86,8 @@ class TrainConfig(BaseModel):
                               "(heldout_fraction of the classes). F > 1: the classes are cut in F folds, one model is "
                               "trained without each, the decoding is chosen on their mean held-out Fp (every class "
                               "held out once) and the first fold's model is kept (F trainings). None: "
-                              f"{SMALL_SET_FOLDS} (at most a fold per 2 classes) when a labeled set has fewer than "
-                              f"{SMALL_SET_CLASSES} classes (one held-out split of ~10 classes chose a decoding that "
-                              "collapsed on new data), else 1")
+                              f"{SMALL_SET_FOLDS} (at most one per 2 classes) below {SMALL_SET_POINTS} labeled points, "
+                              "where a training is short and one held-out split chose worse on every dev set, else 1")
     decode_k: list[int] = Field(list(DECODE_K), min_length=1, description="k values tried when choosing the decoding")
     taus: list[float] = Field(list(TAUS), min_length=1)
     min_merge_ratios: list[float] = Field(list(MIN_MERGE_RATIOS), min_length=1)
@@ -242,7 +241,7 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
         torch.set_num_threads(config.threads)
 
     fewest = min(np.unique(b).size for b in ys)
-    folds = config.folds or (max(1, min(SMALL_SET_FOLDS, fewest // 2)) if fewest < SMALL_SET_CLASSES else 1)
+    folds = config.folds or (max(1, min(SMALL_SET_FOLDS, fewest // 2)) if sum(map(len, ys)) < SMALL_SET_POINTS else 1)
     if folds == 1:
         rounds = [[_split_classes(b, config.heldout_fraction, rng) for b in ys]]
     else:
@@ -255,11 +254,10 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     for r, held_masks in enumerate(rounds):
         t0 = time.perf_counter()
         if len(rounds) > 1:
-            log.info("fold %d of %d: training without its classes", r + 1, len(rounds))
             torch.manual_seed(config.seed + r + 1)
         net, round_losses = _train_net([a[~m] for a, m in zip(xs, held_masks)], [b[~m] for b, m in zip(ys, held_masks)],
                                        config, rng if len(rounds) == 1 else np.random.RandomState([config.seed, r + 2]),
-                                       progress)
+                                       progress, f" (fold {r + 1} of {len(rounds)})" if len(rounds) > 1 else "")
         losses += round_losses
         t1 = time.perf_counter()
         scorer = TorchScorer(net)
@@ -302,7 +300,7 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
 
 
 def _train_net(xs: list[np.ndarray], ys: list[np.ndarray], config: TrainConfig, rng: np.random.RandomState,
-               progress: bool) -> tuple[LanderNet, list[float]]:
+               progress: bool, stage: str = "") -> tuple[LanderNet, list[float]]:
     """A fresh network meta-trained on the labeled sets (xs, ys) (after synthetic pre-training if configured)."""
     pools = [CandidateNeighbours(np.ascontiguousarray(a)) for a in xs]
     pool_y = list(ys)
@@ -319,12 +317,12 @@ def _train_net(xs: list[np.ndarray], ys: list[np.ndarray], config: TrainConfig, 
         syn_weights = np.full(len(sets), 1.0 / len(sets))
         if config.pretrain_steps:
             losses += _fit(net, syn_pools, syn_y, syn_weights, config.pretrain_steps, config, syn_rng,
-                           "pre-training (synthetic)", progress)
+                           "pre-training (synthetic)" + stage, progress)
         if config.pretrain_mix:
             pools, pool_y = pools + syn_pools, pool_y + syn_y
             weights = np.concatenate([(1 - config.pretrain_mix) * weights, config.pretrain_mix * syn_weights])
     if config.steps:
-        losses += _fit(net, pools, pool_y, weights, config.steps, config, rng, "meta-training", progress)
+        losses += _fit(net, pools, pool_y, weights, config.steps, config, rng, "meta-training" + stage, progress)
     net.eval()
     return net, losses
 
