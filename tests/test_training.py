@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from benchmarks.tasks import TASKS, subsample_classes
+from qdrant_lander.decode import cluster_hierarchy
 from qdrant_lander.errors import InputError, ModelError
 from qdrant_lander.features import level_inputs
-from qdrant_lander.decode import cluster_hierarchy
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.metrics import score
 from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs, nearest_classes, sample_episode

@@ -3,7 +3,8 @@
 Protocol (METHOD.md, last section): split off ``heldout_fraction`` of the training classes; train on
 the rest with episodes (each step a random share of the classes, a random k, and the levels the
 decoder produces on them); choose tau/k/early stop on the held-out classes; record the link and
-density diagnostics there next to plain cosine. Seeded: the same data and config give the same weights.
+density diagnostics there next to plain cosine. Small labeled sets repeat this over folds of classes
+(``folds``) so that every class is held out once. Seeded: the same data and config give the same weights.
 """
 
 from __future__ import annotations
@@ -226,7 +227,9 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
 
     ``x``/``y`` may be one labeled set or a list of them (e.g. several domains for a structure-only
     model; each episode draws one set, all sets equally likely). The returned model's
-    card carries tau, k and the held-out diagnostics.
+    card carries tau, k and the held-out diagnostics. With ``config.folds`` > 1 (the default below
+    SMALL_SET_POINTS labeled points) one model is trained per fold of classes and the decoding is
+    chosen on every class, so a small set's choice does not hang on which few classes were held out.
     """
     config = config or TrainConfig()
     xs = [x] if isinstance(x, np.ndarray) else list(x)
@@ -274,7 +277,7 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     best = _combine(grids)
     auto_notes: dict[str, float] = {}
     if len(xs) > 1 and config.tau_biases:
-        scorer, held_masks = held_out[0]
+        scorer, held_masks = held_out[0]  # judged with the kept model, on the classes it did not see
         bias, per_bias = choose_tau_bias(scorer, [(a[m], b[m]) for a, b, m in zip(xs, ys, held_masks)], best,
                                          config.tau_biases)
         best = best.model_copy(update={"tau_bias": bias})
