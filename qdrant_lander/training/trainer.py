@@ -256,11 +256,13 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     losses: list[float] = []
     for r, held_masks in enumerate(rounds):
         t0 = time.perf_counter()
-        if len(rounds) > 1:
+        if len(rounds) == 1:
+            round_rng, stage = rng, ""
+        else:  # each fold its own streams: fold r trains the same whatever the other folds do
             torch.manual_seed(config.seed + r + 1)
+            round_rng, stage = np.random.RandomState([config.seed, r + 2]), f" (fold {r + 1} of {len(rounds)})"
         net, round_losses = _train_net([a[~m] for a, m in zip(xs, held_masks)], [b[~m] for b, m in zip(ys, held_masks)],
-                                       config, rng if len(rounds) == 1 else np.random.RandomState([config.seed, r + 2]),
-                                       progress, f" (fold {r + 1} of {len(rounds)})" if len(rounds) > 1 else "")
+                                       config, round_rng, progress, stage)
         losses += round_losses
         t1 = time.perf_counter()
         scorer = TorchScorer(net)
@@ -269,8 +271,6 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
                                          taus=config.taus, min_merge_ratios=config.min_merge_ratios,
                                          min_supports=config.min_supports, max_levels=config.max_levels)[1])
         held_out.append((scorer, held_masks))
-        if r == 0:  # the model kept: trained on as many classes as each model that chose the decoding
-            kept = net
         train_s, choose_s = train_s + t1 - t0, choose_s + time.perf_counter() - t1
     t1 = time.perf_counter()
     # Tau is chosen on the mean over labeled sets and folds, so one set with many classes cannot dictate it alone.
@@ -299,7 +299,8 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
                      trained_on=trained_on or [], notes=notes)
     log.info("trained %s in %.1fs: tau=%.2f k=%d support=%.1f tau_bias=%s held-out Fp=%.3f", name, train_s, best.tau,
              best.k, best.min_support, best.tau_bias, best.fp)
-    return TrainedModel(net=kept, card=card, config=config, decode_grid=[c for g in grids for c in g], losses=losses)
+    # Fold 0's model is kept: trained on as many classes as each model that chose the decoding.
+    return TrainedModel(net=held_out[0][0].net, card=card, config=config, decode_grid=[c for g in grids for c in g], losses=losses)
 
 
 def _train_net(xs: list[np.ndarray], ys: list[np.ndarray], config: TrainConfig, rng: np.random.RandomState,
