@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .decode import ClusterResult, cluster_hierarchy
+from .domains import Domain, check_domain, with_domain
 from .errors import InputError, MissingExtraError, ModelError
 from .knn import KnnGraph, knn_graph
 from .model_card import CARD_FILE, ONNX_FILE, ModelCard
@@ -27,12 +28,16 @@ class Lander:
     """Learned hierarchical clustering with a LANDER model.
 
     ``model`` is an ONNX file or a model directory written by ``fit``/``qdrant-lander train``;
-    ``None`` uses the default model shipped with the package. ``device`` is ``auto``, ``cpu`` or
-    ``cuda``; ``threads`` caps onnxruntime's intra-op threads.
+    ``None`` uses the default model shipped with the package. ``domain`` (``faces``, ``text``,
+    ``characters``) decodes the default model with the settings chosen for that kind of data
+    (:mod:`qdrant_lander.domains`); ``any`` keeps its one-for-all settings. ``device`` is ``auto``,
+    ``cpu`` or ``cuda``; ``threads`` caps onnxruntime's intra-op threads.
     """
 
-    def __init__(self, model: str | Path | None = None, *, device: str = "auto", threads: int | None = None):
+    def __init__(self, model: str | Path | None = None, *, domain: Domain = "any", device: str = "auto",
+                 threads: int | None = None):
         self.model = model
+        self.domain = check_domain(domain)
         self.device = device
         self.threads = threads
         self._scorer: OnnxScorer | None = None
@@ -48,8 +53,10 @@ class Lander:
                         card = ModelCard.model_validate_json(card_file.read_text())
                     except ValueError as e:
                         raise ModelError(f"{card_file} is not a readable model card: {e}") from e
-            self._scorer = (OnnxScorer.default(device=self.device, threads=self.threads) if path is None
-                            else OnnxScorer(path, device=self.device, threads=self.threads, card=card))
+            scorer = (OnnxScorer.default(device=self.device, threads=self.threads) if path is None
+                      else OnnxScorer(path, device=self.device, threads=self.threads, card=card))
+            scorer.card = with_domain(scorer.card, self.domain)
+            self._scorer = scorer
         return self._scorer
 
     @property

@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from . import main
+from ..domains import DOMAINS
 from ..errors import MissingExtraError
 from ..validate import check_labels
 from .inputs import load_npy, parse_set_options
@@ -20,23 +21,27 @@ _model_option = click.option(
 _device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                               show_default=True, help="Where the model runs; auto picks CUDA only if it really works.")
 _threads_option = click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads.")
+_domain_option = click.option(
+    "--domain", type=click.Choice(DOMAINS), default="any", show_default=True,
+    help="What the default model clusters: faces, text or characters use the decoding chosen for that kind of "
+         "data on held-out training classes; any keeps the model's one-for-all setting.")
 
 
-def _lander(model: Path | None, device: str, threads: int | None):
+def _lander(model: Path | None, device: str, threads: int | None, domain: str = "any"):
     from ..lander import Lander
 
-    return Lander(model, device=device, threads=threads)
+    return Lander(model, domain=domain, device=device, threads=threads)
 
 
 def _model_options(command):
-    """--model/--device/--threads, shared by every command that runs a model."""
-    return _model_option(_device_option(_threads_option(command)))
+    """--model/--domain/--device/--threads, shared by every command that runs a model."""
+    return _model_option(_domain_option(_device_option(_threads_option(command))))
 
 
-def _predict_timed(embeddings: Path, model: Path | None, device: str, threads: int | None,
+def _predict_timed(embeddings: Path, model: Path | None, domain: str, device: str, threads: int | None,
                    labels: np.ndarray | None = None):
     """Load, cluster and time; ``labels`` are checked against the rows before any work starts."""
-    lander = _lander(model, device, threads)
+    lander = _lander(model, device, threads, domain)
     x = load_npy(embeddings, "embeddings")
     if labels is not None:
         check_labels(labels, len(x))
@@ -91,8 +96,8 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
               help="Model directory to write (model.onnx + the calibrated card.json); pass it as --model.")
 @_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the calibrated model card as JSON.")
-def calibrate(embeddings: Path, labels: Path, out_dir: Path, model: Path | None, device: str, threads: int | None,
-              as_json: bool) -> None:
+def calibrate(embeddings: Path, labels: Path, out_dir: Path, model: Path | None, domain: str, device: str,
+              threads: int | None, as_json: bool) -> None:
     """Fit a model's tau (and k, merge support) to your embedding space with a few labeled points.
 
     EMBEDDINGS is a float32 .npy [N, D] from the space you will cluster, LABELS an int .npy [N]: a
@@ -102,7 +107,7 @@ def calibrate(embeddings: Path, labels: Path, out_dir: Path, model: Path | None,
     often does not. Needs no torch.
     """
     y = load_npy(labels, "labels")
-    before = _lander(model, device, threads)
+    before = _lander(model, device, threads, domain)
     after = before.calibrate(load_npy(embeddings, "embeddings"), y, out_dir=out_dir)
     card = after.card
     if as_json:
@@ -122,14 +127,14 @@ def calibrate(embeddings: Path, labels: Path, out_dir: Path, model: Path | None,
               help="Also write the supernode id of each row at every level (int64 .npy [N, levels]).")
 @_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def cluster(embeddings: Path, out: Path, levels_out: Path | None, model: Path | None, device: str,
+def cluster(embeddings: Path, out: Path, levels_out: Path | None, model: Path | None, domain: str, device: str,
             threads: int | None, as_json: bool) -> None:
     """Cluster an array of embeddings into a hierarchy.
 
     Cluster ids are the row index of each cluster's peak (its densest point), so they are stable
     and meaningful: row i's cluster is represented by row labels[i].
     """
-    lander, result, seconds = _predict_timed(embeddings, model, device, threads)
+    lander, result, seconds = _predict_timed(embeddings, model, domain, device, threads)
     np.save(out, result.labels)
     if levels_out is not None:
         np.save(levels_out, result.paths)
@@ -145,7 +150,7 @@ def cluster(embeddings: Path, out: Path, levels_out: Path | None, model: Path | 
 @click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
-def evaluate(embeddings: Path, labels: Path, model: Path | None, device: str, threads: int | None,
+def evaluate(embeddings: Path, labels: Path, model: Path | None, domain: str, device: str, threads: int | None,
              as_json: bool) -> None:
     """Cluster labeled embeddings and score the result against the labels.
 
@@ -155,7 +160,7 @@ def evaluate(embeddings: Path, labels: Path, model: Path | None, device: str, th
     from ..metrics import score
 
     y = load_npy(labels, "labels")
-    lander, result, seconds = _predict_timed(embeddings, model, device, threads, labels=y)
+    lander, result, seconds = _predict_timed(embeddings, model, domain, device, threads, labels=y)
     s = score(y, result.labels)
     report = {**s.model_dump(), "levels": result.n_levels, "seconds": round(seconds, 3), "model": lander.card.name}
     if as_json:

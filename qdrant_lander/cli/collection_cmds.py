@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 import numpy as np
@@ -22,6 +22,9 @@ from ..stores import Collection, Store, open_store
 from .inputs import load_jsonl, load_npy
 from .settings_options import settings_options
 
+if TYPE_CHECKING:
+    from ..lander import Lander
+
 _STORE = ("url", "api_key", "path", "batch_size")
 
 
@@ -31,6 +34,13 @@ def store_from_settings(settings: Settings) -> Iterator[Store]:
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     with open_store(settings.url, api_key, settings.path) as store:
         yield store
+
+
+def lander_from_settings(settings: Settings) -> Lander:
+    """The model the settings name (imported here: commands without a model skip onnxruntime)."""
+    from ..lander import Lander
+
+    return Lander(settings.model, domain=settings.domain, device=settings.device, threads=settings.threads)
 
 
 @contextmanager
@@ -98,7 +108,7 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
 @click.option("--growth", type=click.FloatRange(0), default=0.25, show_default=True,
               help="--once/--watch: re-cluster everything once the collection grew by this share since the last "
                    "full sync (0 = never).")
-@settings_options(*_STORE, "vector", "model", "device", "threads", "interval", "rebuild_every", "metrics_port",
+@settings_options(*_STORE, "vector", "model", "domain", "device", "threads", "interval", "rebuild_every", "metrics_port",
                   "log_level")
 def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease: float, growth: float,
          settings: Settings) -> None:
@@ -123,10 +133,9 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
     """
     if mode is not None:
         _sync_daemon(collection, mode, knn, wait_lease, growth, as_json, settings)
-    from ..lander import Lander
     from ..sync import full_sync
 
-    lander = Lander(settings.model, device=settings.device, threads=settings.threads)
+    lander = lander_from_settings(settings)
     with collection_from_settings(settings, collection) as col:
         report = full_sync(col, lander, batch_size=settings.batch_size, knn=knn)
     if as_json:
@@ -145,14 +154,13 @@ def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth
 
     from ..daemon import EXIT_LEASE, DaemonOptions, run
     from ..errors import StoreBusy
-    from ..lander import Lander
     from ..lease import LeaseHeld
 
     if mode == "watch":
         logging.getLogger("qdrant_lander").setLevel(settings.log_level)  # one line per pass at INFO
     options = DaemonOptions(interval=settings.interval, rebuild_every=settings.rebuild_every, growth=growth,
                             wait_lease=wait_lease, knn=knn, batch_size=settings.batch_size, progress=mode == "full")
-    lander = Lander(settings.model, device=settings.device, threads=settings.threads)
+    lander = lander_from_settings(settings)
     try:
         with collection_from_settings(settings, collection) as col:
             code, report = run(col, lander, mode, options, settings.metrics_port)

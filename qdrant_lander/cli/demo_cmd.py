@@ -12,7 +12,7 @@ from .settings_options import settings_options
 @main.command()
 @click.option("--collection", "name", default="lander_demo", show_default=True, help="Collection to (re)fill.")
 @click.option("--json", "as_json", is_flag=True, help="Print the demo's report as JSON.")
-@settings_options("url", "api_key", "path", "model", "device", "threads")
+@settings_options("url", "api_key", "path", "model", "domain", "device", "threads")
 def demo(name: str, as_json: bool, settings: Settings) -> None:
     """Cluster 2,000 real support queries (20 CLINC150 intents) inside Qdrant, then search one cluster.
 
@@ -22,10 +22,9 @@ def demo(name: str, as_json: bool, settings: Settings) -> None:
     --url http://localhost:6333 to do the same there.
     """
     from ..demo import run_demo
-    from ..lander import Lander
-    from .collection_cmds import store_from_settings
+    from .collection_cmds import lander_from_settings, store_from_settings
 
-    lander = Lander(settings.model, device=settings.device, threads=settings.threads)
+    lander = lander_from_settings(settings)
     with store_from_settings(settings) as store:
         r = run_demo(store, lander, collection=name, progress=not as_json)
         where = store.description
