@@ -29,6 +29,7 @@ from qdrant_lander.validate import check_embeddings  # noqa: E402
 from scripts.train_default_model import DECODE_K, TRAIN_TASKS  # noqa: E402
 
 DOMAIN_OF = {"clinc75": "text", "omniglot": "characters", "lfw": "faces"}
+PRESETS_HEADING = "## Domain presets"
 
 
 def main() -> None:
@@ -50,7 +51,18 @@ def main() -> None:
             chosen_on=f"{part.name}: {np.unique(part.y[held]).size} held-out classes, {int(held.sum())} points",
             heldout_fp=round(best.fp, 4)).model_dump()
         print(DOMAIN_OF[task], presets[DOMAIN_OF[task]], flush=True)
-    (ROOT / "qdrant_lander" / "models" / PRESETS_FILE).write_text(json.dumps(presets, indent=2) + "\n")
+    models = ROOT / "qdrant_lander" / "models"
+    (models / PRESETS_FILE).write_text(json.dumps(presets, indent=2) + "\n")
+    # The model card page gets (or replaces) its presets section.
+    page = models / "MODEL_CARD.md"
+    text = page.read_text().split(PRESETS_HEADING)[0].rstrip("\n")
+    rows = [f"| `{d}` | {p['chosen_on']} | {p['k']} | {p['tau']} | {p['min_merge_ratio']} | {p['min_support']} "
+            f"| {p['heldout_fp']} |" for d, p in presets.items()]
+    page.write_text("\n".join([text, "", PRESETS_HEADING, "",
+                               "Decoding per domain (`--domain`, `Lander(domain=...)`), chosen on the held-out classes "
+                               "of each training set (written by `scripts/choose_domain_presets.py`):", "",
+                               "| domain | chosen on | k | tau | min_merge_ratio | min_support | held-out Fp |",
+                               "|---|---|---|---|---|---|---|", *rows, ""]))
 
 
 if __name__ == "__main__":
