@@ -17,7 +17,7 @@ are), and their k+1 neighbours are queried in one ``query_batch`` at several HNS
 (``ef``; the daemon uses ``HNSW_EF``), each against exact search: seconds per 1,000 queries, the
 points/s the queries alone allow, and recall.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py quality [--model M]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py quality [--model M | --domain text]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py speed --sizes 10000 100000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py store --sizes 10000 100000
 
@@ -79,7 +79,8 @@ def quality(args: argparse.Namespace, lander: Lander) -> dict:
     task = clinc_75_75()
     order = np.random.RandomState(args.seed).permutation(len(task.test.x))
     x, y = task.test.x[order], task.test.y[order]
-    out: dict = {"points": len(x), "batch": args.batch, "model": lander.card.name}
+    out: dict = {"points": len(x), "batch": args.batch, "model": lander.card.name, "tau": lander.card.tau,
+                 "k": lander.card.k}
     with tempfile.TemporaryDirectory() as d, EdgeStore(d) as store:
         col = import_points(store, "docs", x, progress=False)
         t0 = time.perf_counter()
@@ -243,6 +244,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["quality", "speed", "store"])
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
+    p.add_argument("--domain", default="any", help="the default model's domain preset (any, faces, text, characters)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hops", type=int, default=DaemonOptions().hops)
     p.add_argument("--batch", type=int, default=None, help="points per batch (quality 100, speed 500)")
@@ -257,7 +259,7 @@ def main() -> None:
     p.add_argument("--snapshot", default=None, help="speed: directory keeping each size's collection after its "
                    "full pass (made on first use, copied by later runs: same index, same decisions)")
     args = p.parse_args()
-    lander = Lander(args.model, device="cpu", threads=1)
+    lander = Lander(args.model, domain=args.domain, device="cpu", threads=1)
     if args.what == "store":
         for n in args.sizes:
             print(json.dumps(store_at(n, args, lander.card.k)), flush=True)

@@ -36,8 +36,11 @@ class Lander:
 
     def __init__(self, model: str | Path | None = None, *, domain: Domain = "any", device: str = "auto",
                  threads: int | None = None):
+        if check_domain(domain) != "any" and model is not None:  # e.g. a calibrated copy: its own decoding stands
+            raise InputError(f"domain '{domain}' selects a decoding of the shipped default model; a model of your own "
+                             "(or a calibrated copy) keeps the decoding in its card")
         self.model = model
-        self.domain = check_domain(domain)
+        self.domain = domain
         self.device = device
         self.threads = threads
         self._scorer: OnnxScorer | None = None

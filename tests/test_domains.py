@@ -34,9 +34,11 @@ def test_every_domain_has_a_preset_for_the_shipped_model_and_changes_only_the_de
     assert presets["faces"].tau > presets["text"].tau  # the reason presets exist: faces need a far higher tau
 
 
-def test_unknown_domain_and_other_models_are_refused():
+def test_unknown_domain_and_other_models_are_refused(tmp_path):
     with pytest.raises(InputError, match="unknown domain 'photos'"):
         Lander(domain="photos")
+    with pytest.raises(InputError, match="default model"):
+        Lander(tmp_path, domain="faces")  # any model of one's own, a calibrated copy of the default included
     other = Lander().card.model_copy(update={"name": "lander-custom"})
     with pytest.raises(InputError, match="calibrate"):
         with_domain(other, "faces")
