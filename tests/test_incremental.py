@@ -247,18 +247,21 @@ def test_journaled_merge_is_replayed(store, data, lander):
     assert replay_journal(col) == 0
 
 
-def test_passes_use_the_tau_of_the_full_sync(store, data, lander):
+def test_passes_reuse_the_full_syncs_tau_only_when_it_was_chosen_for_the_collection(store, data, lander):
     x, _ = data
     col = import_points(store, "docs", x[:300], progress=False)
     full_sync(col, lander, progress=False)
     assert col.get_meta(SYNC_META)["tau"] == lander.card.tau  # a card without tau_bias: its own tau
     col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "tau": 1.0})  # as if chosen for this collection
     import_points(store, "docs", x[300:330], start_id=300, progress=False)
+    # A card without tau_bias decodes with its own tau (e.g. after switching --domain): links above it attach.
+    assert incremental_pass(col, lander.scorer, lander.card, max_new=10).attached > 0
+    per_dataset = lander.card.model_copy(update={"tau_bias": 0.0})
     col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "model": "another-model"})  # synced by another model:
-    assert incremental_pass(col, lander.scorer, lander.card, max_new=10).attached > 0  # its tau is not ours
+    assert incremental_pass(col, lander.scorer, per_dataset, max_new=10).attached > 0  # its tau is not ours
     col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "model": lander.card.name})
-    rep = incremental_pass(col, lander.scorer, lander.card)
-    assert rep.new == 20 and rep.attached == 0 and rep.created == 20  # no link is above 1.0
+    rep = incremental_pass(col, lander.scorer, per_dataset)  # the tau chosen for the collection: 1.0
+    assert rep.new == 10 and rep.attached == 0 and rep.created == 10  # no link is above 1.0
 
 
 def test_needs_a_complete_full_sync(store, data, lander):
