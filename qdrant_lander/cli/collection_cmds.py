@@ -37,7 +37,7 @@ def store_from_settings(settings: Settings) -> Iterator[Store]:
 
 
 def lander_from_settings(settings: Settings) -> Lander:
-    """The model the settings name (imported here: commands without a model skip onnxruntime)."""
+    """The model the settings name (``--model``, ``--domain``, device, threads), for every command that runs one."""
     from ..lander import Lander
 
     return Lander(settings.model, domain=settings.domain, device=settings.device, threads=settings.threads)
