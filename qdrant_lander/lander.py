@@ -7,6 +7,7 @@ is delegated to :mod:`qdrant_lander.training`, which is the only place torch is 
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -22,6 +23,10 @@ from .knn import KnnGraph, knn_graph
 from .model_card import CARD_FILE, ONNX_FILE, ModelCard
 from .runtime import OnnxScorer
 from .validate import check_embeddings, check_labels
+
+
+log = logging.getLogger(__name__)
+ONE_CLUSTER_WARNING = 50  # points from which a single cluster is reported as a likely misfit
 
 
 class Lander:
@@ -144,4 +149,11 @@ class Lander:
                              f"dimension {card.input_dim}")
         if graph.n != vectors.shape[0]:
             raise InputError(f"kNN graph has {graph.n} rows but there are {vectors.shape[0]} vectors")
-        return cluster_hierarchy(vectors, graph, self.scorer, card)
+        result = cluster_hierarchy(vectors, graph, self.scorer, card)
+        if result.n_clusters == 1 and len(vectors) >= ONE_CLUSTER_WARNING:
+            # The usual sign of a tau that does not fit the space (e.g. faces under the default model's `any`).
+            hint = (" (faces, text or characters: pass domain/--domain)" if self.model is None and self.domain == "any"
+                    else "")
+            log.warning("all %d points fell into one cluster at tau %s: the model's tau may not fit this space%s; "
+                        "a few labeled classes fit it with `qdrant-lander calibrate`", len(vectors), result.tau, hint)
+        return result

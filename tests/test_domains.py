@@ -64,3 +64,17 @@ def test_cli_domain_option(tmp_path, few_faces):
     faces = CliRunner().invoke(main, [*args, "--domain", "faces"])
     assert anyway.exit_code == 0 and faces.exit_code == 0, faces.output
     assert json.loads(faces.stdout)["n_clusters"] > json.loads(anyway.stdout)["n_clusters"]
+
+
+def test_one_cluster_is_reported_with_a_hint(caplog):
+    """ORL's 40 people (never seen by the default model) all fall into one cluster under `any`: say so."""
+    from benchmarks.tasks import orl_to_lfw
+
+    orl = orl_to_lfw().train
+    with caplog.at_level("WARNING", logger="qdrant_lander.lander"):
+        assert Lander().predict(orl.x).n_clusters == 1
+    assert "one cluster" in caplog.text and "--domain" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="qdrant_lander.lander"):
+        assert score(orl.y, Lander(domain="faces").predict(orl.x).labels).fp > 0.95
+    assert "one cluster" not in caplog.text
