@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.tasks import lfw_half, subsample_classes
+from benchmarks.tasks import lfw_half, orl_to_lfw, subsample_classes
 from qdrant_lander import Lander, score
 from qdrant_lander.cli import main
 from qdrant_lander.config import load_settings
@@ -68,8 +68,6 @@ def test_cli_domain_option(tmp_path, few_faces):
 
 def test_one_cluster_is_reported_with_a_hint(caplog):
     """ORL's 40 people (never seen by the default model) all fall into one cluster under `any`: say so."""
-    from benchmarks.tasks import orl_to_lfw
-
     orl = orl_to_lfw().train
     with caplog.at_level("WARNING", logger="qdrant_lander.lander"):
         assert Lander().predict(orl.x).n_clusters == 1

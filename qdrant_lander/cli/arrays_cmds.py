@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from . import main
+from ..config import Settings
 from ..domains import DOMAINS
 from ..errors import MissingExtraError
 from ..validate import check_labels
@@ -21,10 +22,8 @@ _model_option = click.option(
 _device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                               show_default=True, help="Where the model runs; auto picks CUDA only if it really works.")
 _threads_option = click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads.")
-_domain_option = click.option(
-    "--domain", type=click.Choice(DOMAINS), default="any", show_default=True,
-    help="What the default model clusters: faces, text or characters use the decoding chosen for that kind of "
-         "data on held-out training classes; any keeps the model's one-for-all setting.")
+_domain_option = click.option("--domain", type=click.Choice(DOMAINS), default="any", show_default=True,
+                              help=Settings.model_fields["domain"].description)
 
 
 def _lander(model: Path | None, device: str, threads: int | None, domain: str = "any"):
