@@ -37,8 +37,9 @@ class Settings(BaseModel):
     collection: str | None = Field(None, description="Collection to work on when a command takes none.")
     model: Path | None = Field(None, description="ONNX model file or model directory (e.g. from `calibrate`); unset = "
                                "the model shipped in the package.")
-    domain: Domain = Field("any", description="What the default model clusters: faces, text or characters use "
-                           "the decoding chosen for that kind of data; any keeps its one-for-all setting.")
+    domain: Domain = Field("auto", description="What the default model clusters: faces, text or characters use "
+                           "the decoding chosen for that kind of data; auto picks the one whose space the data "
+                           "resembles; any keeps the model's one-for-all setting.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
     threads: int | None = Field(None, ge=1, description="CPU threads for the model; unset = onnxruntime's choice.")
     interval: float = Field(5.0, gt=0, description="Seconds between incremental passes in watch mode.")

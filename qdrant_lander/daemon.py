@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from .errors import InputError, LanderError, MissingExtraError, ModelError
 from .incremental import (FRESH_ID_START, INCREMENTAL_META, LabelCache, NeedsFullSync, NeighbourCache, PassReport,
                           incremental_pass, load_state, replay_journal, sync_state)
+from .knn import KnnGraph
 from .lander import Lander
 from .lease import Lease, LeaseHeld
 from .observability import Metrics
@@ -74,15 +75,26 @@ def _stable_rename(col: Collection, batch_size: int):
     return rename, old_labels
 
 
+def _as_last_synced(col: Collection, lander: Lander) -> Lander:
+    """``lander`` with ``auto`` resolved as the collection's last full sync resolved it, so incremental
+    passes decode like it; unresolved when there is none (the first pass is then a full one)."""
+    if lander.domain != "auto":
+        return lander
+    try:
+        return lander.for_domain(sync_state(col).domain or "any")  # not recorded: synced before auto existed
+    except NeedsFullSync:
+        return lander
+
+
 class Daemon:
     """Keeps one collection clustered. Holds the collection's lease while it works."""
 
     def __init__(self, col: Collection, lander: Lander, options: DaemonOptions | None = None,
                  metrics: Metrics | None = None, owner: str | None = None):
-        self.col, self.lander = col, lander
+        self.col, self.lander = col, _as_last_synced(col, lander)
         self.options = options or DaemonOptions()
         self.metrics = metrics
-        self.cache = NeighbourCache(lander.card.k)
+        self.cache = NeighbourCache(self.lander.card.k)
         self.labels = LabelCache()  # valid while this daemon holds the lease without a break (_take_lease)
         self.lease = Lease(col, ttl=self.options.lease_ttl, owner=owner)
         self.passes = 0
@@ -96,7 +108,8 @@ class Daemon:
         replay_journal(self.col)  # so the old labels the new ones are matched against are complete
         rename, old_labels = _stable_rename(self.col, o.batch_size)
         rep = full_sync(self.col, self.lander, batch_size=o.batch_size, progress=o.progress, knn=o.knn,
-                        rename=rename, on_graph=self.cache.seed)
+                        rename=rename, on_graph=self._seed)
+        self.lander = self.lander.for_domain(rep.domain)  # auto: the passes until the next full one keep its choice
         # Rewriting every payload moves the points out of the indexed segments on the embedded store
         # (copy-on-write), which would leave the next passes' neighbour queries as full scans.
         self.col.prepare_knn()
@@ -110,6 +123,11 @@ class Daemon:
         return PassReport(full=True, new=int((old_labels < 0).sum()) + rep.points - len(old_labels),
                           created=rep.clusters - kept, seconds=round(time.perf_counter() - t0, 4),
                           model_seconds=rep.seconds.get("cluster", 0.0), field=rep.points)
+
+    def _seed(self, ids: np.ndarray, x: np.ndarray, graph: KnnGraph) -> None:
+        """Start the neighbour cache from a full sync's graph (its k is the decoding's, auto resolved)."""
+        self.cache = NeighbourCache(graph.k)
+        self.cache.seed(ids, x, graph)
 
     def _full_due(self) -> bool:
         try:

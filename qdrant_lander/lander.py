@@ -7,6 +7,7 @@ is delegated to :mod:`qdrant_lander.training`, which is the only place torch is 
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import tempfile
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from .decode import ClusterResult, cluster_hierarchy
-from .domains import Domain, check_domain, with_domain
+from .domains import (FAR_PROFILE, Domain, check_domain, nearest_domain, space_profile,
+                      with_domain)
 from .errors import InputError, MissingExtraError, ModelError
 from .knn import KnnGraph, knn_graph
 from .model_card import CARD_FILE, ONNX_FILE, ModelCard
@@ -35,13 +37,14 @@ class Lander:
     ``model`` is an ONNX file or a model directory written by ``fit``/``qdrant-lander train``;
     ``None`` uses the default model shipped with the package. ``domain`` (``faces``, ``text``,
     ``characters``) decodes the default model with the settings chosen for that kind of data
-    (:mod:`qdrant_lander.domains`); ``any`` keeps its one-for-all settings. ``device`` is ``auto``,
-    ``cpu`` or ``cuda``; ``threads`` caps onnxruntime's intra-op threads.
+    (:mod:`qdrant_lander.domains`); ``auto`` picks the one the data resembles each time data is
+    clustered (:meth:`for_data`); ``any`` keeps the model's one-for-all settings. ``device`` is
+    ``auto``, ``cpu`` or ``cuda``; ``threads`` caps onnxruntime's intra-op threads.
     """
 
-    def __init__(self, model: str | Path | None = None, *, domain: Domain = "any", device: str = "auto",
+    def __init__(self, model: str | Path | None = None, *, domain: Domain = "auto", device: str = "auto",
                  threads: int | None = None):
-        if check_domain(domain) != "any" and model is not None:  # e.g. a calibrated copy: its own decoding stands
+        if check_domain(domain) not in ("auto", "any") and model is not None:  # e.g. a calibrated copy: its own decoding stands
             raise InputError(f"domain '{domain}' selects a decoding of the shipped default model; a model of your own "
                              "(or a calibrated copy) keeps the decoding in its card")
         self.model = model
@@ -69,7 +72,37 @@ class Lander:
 
     @property
     def card(self) -> ModelCard:
+        """The decoding in force (for ``auto``, the model's own until :meth:`for_data` resolves it)."""
         return self.scorer.card
+
+    def for_data(self, x: np.ndarray) -> Lander:
+        """This model with ``auto`` resolved for the unit-length rows ``x``: the default model takes the
+        preset of the training domain whose space ``x`` resembles, any other model its own card
+        (``any``). A resolved domain returns ``self``."""
+        if self.domain != "auto":
+            return self
+        domain = "any"
+        if self.model is None and len(x) >= 2:
+            profile = space_profile(x)
+            domain, distance = nearest_domain(profile)
+            log.info("domain auto: %s (cosine between random pairs: 10th percentile %.2f, median %.2f)", domain,
+                     profile.cosine_q10, profile.cosine_median)
+            if distance > FAR_PROFILE:
+                log.warning("these vectors resemble none of the default model's training spaces (nearest: %s, "
+                            "profile distance %.2f): if the clusters look wrong, name the domain (domain/--domain) "
+                            "or fit the decoding with `qdrant-lander calibrate`", domain, distance)
+        return self.for_domain(domain)
+
+    def for_domain(self, domain: str) -> Lander:
+        """This model decoded with ``domain`` (e.g. the one a collection's last sync resolved ``auto`` to),
+        sharing the onnxruntime session when one is open."""
+        if domain == self.domain:
+            return self
+        resolved = Lander(self.model, domain=domain, device=self.device, threads=self.threads)
+        if self._scorer is not None and self.domain in ("auto", "any"):  # its card is the model's own
+            resolved._scorer = copy.copy(self._scorer)
+            resolved._scorer.card = with_domain(self._scorer.card, domain)
+        return resolved
 
     def fit(self, x: np.ndarray, y: np.ndarray, *, out_dir: str | Path | None = None, progress: bool = True,
             name: str = "lander-custom", trained_on: list[str] | None = None,
@@ -135,14 +168,21 @@ class Lander:
     def predict(self, x: np.ndarray) -> ClusterResult:
         """Cluster an array of embeddings [N, D] (any scale; rows are L2-normalised here)."""
         card = self.card
-        x = check_embeddings(x, min_points=card.k + 1, dim=card.input_dim if card.input_dim != "any" else None)
-        return self.predict_graph(x, knn_graph(x, card.k))
+        x = check_embeddings(x, min_points=2, dim=card.input_dim if card.input_dim != "any" else None)
+        lander = self.for_data(x)
+        k = lander.card.k
+        if len(x) <= k:
+            raise InputError(f"need at least {k + 1} points to cluster with k={k} neighbours, got {len(x)}")
+        return lander.predict_graph(x, knn_graph(x, k))
 
     def predict_graph(self, vectors: np.ndarray, graph: KnnGraph) -> ClusterResult:
         """Cluster unit-length ``vectors`` whose level-0 kNN graph is already known (e.g. from Qdrant).
 
-        ``graph.nbr`` holds row indices into ``vectors``, not point ids.
+        ``graph.nbr`` holds row indices into ``vectors``, not point ids; level 0 uses its k, so build
+        it with ``for_data(vectors).card.k`` neighbours when the domain is ``auto``.
         """
+        if self.domain == "auto":
+            return self.for_data(vectors).predict_graph(vectors, graph)
         card = self.card
         if card.input_dim != "any" and vectors.shape[1] != card.input_dim:
             raise InputError(f"vectors have dimension {vectors.shape[1]}, but model '{card.name}' was trained for "
@@ -152,8 +192,7 @@ class Lander:
         result = cluster_hierarchy(vectors, graph, self.scorer, card)
         if result.n_clusters == 1 and len(vectors) >= ONE_CLUSTER_WARNING:
             # The usual sign of a tau that does not fit the space (e.g. faces under the default model's `any`).
-            hint = (" (faces, text or characters: pass domain/--domain)" if self.model is None and self.domain == "any"
-                    else "")
+            hint = " (faces, text or characters: pass domain/--domain)" if self.model is None else ""
             log.warning("all %d points fell into one cluster at tau %s: the model's tau may not fit this space%s; "
                         "a few labeled classes fit it with `qdrant-lander calibrate`", len(vectors), result.tau, hint)
         return result

@@ -51,6 +51,7 @@ class SyncState(BaseModel):
     started_at: datetime
     finished_at: datetime | None = None
     tau: float | None = None  # decoded with (chosen for this collection if the card has tau_bias); None: not recorded
+    domain: str | None = None  # decoding preset used (auto resolved), kept by incremental passes; None: not recorded
 
 
 def cluster_filter(cluster_id: int) -> models.Filter:

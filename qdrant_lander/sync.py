@@ -37,8 +37,12 @@ EXACT_MAX_FLOATS = 5_000_000  # auto: full scan up to N*D = 5M (11,250 x 384 too
 class Clusterer(Protocol):
     """What sync needs from :class:`~qdrant_lander.Lander`."""
 
+    domain: str
+
     @property
     def card(self) -> ModelCard: ...
+
+    def for_data(self, x: np.ndarray) -> Clusterer: ...
 
     def predict_graph(self, vectors: np.ndarray, graph: KnnGraph) -> ClusterResult: ...
 
@@ -49,6 +53,7 @@ class SyncReport(BaseModel):
     clusters: int
     levels: int
     tau: float  # the card's, or the one chosen for this collection (a card with tau_bias)
+    domain: str  # the default model's preset decoded with (auto resolved); any: the model's own decoding
     generation: int
     model: str
     knn: Literal["exact", "index"]  # how neighbours were found
@@ -64,6 +69,7 @@ class Status(BaseModel):
     clusters: int
     largest: list[tuple[int, int]]  # (cluster id, points), largest first
     model: str | None
+    domain: str | None  # the decoding preset of the last full sync (auto resolved); None: not recorded
     generation: int | None
     state: str | None  # "complete", or "writing" if the last sync did not finish
     last_sync: datetime | None
@@ -160,12 +166,13 @@ def lander_payloads(ids: np.ndarray, res: ClusterResult, model: str, generation:
 
 
 def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: str, *, batch_size: int = 1024,
-                 progress: bool = True, clusters: np.ndarray | None = None) -> SyncState:
+                 progress: bool = True, clusters: np.ndarray | None = None, domain: str) -> SyncState:
     """Write a new generation of payloads, bracketed by ``writing``/``complete`` meta records."""
     prev = col.get_meta(SYNC_META)
     generation = (SyncState(**prev).generation if prev else 0) + 1
     state = SyncState(state="writing", generation=generation, model=model, points=len(ids),
-                      clusters=res.n_clusters, started_at=datetime.now(timezone.utc), tau=res.tau)
+                      clusters=res.n_clusters, started_at=datetime.now(timezone.utc), tau=res.tau,
+                      domain=domain)
     col.set_meta(SYNC_META, state.model_dump(mode="json"))
     for field in (CLUSTER_FIELD, PATH_FIELD):  # cluster: relabels, new-point scans; path: id collision checks
         col.create_index(field, models.PayloadSchemaType.INTEGER)
@@ -208,6 +215,8 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
     cpu: dict[str, float] = {}
     with _stage(seconds, cpu, "scroll"):
         ids, x = read_vectors(col, batch_size=batch_size, progress=progress)
+        lander = lander.for_data(x)  # auto: the preset whose space these vectors resemble
+        card = lander.card
     with _stage(seconds, cpu, "index"):
         if not exact:
             col.prepare_knn()
@@ -219,9 +228,10 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
         res = lander.predict_graph(x, graph)
         clusters = rename(ids, ids[res.labels]) if rename is not None else None
     with _stage(seconds, cpu, "write"):
-        state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress, clusters=clusters)
+        state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress, clusters=clusters,
+                             domain=lander.domain)
     return SyncReport(collection=col.name, points=len(ids), clusters=res.n_clusters, levels=res.n_levels, tau=res.tau,
-                      generation=state.generation, model=card.name, knn="exact" if exact else "index",
+                      domain=lander.domain, generation=state.generation, model=card.name, knn="exact" if exact else "index",
                       seconds=seconds, cpu_seconds=cpu)
 
 
@@ -280,6 +290,7 @@ def status(col: Collection, *, top: int = 10) -> Status:
     state = SyncState(**meta) if meta else None
     return Status(collection=col.name, points=points, clustered=points - unclustered, unclustered=unclustered,
                   clusters=len(sizes), largest=[(int(v), c) for v, c in sizes[:top]],
-                  model=state.model if state else None, generation=state.generation if state else None,
+                  model=state.model if state else None, domain=state.domain if state else None,
+                  generation=state.generation if state else None,
                   state=state.state if state else None,
                   last_sync=(state.finished_at or state.started_at) if state else None)

@@ -3,7 +3,8 @@
 Each preset is chosen, with the trainer's own grid and rule (``choose_decoding``, decoding k from
 {10, 20} as the shipped model), on the classes of one training set that the default model held out
 while training: the split is reproduced from the training seed and held-out fraction, so no class
-the model trained on, and nothing of any test part, takes part. Run after
+the model trained on, and nothing of any test part, takes part. The same points give each preset the
+space profile ``auto`` compares data with. Run after
 ``scripts/train_default_model.py``:
 
     python scripts/choose_domain_presets.py
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.tasks import TASKS  # noqa: E402
-from qdrant_lander.domains import PRESETS_FILE, DomainPreset  # noqa: E402
+from qdrant_lander.domains import PRESETS_FILE, DomainPreset, space_profile  # noqa: E402
 from qdrant_lander.lander import Lander  # noqa: E402
 from qdrant_lander.training.tau import choose_decoding  # noqa: E402
 from qdrant_lander.training.trainer import TrainConfig, _split_classes  # noqa: E402
@@ -49,7 +50,7 @@ def main() -> None:
         presets[DOMAIN_OF[task]] = DomainPreset(
             model=card.name, k=best.k, tau=best.tau, min_merge_ratio=best.min_merge_ratio, min_support=best.min_support,
             chosen_on=f"{part.name}: {np.unique(part.y[held]).size} held-out classes, {int(held.sum())} points",
-            heldout_fp=round(best.fp, 4)).model_dump()
+            heldout_fp=round(best.fp, 4), profile=space_profile(x)).model_dump()
         print(DOMAIN_OF[task], presets[DOMAIN_OF[task]], flush=True)
     models = ROOT / "qdrant_lander" / "models"
     (models / PRESETS_FILE).write_text(json.dumps(presets, indent=2) + "\n")
@@ -57,12 +58,15 @@ def main() -> None:
     page = models / "MODEL_CARD.md"
     text = page.read_text().split(PRESETS_HEADING)[0].rstrip("\n")
     rows = [f"| `{d}` | {p['chosen_on']} | {p['k']} | {p['tau']} | {p['min_merge_ratio']} | {p['min_support']} "
-            f"| {p['heldout_fp']} |" for d, p in presets.items()]
+            f"| {p['heldout_fp']} | {p['profile']['cosine_q10']} / {p['profile']['cosine_median']} |"
+            for d, p in presets.items()]
     page.write_text("\n".join([text, "", PRESETS_HEADING, "",
                                "Decoding per domain (`--domain`, `Lander(domain=...)`), chosen on the held-out classes "
-                               "of each training set (written by `scripts/choose_domain_presets.py`):", "",
-                               "| domain | chosen on | k | tau | min_merge_ratio | min_support | held-out Fp |",
-                               "|---|---|---|---|---|---|---|", *rows, ""]))
+                               "of each training set (written by `scripts/choose_domain_presets.py`). `auto` (the "
+                               "default) decodes data with the preset whose profile (cosine between random pairs "
+                               "of the held-out points: 10th percentile / median) is nearest to the data's:", "",
+                               "| domain | chosen on | k | tau | min_merge_ratio | min_support | held-out Fp | profile |",
+                               "|---|---|---|---|---|---|---|---|", *rows, ""]))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Domain presets of the default model: what they change, where they are refused, and that they help."""
+"""Domain presets of the default model: what they change, where they are refused, that they help, and
+that ``auto`` picks the right one without being told."""
 
 import json
 
@@ -6,11 +7,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.tasks import lfw_half, orl_to_lfw, subsample_classes
+from benchmarks.tasks import (clinc_75_75, clinc_to_banking, lfw_half, omniglot, orl_to_lfw,
+                             subsample_classes)
 from qdrant_lander import Lander, score
 from qdrant_lander.cli import main
 from qdrant_lander.config import load_settings
-from qdrant_lander.domains import DOMAINS, load_presets, with_domain
+from qdrant_lander.domains import (DOMAINS, FAR_PROFILE, load_presets, nearest_domain, space_profile,
+                                   with_domain)
 from qdrant_lander.errors import InputError
 
 
@@ -23,14 +26,14 @@ def few_faces():
 def test_every_domain_has_a_preset_for_the_shipped_model_and_changes_only_the_decoding():
     base = Lander().card
     presets = load_presets()
-    assert set(presets) == set(DOMAINS) - {"any"}
+    assert set(presets) == set(DOMAINS) - {"any", "auto"}
     decoding = {"k", "tau", "min_merge_ratio", "min_support", "tau_bias"}
     for domain, preset in presets.items():
         assert preset.model == base.name and "held-out" in preset.chosen_on
         card = Lander(domain=domain).card
         assert (card.k, card.tau, card.min_support) == (preset.k, preset.tau, preset.min_support)
         assert card.model_dump(exclude=decoding) == base.model_dump(exclude=decoding)
-    assert Lander(domain="any").card == base
+    assert Lander(domain="any").card == base == Lander(domain="auto").card  # auto: unresolved until data comes
     assert presets["faces"].tau > presets["text"].tau  # the reason presets exist: faces need a far higher tau
 
 
@@ -50,29 +53,67 @@ def test_unknown_domain_and_other_models_are_refused(tmp_path):
 
 def test_the_faces_preset_keeps_a_small_face_library_apart(few_faces):
     """With its one-for-all tau the default model merges 30 people into one or two clusters."""
-    anyway = score(few_faces.y, Lander().predict(few_faces.x).labels)
-    faces = score(few_faces.y, Lander(domain="faces").predict(few_faces.x).labels)
+    anyway = score(few_faces.y, Lander(domain="any").predict(few_faces.x).labels)
+    faces = Lander(domain="faces").predict(few_faces.x).labels
     assert anyway.n_clusters <= 3 and anyway.fp < 0.4
-    assert faces.n_clusters >= 20 and faces.fp > 0.85
+    assert score(few_faces.y, faces).n_clusters >= 20 and score(few_faces.y, faces).fp > 0.85
+    np.testing.assert_array_equal(Lander().predict(few_faces.x).labels, faces)  # auto: the same, unasked
 
 
 def test_cli_domain_option(tmp_path, few_faces):
     np.save(tmp_path / "x.npy", few_faces.x)
     np.save(tmp_path / "y.npy", few_faces.y)
     args = ["eval", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--json"]
-    anyway = CliRunner().invoke(main, args)
+    anyway = CliRunner().invoke(main, [*args, "--domain", "any"])
     faces = CliRunner().invoke(main, [*args, "--domain", "faces"])
-    assert anyway.exit_code == 0 and faces.exit_code == 0, faces.output
+    auto = CliRunner().invoke(main, args)
+    assert anyway.exit_code == 0 and faces.exit_code == 0 and auto.exit_code == 0, auto.output
     assert json.loads(faces.stdout)["n_clusters"] > json.loads(anyway.stdout)["n_clusters"]
+    assert json.loads(auto.stdout)["domain"] == "faces" and json.loads(anyway.stdout)["domain"] == "any"
+    assert json.loads(auto.stdout)["n_clusters"] == json.loads(faces.stdout)["n_clusters"]
 
 
 def test_one_cluster_is_reported_with_a_hint(caplog):
     """ORL's 40 people (never seen by the default model) all fall into one cluster under `any`: say so."""
     orl = orl_to_lfw().train
     with caplog.at_level("WARNING", logger="qdrant_lander.lander"):
-        assert Lander().predict(orl.x).n_clusters == 1
+        assert Lander(domain="any").predict(orl.x).n_clusters == 1
     assert "one cluster" in caplog.text and "--domain" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="qdrant_lander.lander"):
         assert score(orl.y, Lander(domain="faces").predict(orl.x).labels).fp > 0.95
     assert "one cluster" not in caplog.text
+
+
+@pytest.mark.parametrize("part, expected", [
+    (lambda: clinc_75_75().test, "text"), (lambda: clinc_to_banking().test, "text"),
+    (lambda: omniglot().test, "characters"), (lambda: lfw_half().test, "faces"), (lambda: orl_to_lfw().train, "faces")])
+@pytest.mark.parametrize("classes", [2, 10, None])
+def test_auto_names_the_domain_of_unseen_classes_and_sets_however_many_classes(part, expected, classes):
+    """Test parts (classes the presets never saw), Banking77 and ORL (sets they never saw), from 2 classes up:
+    few classes put many pairs inside one class, which must not move the choice."""
+    p = part()
+    x = (p if classes is None else subsample_classes(p, classes, seed=0)).x
+    domain, distance = nearest_domain(space_profile(x))
+    assert domain == expected and distance < FAR_PROFILE
+    assert Lander().for_data(x).domain == expected
+
+
+def test_auto_warns_about_a_space_unlike_the_three(caplog):
+    """Random points around a common direction, unrelated pairs near cosine 0.35: half-way between the text
+    and the characters spaces, near neither."""
+    x = np.random.default_rng(0).standard_normal((500, 768)).astype(np.float32) + 0.73
+    with caplog.at_level("WARNING", logger="qdrant_lander.lander"):
+        assert Lander().for_data(x / np.linalg.norm(x, axis=1, keepdims=True)).domain == "characters"
+    assert "resemble none" in caplog.text and "calibrate" in caplog.text
+
+
+def test_auto_leaves_other_models_their_own_decoding(tmp_path):
+    lander = Lander().calibrate(*_orl_sample(), out_dir=tmp_path)  # a model of one's own
+    assert lander.domain == "auto" and lander.for_data(orl_to_lfw().train.x).domain == "any"
+    assert lander.for_data(orl_to_lfw().train.x).card == lander.card
+
+
+def _orl_sample():
+    orl = subsample_classes(orl_to_lfw().train, 10, seed=0)
+    return orl.x, orl.y

@@ -14,6 +14,7 @@ from qdrant_client import models
 from benchmarks.tasks import clinc_75_75, subsample_classes
 from qdrant_lander import Lander
 from qdrant_lander.daemon import Daemon, DaemonOptions
+from qdrant_lander.domains import load_presets
 from qdrant_lander.decode import decode_level
 from qdrant_lander.incremental import (FRESH_ID_START, INCREMENTAL_META, IncrementalState, Label, LabelCache,
                                        NeedsFullSync, NeighbourCache, _check_cached, _ids_in_use, _score_parents,
@@ -34,8 +35,9 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def lander():
-    return Lander(os.environ.get("QLANDER_TEST_MODEL"), device="cpu", threads=1)
+def lander(data):
+    """Resolved for the data (``auto`` -> text) so that the tests' own cards are the ones the syncs use."""
+    return Lander(os.environ.get("QLANDER_TEST_MODEL"), device="cpu", threads=1).for_data(data[0])
 
 
 def payloads(col) -> dict[int, dict]:
@@ -274,6 +276,29 @@ def test_needs_a_complete_full_sync(store, data, lander):
     col.set_meta(SYNC_META, {**meta, "state": "writing"})
     with pytest.raises(NeedsFullSync, match="did not finish"):
         incremental_pass(col, lander.scorer, lander.card)
+
+
+def test_auto_domain_is_resolved_by_the_full_sync_and_kept_by_later_passes(tmp_path, data):
+    """``auto`` picks the preset at the full sync, from every vector; the passes after it, and daemons
+    started later, decode the way it did instead of guessing again from a handful of new points."""
+    x, _ = data
+    auto = Lander(device="cpu", threads=1)
+    presets = load_presets()
+    with EdgeStore(tmp_path / "d") as store:
+        col = import_points(store, "docs", x[:300], progress=False)
+        daemon = Daemon(col, auto, DaemonOptions(lease_ttl=5, growth=0))
+        assert daemon.lander.domain == "auto"  # nothing synced yet: the first pass is full and decides
+        assert daemon.once().full
+        assert daemon.lander.domain == col.get_meta(SYNC_META)["domain"] == "text"
+        assert daemon.cache.k == daemon.lander.card.k == presets["text"].k
+        col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "domain": "faces"})  # as if it were a face collection
+        later = Daemon(col, auto, DaemonOptions(lease_ttl=5, growth=0))
+        assert later.lander.domain == "faces" and later.lander.card.tau == presets["faces"].tau
+        import_points(store, "docs", x[300:330], start_id=300, progress=False)
+        rep = later.once()
+        assert not rep.full and rep.new == 30
+        col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "domain": None})  # synced before auto existed
+        assert Daemon(col, auto).lander.domain == "any"  # the decoding such a sync used
 
 
 def test_stable_ids_greedy_by_overlap():

@@ -30,8 +30,9 @@ def part():
 
 
 @pytest.fixture(scope="module")
-def lander():
-    return Lander(device="cpu", threads=1)
+def lander(part):
+    """Resolved for the data (``auto`` -> text), so ``lander.card`` is the decoding the syncs use."""
+    return Lander(device="cpu", threads=1).for_data(part.x)
 
 
 def snapshot(col) -> tuple[list, dict | None]:
@@ -59,6 +60,7 @@ def test_sync_writes_one_lander_key_and_matches_predict(store, part, lander):
         assert lp.model == lander.card.name
     state = SyncState(**meta)
     assert state.state == "complete" and state.points == len(part.x) and state.finished_at is not None
+    assert rep.domain == state.domain == "text"  # auto, resolved from the collection's vectors
 
     biggest = np.bincount(labels - 100).argmax() + 100
     hits = col.search(col.retrieve([int(biggest)], vectors=True).vectors[0], limit=20, filter=cluster_filter(biggest))
@@ -66,7 +68,7 @@ def test_sync_writes_one_lander_key_and_matches_predict(store, part, lander):
 
     st = status(col)
     assert (st.points, st.clustered, st.unclustered, st.clusters) == (len(part.x), len(part.x), 0, rep.clusters)
-    assert st.largest[0] == (biggest, int((labels == biggest).sum())) and st.generation == 1
+    assert st.largest[0] == (biggest, int((labels == biggest).sum())) and st.generation == 1 and st.domain == "text"
 
     assert full_sync(col, lander, progress=False).generation == 2
     assert all(p["lander"]["generation"] == 2 for _, p in snapshot(col)[0])
@@ -154,7 +156,7 @@ def test_cli_import_sync_search_labels_status(files, part, lander):
     st = json.loads(out)
     assert code == 0 and st["clustered"] == len(part.x) and st["generation"] == 1 and st["state"] == "complete"
     code, out, _ = run(["status", "docs", *path])
-    assert "generation   1" in out and "clusters" in out
+    assert "generation   1" in out and "clusters" in out and "(domain text)" in out
 
 
 def _files(root) -> dict:
@@ -204,8 +206,13 @@ def test_cli_import_rejects_nan_and_writes_nothing(files, part):
 class _PerDatasetTau:
     """The shipped model with a per-dataset tau (its own card keeps one fixed tau)."""
 
+    domain = "any"
+
     def __init__(self, lander: Lander, bias: float):
         self.lander, self.card = lander, lander.card.model_copy(update={"tau_bias": bias})
+
+    def for_data(self, x):
+        return self
 
     def predict_graph(self, vectors, graph):
         return cluster_hierarchy(vectors, graph, self.lander.scorer, self.card)

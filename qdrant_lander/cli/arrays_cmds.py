@@ -13,7 +13,7 @@ from . import main
 from ..config import Settings
 from ..domains import DOMAINS
 from ..errors import MissingExtraError
-from ..validate import check_labels
+from ..validate import check_embeddings, check_labels
 from .inputs import load_npy, parse_set_options
 
 _model_option = click.option(
@@ -22,11 +22,11 @@ _model_option = click.option(
 _device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                               show_default=True, help="Where the model runs; auto picks CUDA only if it really works.")
 _threads_option = click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads.")
-_domain_option = click.option("--domain", type=click.Choice(DOMAINS), default="any", show_default=True,
+_domain_option = click.option("--domain", type=click.Choice(DOMAINS), default="auto", show_default=True,
                               help=Settings.model_fields["domain"].description)
 
 
-def _lander(model: Path | None, device: str, threads: int | None, domain: str = "any"):
+def _lander(model: Path | None, device: str, threads: int | None, domain: str = "auto"):
     from ..lander import Lander
 
     return Lander(model, domain=domain, device=device, threads=threads)
@@ -40,10 +40,10 @@ def _model_options(command):
 def _predict_timed(embeddings: Path, model: Path | None, domain: str, device: str, threads: int | None,
                    labels: np.ndarray | None = None):
     """Load, cluster and time; ``labels`` are checked against the rows before any work starts."""
-    lander = _lander(model, device, threads, domain)
     x = load_npy(embeddings, "embeddings")
     if labels is not None:
         check_labels(labels, len(x))
+    lander = _lander(model, device, threads, domain).for_data(check_embeddings(x))  # auto: name the preset used
     start = time.perf_counter()
     result = lander.predict(x)
     return lander, result, time.perf_counter() - start
@@ -105,9 +105,9 @@ def calibrate(embeddings: Path, labels: Path, out_dir: Path, model: Path | None,
     (e.g. the default one) was not trained on your kind of data: its links usually transfer, its tau
     often does not. Needs no torch.
     """
-    y = load_npy(labels, "labels")
-    before = _lander(model, device, threads, domain)
-    after = before.calibrate(load_npy(embeddings, "embeddings"), y, out_dir=out_dir)
+    y, x = load_npy(labels, "labels"), load_npy(embeddings, "embeddings")
+    before = _lander(model, device, threads, domain).for_data(check_embeddings(x))
+    after = before.calibrate(x, y, out_dir=out_dir)
     card = after.card
     if as_json:
         click.echo(card.model_dump_json(indent=2))
@@ -138,10 +138,12 @@ def cluster(embeddings: Path, out: Path, levels_out: Path | None, model: Path | 
     if levels_out is not None:
         np.save(levels_out, result.paths)
     summary = {"points": int(len(result.labels)), "clusters": result.n_clusters, "levels": result.n_levels,
-               "tau": result.tau, "seconds": round(seconds, 3), "model": lander.card.name, "provider": lander.scorer.provider}
+               "tau": result.tau, "domain": lander.domain, "seconds": round(seconds, 3), "model": lander.card.name,
+               "provider": lander.scorer.provider}
     click.echo(json.dumps(summary) if as_json else
                f"{summary['points']} points -> {summary['clusters']} clusters in {summary['levels']} levels at tau "
-               f"{result.tau} ({seconds:.2f}s, model {summary['model']} on {summary['provider']}); labels written to {out}")
+               f"{result.tau} ({seconds:.2f}s, model {summary['model']} on {summary['provider']}, domain "
+               f"{lander.domain}); labels written to {out}")
 
 
 @main.command(name="eval")
@@ -161,14 +163,15 @@ def evaluate(embeddings: Path, labels: Path, model: Path | None, domain: str, de
     y = load_npy(labels, "labels")
     lander, result, seconds = _predict_timed(embeddings, model, domain, device, threads, labels=y)
     s = score(y, result.labels)
-    report = {**s.model_dump(), "levels": result.n_levels, "seconds": round(seconds, 3), "model": lander.card.name}
+    report = {**s.model_dump(), "levels": result.n_levels, "seconds": round(seconds, 3), "model": lander.card.name,
+              "domain": lander.domain}
     if as_json:
         click.echo(json.dumps(report))
         return
     click.echo(f"Fp {s.fp:.4f} (P {s.pairwise_precision:.4f} R {s.pairwise_recall:.4f})  "
                f"Fb {s.fb:.4f} (P {s.bcubed_precision:.4f} R {s.bcubed_recall:.4f})  NMI {s.nmi:.4f}")
     click.echo(f"{s.n_clusters} clusters for {s.n_classes} classes, {result.n_levels} levels, {seconds:.2f}s "
-               f"(model {lander.card.name})")
+               f"(model {lander.card.name}, domain {lander.domain})")
 
 
 # --- export (issue 3) ---------------------------------------------------------------------------

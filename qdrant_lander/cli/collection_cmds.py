@@ -143,7 +143,8 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
         return
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
     click.echo(f"synced '{collection}': {report.points} points -> {report.clusters} clusters in {report.levels} "
-               f"levels at tau {report.tau} (generation {report.generation}, model {report.model}); {stages}")
+               f"levels at tau {report.tau} (generation {report.generation}, model {report.model}, domain {report.domain}); "
+               f"{stages}")
 
 
 def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth: float, as_json: bool,
@@ -258,7 +259,8 @@ def status(collection: str, top: int, as_json: bool, settings: Settings) -> None
                f"unclustered  {st.unclustered}\nclusters     {st.clusters}")
     if st.generation is not None:
         note = "" if st.state == "complete" else "  (last sync did not finish: run sync again)"
-        click.echo(f"model        {st.model}\ngeneration   {st.generation}{note}\nlast sync    {st.last_sync:%Y-%m-%d %H:%M:%S} UTC")
+        click.echo(f"model        {st.model} (domain {st.domain or 'not recorded'})\ngeneration   {st.generation}{note}\n"
+                   f"last sync    {st.last_sync:%Y-%m-%d %H:%M:%S} UTC")
     else:
         click.echo("last sync    never (run: qdrant-lander sync " + collection + ")")
     if st.largest:

@@ -33,7 +33,8 @@ def demo(name: str, as_json: bool, settings: Settings) -> None:
         return
     s = r.scores
     click.echo(f"\nImported {r.points} CLINC150 queries ({s.n_classes} intents) into '{r.collection}' ({where}).")
-    click.echo(f"sync: {r.sync.clusters} clusters in {r.sync.levels} levels with model {r.sync.model}.")
+    click.echo(f"sync: {r.sync.clusters} clusters in {r.sync.levels} levels with model {r.sync.model} "
+               f"(domain {r.sync.domain}).")
     click.echo(f"Quality against the true intents: Fp {s.fp:.3f}  Fb {s.fb:.3f}  NMI {s.nmi:.3f}")
     top = ", ".join(f"{k} ({v})" for k, v in sorted(r.cluster_intents.items(), key=lambda kv: -kv[1])[:3])
     click.echo(f"\nLargest cluster: id {r.cluster}, {r.cluster_size} points; intents: {top}")
