@@ -61,7 +61,7 @@ def run(lander: Lander, task: str, bias: float) -> AutoTauRow:
 @click.option("--tasks", "tasks_opt", default=None, help=f"Comma-separated tasks (default: {', '.join(TASKS)}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def main(model: str | None, bias: float | None, tasks_opt: str | None, as_json: bool) -> None:
-    lander = Lander(model, device="cpu", threads=1)
+    lander = Lander(model, domain="any", device="cpu", threads=1)
     bias = lander.card.tau_bias if bias is None else bias
     if bias is None:
         raise click.UsageError(f"model '{lander.card.name}' has no tau_bias: give one with --bias")

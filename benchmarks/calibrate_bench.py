@@ -45,7 +45,7 @@ def _scored(lander: Lander, x: np.ndarray, y: np.ndarray) -> dict:
 @click.option("--baselines", default="", help=f"Comma-separated baselines to tune on the same samples ({', '.join(BASELINES)}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def main(model: str | None, tasks: str, classes: int, seeds: tuple[int, ...], baselines: str, as_json: bool) -> None:
-    base = Lander(model, device="cpu", threads=1)
+    base = Lander(model, domain="any", device="cpu", threads=1)
     rows = []
     for name in tasks.split(","):
         task = TASKS[name]()

@@ -244,7 +244,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["quality", "speed", "store"])
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
-    p.add_argument("--domain", default="any", help="the default model's domain preset (any, faces, text, characters)")
+    p.add_argument("--domain", default="any", help="the default model's domain preset (auto, any, faces, text, characters; "
+                   "any by default: the runs recorded in RESULTS.md before auto existed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hops", type=int, default=DaemonOptions().hops)
     p.add_argument("--batch", type=int, default=None, help="points per batch (quality 100, speed 500)")

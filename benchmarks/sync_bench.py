@@ -51,7 +51,7 @@ def peak_rss_mb() -> float:
 
 def run(x: np.ndarray, y: np.ndarray, *, model: str | None, path: Path, batch_size: int, threads: int | None,
         knn: str) -> dict:
-    lander = Lander(model, device="cpu", threads=threads)
+    lander = Lander(model, domain="any", device="cpu", threads=threads)
     timed = TimedScorer(lander.scorer)
     lander._scorer = timed  # benchmark-only instrumentation
     out: dict = {"points": int(len(x)), "dim": int(x.shape[1]), "model": lander.card.name, "knn_mode": knn,
@@ -104,7 +104,7 @@ def main() -> None:
                   threads=args.threads, knn=args.knn)
     if args.task == "clinc":
         t = time.perf_counter()
-        direct = Lander(args.model, device="cpu", threads=args.threads).predict(x)
+        direct = Lander(args.model, domain="any", device="cpu", threads=args.threads).predict(x)
         out["predict_s"] = round(time.perf_counter() - t, 2)
         out["fp_predict"] = round(score(y, direct.labels).fp, 4)
         out["fp_diff"] = round(abs(out["fp_sync"] - out["fp_predict"]), 4)
