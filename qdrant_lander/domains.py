@@ -8,12 +8,20 @@ domain's *held-out* training classes, the ones the default model never trained o
 (``scripts/choose_domain_presets.py``). Naming the domain replaces the compromise by that choice: no
 labels, no training, same weights.
 
-``auto`` (the default) names it for the user: each preset keeps the profile of its training domain's
-space (the 10th percentile and the median of the cosine between random pairs of points: dlib faces
-near 0.8, the Omniglot CNN near 0.55, MiniLM text near 0), and data is decoded with the preset whose
-profile is nearest. Low quantiles describe unrelated points, so they barely move with the number of
-classes (a 2-class collection has half its pairs inside one class, which drags a mean up). The profile tells encoders apart, not content: a space unlike all three still gets the
-nearest one, so ``calibrate`` remains the answer there.
+Class size matters as much as the domain: the text preset, chosen on intents of 150 queries, merges
+text with 3-10 points per class badly. So text and characters also have a ``-small`` preset, chosen
+on the same held-out classes thinned to 3-20 points each.
+
+``auto`` (the default) picks for the user, in two steps. The domain: each preset keeps the profile of
+its training space (the 10th percentile and the median of the cosine between random pairs of points:
+dlib faces near 0.8, the Omniglot CNN near 0.55, MiniLM text near 0), and the nearest wins. Low
+quantiles describe unrelated points, so they barely move with the number of classes (a 2-class
+collection has half its pairs inside one class, which drags a mean up). Then the class size, among
+that domain's presets: the *neighbour extent*, how far down its 10 nearest neighbours a point's own
+class reaches (median over points of (cosine to the 10th - the median cosine) / (cosine to the 1st -
+the median cosine)), rises with class size inside each domain, and the nearest preset's extent wins.
+The profile tells encoders apart, not content: a space unlike all three still gets the nearest one,
+so ``calibrate`` remains the answer there.
 """
 
 from __future__ import annotations
@@ -28,35 +36,52 @@ from pydantic import BaseModel
 from .errors import InputError, ModelError
 from .model_card import ModelCard
 
-Domain = Literal["auto", "any", "faces", "text", "characters"]
+Domain = Literal["auto", "any", "faces", "text", "text-small", "characters", "characters-small"]
 DOMAINS: tuple[str, ...] = get_args(Domain)
 PRESETS_FILE = "domains.json"  # in qdrant_lander/models, next to default.onnx
 PROFILE_PAIRS = 20_000  # random pairs per profile: quantiles known to about +-0.005
+EXTENT_K = 10  # neighbours read by the extent
+EXTENT_ROWS = 256  # points whose neighbours are found (among all points: a subsample would thin the classes)
 FAR_PROFILE = 0.3  # nearest preset farther than this: a space unlike the three (every set measured is <= 0.23)
 
 
 class SpaceProfile(BaseModel):
-    """How an embedding space spreads its points: quantiles of the cosine between random pairs."""
+    """How an embedding space spreads its points (quantiles of the cosine between random pairs) and
+    how large its classes look (neighbour extent, about 0.3-0.9)."""
 
     cosine_q10: float
     cosine_median: float
+    extent: float
 
     def distance(self, other: SpaceProfile) -> float:
+        """How unlike two spaces are (the extent is left out: it describes the classes, not the space)."""
         return float(np.hypot(self.cosine_q10 - other.cosine_q10, self.cosine_median - other.cosine_median))
 
 
-def space_profile(x: np.ndarray, *, pairs: int = PROFILE_PAIRS, seed: int = 0) -> SpaceProfile:
-    """The profile of unit-length rows ``x`` (at least 2), from up to ``pairs`` random pairs."""
+def space_profile(x: np.ndarray, *, pairs: int = PROFILE_PAIRS, seed: int = 0, block: int = 65_536) -> SpaceProfile:
+    """The profile of unit-length rows ``x`` (at least 2), from up to ``pairs`` random pairs and the
+    neighbours of up to ``EXTENT_ROWS`` random points among all of ``x`` (read ``block`` rows at a time)."""
     rng = np.random.default_rng(seed)
     n = len(x)
     i = rng.integers(0, n, pairs)
     j = (i + rng.integers(1, n, pairs)) % n  # never i itself
     q10, median = np.quantile(np.einsum("ij,ij->i", x[i], x[j]), [0.1, 0.5])
-    return SpaceProfile(cosine_q10=round(float(q10), 4), cosine_median=round(float(median), 4))
+    k = min(EXTENT_K, n - 1)
+    rows = rng.choice(n, min(EXTENT_ROWS, n), replace=False)
+    top = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    for start in range(0, n, block):
+        sim = x[rows] @ x[start:start + block].T
+        own = (rows >= start) & (rows < start + block)
+        sim[own, rows[own] - start] = -np.inf  # a point is not its own neighbour
+        top = -np.partition(-np.concatenate([top, sim], axis=1), k - 1, axis=1)[:, :k]
+    first, kth = top.max(axis=1), top.min(axis=1)
+    extent = np.median((kth - median) / np.maximum(first - median, 1e-6))
+    return SpaceProfile(cosine_q10=round(float(q10), 4), cosine_median=round(float(median), 4),
+                        extent=round(float(extent), 4))
 
 
 class DomainPreset(BaseModel):
-    """One domain's decoding for the default model, and where it was chosen."""
+    """One decoding of the default model for one kind of data, and where it was chosen."""
 
     model: str  # the default model's name the preset was chosen for
     k: int
@@ -65,11 +90,11 @@ class DomainPreset(BaseModel):
     min_support: float
     chosen_on: str  # the held-out training classes it was chosen on
     heldout_fp: float
-    profile: SpaceProfile  # of those held-out points: what ``auto`` compares data with
+    profile: SpaceProfile  # of those held-out points (mean over the thinned copies): what ``auto`` compares data with
 
 
 def load_presets() -> dict[str, DomainPreset]:
-    """The presets shipped with the package, by domain."""
+    """The presets shipped with the package, by name (``text``, ``text-small``, ...)."""
     ref = importlib.resources.files("qdrant_lander") / "models" / PRESETS_FILE
     if not ref.is_file():
         raise ModelError(f"no domain presets in this installation (qdrant_lander/models/{PRESETS_FILE} is missing)")
@@ -82,10 +107,20 @@ def check_domain(domain: str) -> str:
     return domain
 
 
-def nearest_domain(profile: SpaceProfile) -> tuple[str, float]:
-    """The domain whose training space ``profile`` resembles most, and how far its profile is."""
+def domain_of(preset: str) -> str:
+    """The kind of data a preset is for: ``text`` for ``text`` and ``text-small``."""
+    return preset.split("-")[0]
+
+
+def nearest_preset(profile: SpaceProfile) -> tuple[str, float]:
+    """The preset for data with ``profile``, and how far the space is from that preset's domain: the
+    domain whose space is nearest, then, of its presets, the one whose class extent is nearest."""
     presets = load_presets()
-    return min(((d, p.profile.distance(profile)) for d, p in presets.items()), key=lambda dd: dd[1])
+    domain, distance = min(((name, p.profile.distance(profile)) for name, p in presets.items() if domain_of(name) == name),
+                           key=lambda nd: nd[1])
+    preset = min((name for name in presets if domain_of(name) == domain),
+                 key=lambda name: abs(presets[name].profile.extent - profile.extent))
+    return preset, distance
 
 
 def with_domain(card: ModelCard, domain: str) -> ModelCard:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .decode import ClusterResult, cluster_hierarchy
-from .domains import (FAR_PROFILE, Domain, check_domain, nearest_domain, space_profile,
+from .domains import (FAR_PROFILE, Domain, check_domain, nearest_preset, space_profile,
                       with_domain)
 from .errors import InputError, MissingExtraError, ModelError
 from .knn import KnnGraph, knn_graph
@@ -77,16 +77,17 @@ class Lander:
 
     def for_data(self, x: np.ndarray) -> Lander:
         """This model with ``auto`` resolved for the unit-length rows ``x``: the default model takes the
-        preset of the training domain whose space ``x`` resembles, any other model its own card
-        (``any``). A resolved domain returns ``self``."""
+        preset of the training domain whose space ``x`` resembles, for classes of the size ``x``'s look
+        (:func:`~qdrant_lander.domains.nearest_preset`); any other model its own card (``any``). A
+        resolved domain returns ``self``."""
         if self.domain != "auto":
             return self
         domain = "any"
         if self.model is None and len(x) >= 2:
             profile = space_profile(x)
-            domain, distance = nearest_domain(profile)
-            log.info("domain auto: %s (cosine between random pairs: 10th percentile %.2f, median %.2f)", domain,
-                     profile.cosine_q10, profile.cosine_median)
+            domain, distance = nearest_preset(profile)
+            log.info("domain auto: %s (cosine between random pairs: 10th percentile %.2f, median %.2f; neighbour "
+                     "extent %.2f)", domain, profile.cosine_q10, profile.cosine_median, profile.extent)
             if distance > FAR_PROFILE:
                 log.warning("these vectors resemble none of the default model's training spaces (nearest: %s, "
                             "profile distance %.2f): if the clusters look wrong, name the domain (domain/--domain) "

@@ -3,8 +3,11 @@
 Each preset is chosen, with the trainer's own grid and rule (``choose_decoding``, decoding k from
 {10, 20} as the shipped model), on the classes of one training set that the default model held out
 while training: the split is reproduced from the training seed and held-out fraction, so no class
-the model trained on, and nothing of any test part, takes part. The same points give each preset the
-space profile ``auto`` compares data with. Run after
+the model trained on, and nothing of any test part, takes part. Text and characters also get a
+``-small`` preset, chosen the same way on mean Fp over copies of those classes thinned to 3, 5, 10 and
+20 points each (3 random draws per size; sizes below the largest class only): faces need none, as
+LFW's people have 1-3 faces each already. The same points give each preset the space profile ``auto``
+compares data with. Run after
 ``scripts/train_default_model.py``:
 
     python scripts/choose_domain_presets.py
@@ -22,15 +25,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.tasks import TASKS  # noqa: E402
-from qdrant_lander.domains import PRESETS_FILE, DomainPreset, space_profile  # noqa: E402
+from qdrant_lander.domains import PRESETS_FILE, DomainPreset, SpaceProfile, space_profile  # noqa: E402
 from qdrant_lander.lander import Lander  # noqa: E402
 from qdrant_lander.training.tau import choose_decoding  # noqa: E402
-from qdrant_lander.training.trainer import TrainConfig, _split_classes  # noqa: E402
+from qdrant_lander.training.trainer import TrainConfig, _combine, _split_classes  # noqa: E402
 from qdrant_lander.validate import check_embeddings  # noqa: E402
 from scripts.train_default_model import DECODE_K, TRAIN_TASKS  # noqa: E402
 
 DOMAIN_OF = {"clinc75": "text", "omniglot": "characters", "lfw": "faces"}
+SMALL_FOR = ("text", "characters")
+SMALL_SIZES = (3, 5, 10, 20)
+SMALL_DRAWS = 3
 PRESETS_HEADING = "## Domain presets"
+
+
+def thinned(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every class cut to ``size`` random points (fewer if it has fewer)."""
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([rng.choice(np.flatnonzero(y == c), min(size, int((y == c).sum())), replace=False)
+                           for c in np.unique(y)])
+    return x[keep], y[keep]
+
+
+def mean_profile(profiles: list[SpaceProfile]) -> SpaceProfile:
+    return SpaceProfile(**{f: round(float(np.mean([getattr(p, f) for p in profiles])), 4) for f in SpaceProfile.model_fields})
 
 
 def main() -> None:
@@ -44,27 +62,42 @@ def main() -> None:
         sys.exit("the reproduced held-out split does not match the default model's card (heldout_classes)")
     presets = {}
     for task, part, held in zip(TRAIN_TASKS, parts, masks):
-        x = check_embeddings(part.x[held])
-        best, _ = choose_decoding(lander.scorer, x, part.y[held], node_mode=card.node_mode,
-                                  max_levels=card.max_levels, k_choices=DECODE_K)
-        presets[DOMAIN_OF[task]] = DomainPreset(
-            model=card.name, k=best.k, tau=best.tau, min_merge_ratio=best.min_merge_ratio, min_support=best.min_support,
-            chosen_on=f"{part.name}: {np.unique(part.y[held]).size} held-out classes, {int(held.sum())} points",
-            heldout_fp=round(best.fp, 4), profile=space_profile(x)).model_dump()
-        print(DOMAIN_OF[task], presets[DOMAIN_OF[task]], flush=True)
+        domain, x, y = DOMAIN_OF[task], check_embeddings(part.x[held]), part.y[held]
+        on = f"{part.name}: {np.unique(y).size} held-out classes"
+
+        def preset(grids, profile, chosen_on):
+            best = _combine(grids)
+            return DomainPreset(model=card.name, k=best.k, tau=best.tau, min_merge_ratio=best.min_merge_ratio,
+                                min_support=best.min_support, chosen_on=chosen_on, heldout_fp=round(best.fp, 4),
+                                profile=profile).model_dump()
+
+        def grid(a, b):
+            return choose_decoding(lander.scorer, a, b, node_mode=card.node_mode, max_levels=card.max_levels,
+                                   k_choices=DECODE_K)[1]
+
+        presets[domain] = preset([grid(x, y)], space_profile(x), f"{on}, {len(x)} points")
+        print(domain, presets[domain], flush=True)
+        if domain in SMALL_FOR:
+            sizes = [m for m in SMALL_SIZES if m < np.unique(y, return_counts=True)[1].max()]
+            copies = [thinned(x, y, m, seed) for m in sizes for seed in range(SMALL_DRAWS)]
+            presets[f"{domain}-small"] = preset([grid(a, b) for a, b in copies], mean_profile([space_profile(a) for a, _ in copies]),
+                                                f"{on} thinned to {', '.join(map(str, sizes))} points each ({SMALL_DRAWS} draws)")
+            print(f"{domain}-small", presets[f"{domain}-small"], flush=True)
     models = ROOT / "qdrant_lander" / "models"
     (models / PRESETS_FILE).write_text(json.dumps(presets, indent=2) + "\n")
     # The model card page gets (or replaces) its presets section.
     page = models / "MODEL_CARD.md"
     text = page.read_text().split(PRESETS_HEADING)[0].rstrip("\n")
     rows = [f"| `{d}` | {p['chosen_on']} | {p['k']} | {p['tau']} | {p['min_merge_ratio']} | {p['min_support']} "
-            f"| {p['heldout_fp']} | {p['profile']['cosine_q10']} / {p['profile']['cosine_median']} |"
+            f"| {p['heldout_fp']} | {p['profile']['cosine_q10']} / {p['profile']['cosine_median']} / {p['profile']['extent']} |"
             for d, p in presets.items()]
     page.write_text("\n".join([text, "", PRESETS_HEADING, "",
                                "Decoding per domain (`--domain`, `Lander(domain=...)`), chosen on the held-out classes "
                                "of each training set (written by `scripts/choose_domain_presets.py`). `auto` (the "
-                               "default) decodes data with the preset whose profile (cosine between random pairs "
-                               "of the held-out points: 10th percentile / median) is nearest to the data's:", "",
+                               "default) takes the domain whose profile (cosine between random pairs of the held-out "
+                               "points: 10th percentile / median) is nearest to the data's, then the preset of that "
+                               "domain whose neighbour extent (how far down 10 neighbours a class reaches) is nearest:",
+                               "",
                                "| domain | chosen on | k | tau | min_merge_ratio | min_support | held-out Fp | profile |",
                                "|---|---|---|---|---|---|---|---|", *rows, ""]))
 

@@ -12,7 +12,7 @@ from benchmarks.tasks import (clinc_75_75, clinc_to_banking, lfw_half, omniglot,
 from qdrant_lander import Lander, score
 from qdrant_lander.cli import main
 from qdrant_lander.config import load_settings
-from qdrant_lander.domains import (DOMAINS, FAR_PROFILE, load_presets, nearest_domain, space_profile,
+from qdrant_lander.domains import (DOMAINS, FAR_PROFILE, load_presets, nearest_preset, space_profile,
                                    with_domain)
 from qdrant_lander.errors import InputError
 
@@ -94,7 +94,7 @@ def test_auto_names_the_domain_of_unseen_classes_and_sets_however_many_classes(p
     few classes put many pairs inside one class, which must not move the choice."""
     p = part()
     x = (p if classes is None else subsample_classes(p, classes, seed=0)).x
-    domain, distance = nearest_domain(space_profile(x))
+    domain, distance = nearest_preset(space_profile(x))
     assert domain == expected and distance < FAR_PROFILE
     assert Lander().for_data(x).domain == expected
 
@@ -106,6 +106,23 @@ def test_auto_warns_about_a_space_unlike_the_three(caplog):
     with caplog.at_level("WARNING", logger="qdrant_lander.lander"):
         assert Lander().for_data(x / np.linalg.norm(x, axis=1, keepdims=True)).domain == "characters"
     assert "resemble none" in caplog.text and "calibrate" in caplog.text
+
+
+def _thinned(part, size: int, seed: int = 0):
+    """Every class of ``part`` cut to ``size`` random points: the same kind of data, smaller classes."""
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([rng.choice(np.flatnonzero(part.y == c), size, replace=False) for c in np.unique(part.y)])
+    return part.x[keep], part.y[keep]
+
+
+def test_auto_takes_the_small_class_preset_for_small_classes_and_it_pays():
+    """Intents of 10 queries: the text preset (chosen on intents of 150) merges them; text-small does not."""
+    x, y = _thinned(clinc_75_75().test, 10)
+    assert nearest_preset(space_profile(x))[0] == "text-small"
+    assert nearest_preset(space_profile(_thinned(omniglot().test, 3)[0]))[0] == "characters-small"
+    auto = score(y, Lander().predict(x).labels).fp
+    assert auto > score(y, Lander(domain="text").predict(x).labels).fp + 0.1
+    assert auto == score(y, Lander(domain="text-small").predict(x).labels).fp
 
 
 def test_auto_leaves_other_models_their_own_decoding(tmp_path):
