@@ -397,7 +397,8 @@ def read_collection(
     info: dict[str, str] = {}
     if state:
         when = state.get("finished_at") or state.get("started_at")
-        info |= {"model": str(state.get("model")), "generation": str(state.get("generation")),
+        info |= {"model": str(state.get("model")), "domain": str(state.get("domain") or "not recorded"),
+                 "generation": str(state.get("generation")),
                  "last full sync": f"{datetime.fromisoformat(when):%Y-%m-%d %H:%M %Z}" if when else "never"}
     return ReportData(
         title=collection.name,

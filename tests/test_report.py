@@ -191,6 +191,7 @@ def test_report_of_a_real_sync(tmp_path):
     assert (d.clusters >= 0).all() and len(np.unique(d.clusters)) == rep.clusters
     assert d.paths.shape == (len(keep), rep.levels) and (d.paths[:, -1] == d.clusters).all()
     assert d.info["model"] == rep.model and d.info["generation"] == str(rep.generation)
+    assert d.info["domain"] == rep.domain
     page = build_report(d, fields=["text"])
     assert "Pairwise F" in page
     shown = [p["text"] for ex in d.examples.values() for p in ex]
