@@ -67,11 +67,12 @@ def stream_quality(x: np.ndarray, y: np.ndarray, lander: Lander, opts: DaemonOpt
         fulls, passes = 0, []
         for s in range(0, len(x), batch):
             col = import_points(store, "docs", x[s:s + batch], start_id=s, progress=False)
-            rep = Daemon(col, lander, opts).run_pass()  # what one `sync --once` does (minus the lease)
+            daemon = Daemon(col, lander, opts)
+            rep = daemon.run_pass()  # what one `sync --once` does (minus the lease)
             fulls += rep.full
             passes.append(rep.seconds)
         ids, labels = read_labels(col)
-        return {**_fp(y, ids, labels), "full_passes": fulls, "passes": len(passes),
+        return {**_fp(y, ids, labels), "domain_at_end": daemon.lander.domain, "full_passes": fulls, "passes": len(passes),
                 "seconds": round(time.perf_counter() - t0, 1), "median_pass_s": round(float(np.median(passes)), 3)}
 
 
@@ -84,8 +85,8 @@ def quality(args: argparse.Namespace, lander: Lander) -> dict:
     with tempfile.TemporaryDirectory() as d, EdgeStore(d) as store:
         col = import_points(store, "docs", x, progress=False)
         t0 = time.perf_counter()
-        full_sync(col, lander, progress=False)
-        out["full"] = {**_fp(y, *read_labels(col)), "seconds": round(time.perf_counter() - t0, 1)}
+        rep = full_sync(col, lander, progress=False)
+        out["full"] = {**_fp(y, *read_labels(col)), "seconds": round(time.perf_counter() - t0, 1), "domain": rep.domain}
     for growth in args.growth:
         opts = DaemonOptions(growth=growth, hops=args.hops)
         out[f"stream_growth_{growth}"] = stream_quality(x, y, lander, opts, args.batch)

@@ -91,7 +91,7 @@ class Daemon:
 
     def __init__(self, col: Collection, lander: Lander, options: DaemonOptions | None = None,
                  metrics: Metrics | None = None, owner: str | None = None):
-        self.col, self.lander = col, _as_last_synced(col, lander)
+        self.col, self.requested, self.lander = col, lander, _as_last_synced(col, lander)
         self.options = options or DaemonOptions()
         self.metrics = metrics
         self.cache = NeighbourCache(self.lander.card.k)
@@ -107,9 +107,10 @@ class Daemon:
         self.labels.clear()  # a full pass rewrites every label (and may fail half-way)
         replay_journal(self.col)  # so the old labels the new ones are matched against are complete
         rename, old_labels = _stable_rename(self.col, o.batch_size)
-        rep = full_sync(self.col, self.lander, batch_size=o.batch_size, progress=o.progress, knn=o.knn,
+        # The model as asked for: auto is resolved again from all the vectors the collection has now.
+        rep = full_sync(self.col, self.requested, batch_size=o.batch_size, progress=o.progress, knn=o.knn,
                         rename=rename, on_graph=self._seed)
-        self.lander = self.lander.for_domain(rep.domain)  # auto: the passes until the next full one keep its choice
+        self.lander = self.requested.for_domain(rep.domain)  # the passes until the next full one keep its choice
         # Rewriting every payload moves the points out of the indexed segments on the embedded store
         # (copy-on-write), which would leave the next passes' neighbour queries as full scans.
         self.col.prepare_knn()

@@ -297,6 +297,7 @@ def test_auto_domain_is_resolved_by_the_full_sync_and_kept_by_later_passes(tmp_p
         import_points(store, "docs", x[300:330], start_id=300, progress=False)
         rep = later.once()
         assert not rep.full and rep.new == 30
+        assert later.once(full=True).full and later.lander.domain == "text"  # a full pass decides again
         col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "domain": None})  # synced before auto existed
         assert Daemon(col, auto).lander.domain == "any"  # the decoding such a sync used
 
