@@ -3,11 +3,12 @@
 Each preset is chosen, with the trainer's own grid and rule (``choose_decoding``, decoding k from
 {10, 20} as the shipped model), on the classes of one training set that the default model held out
 while training: the split is reproduced from the training seed and held-out fraction, so no class
-the model trained on, and nothing of any test part, takes part. Text and characters also get a
-``-small`` preset, chosen the same way on mean Fp over copies of those classes thinned to 3, 5, 10 and
-20 points each (3 random draws per size; sizes below the largest class only): faces need none, as
-LFW's people have 1-3 faces each already. The same points give each preset the space profile ``auto``
-compares data with. Run after
+the model trained on, and nothing of any test part, takes part. Each domain also gets a preset for
+classes of another size, chosen the same way on mean Fp over copies of those held-out classes: text and
+characters a ``-small`` one (classes thinned to 3, 5, 10 and 20 points, 3 random draws per size, sizes
+below the largest class only), faces a ``-large`` one (only the people with at least 5, and at least
+10, faces: LFW's are mostly 1-3, a photo library's are not). The same points give each preset the
+space profile ``auto`` compares data with. Run after
 ``scripts/train_default_model.py``:
 
     python scripts/choose_domain_presets.py
@@ -33,9 +34,9 @@ from qdrant_lander.validate import check_embeddings  # noqa: E402
 from scripts.train_default_model import DECODE_K, TRAIN_TASKS  # noqa: E402
 
 DOMAIN_OF = {"clinc75": "text", "omniglot": "characters", "lfw": "faces"}
-SMALL_FOR = ("text", "characters")
 SMALL_SIZES = (3, 5, 10, 20)
 SMALL_DRAWS = 3
+LARGE_SIZES = (5, 10)
 PRESETS_HEADING = "## Domain presets"
 
 
@@ -45,6 +46,23 @@ def thinned(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[np.ndar
     keep = np.concatenate([rng.choice(np.flatnonzero(y == c), min(size, int((y == c).sum())), replace=False)
                            for c in np.unique(y)])
     return x[keep], y[keep]
+
+
+def larger(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Only the classes with at least ``size`` points."""
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    keep = counts[inverse] >= size
+    return x[keep], y[keep]
+
+
+def other_size(domain: str, x: np.ndarray, y: np.ndarray) -> tuple[str, list[tuple[np.ndarray, np.ndarray]], str]:
+    """The second preset of ``domain``: its name, the copies of the held-out classes it is chosen on, and how."""
+    if domain == "faces":
+        return "faces-large", [larger(x, y, m) for m in LARGE_SIZES], \
+            f"those with at least {' / '.join(map(str, LARGE_SIZES))} points"
+    sizes = [m for m in SMALL_SIZES if m < np.unique(y, return_counts=True)[1].max()]
+    return f"{domain}-small", [thinned(x, y, m, seed) for m in sizes for seed in range(SMALL_DRAWS)], \
+        f"thinned to {', '.join(map(str, sizes))} points each ({SMALL_DRAWS} draws)"
 
 
 def mean_profile(profiles: list[SpaceProfile]) -> SpaceProfile:
@@ -77,12 +95,10 @@ def main() -> None:
 
         presets[domain] = preset([grid(x, y)], space_profile(x), f"{on}, {len(x)} points")
         print(domain, presets[domain], flush=True)
-        if domain in SMALL_FOR:
-            sizes = [m for m in SMALL_SIZES if m < np.unique(y, return_counts=True)[1].max()]
-            copies = [thinned(x, y, m, seed) for m in sizes for seed in range(SMALL_DRAWS)]
-            presets[f"{domain}-small"] = preset([grid(a, b) for a, b in copies], mean_profile([space_profile(a) for a, _ in copies]),
-                                                f"{on} thinned to {', '.join(map(str, sizes))} points each ({SMALL_DRAWS} draws)")
-            print(f"{domain}-small", presets[f"{domain}-small"], flush=True)
+        name, copies, how = other_size(domain, x, y)
+        presets[name] = preset([grid(a, b) for a, b in copies], mean_profile([space_profile(a) for a, _ in copies]),
+                               f"{on}, {how}")
+        print(name, presets[name], flush=True)
     models = ROOT / "qdrant_lander" / "models"
     (models / PRESETS_FILE).write_text(json.dumps(presets, indent=2) + "\n")
     # The model card page gets (or replaces) its presets section.

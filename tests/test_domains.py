@@ -125,6 +125,18 @@ def test_auto_takes_the_small_class_preset_for_small_classes_and_it_pays():
     assert auto == score(y, Lander(domain="text-small").predict(x).labels).fp
 
 
+def test_auto_takes_the_large_class_preset_for_a_photo_library():
+    """People with 10+ photos each (LFW test identities): the faces preset, chosen on LFW's people of 1-3
+    faces, splits them; faces-large keeps them whole. ORL (10 photos each) stays on faces."""
+    test = lfw_half().test
+    _, inverse, counts = np.unique(test.y, return_inverse=True, return_counts=True)
+    x, y = test.x[counts[inverse] >= 10], test.y[counts[inverse] >= 10]
+    assert nearest_preset(space_profile(x))[0] == "faces-large"
+    assert nearest_preset(space_profile(orl_to_lfw().train.x))[0] == "faces"
+    auto = score(y, Lander().predict(x).labels).fp
+    assert auto > score(y, Lander(domain="faces").predict(x).labels).fp + 0.1 and auto > 0.9
+
+
 def test_auto_leaves_other_models_their_own_decoding(tmp_path):
     lander = Lander().calibrate(*_orl_sample(), out_dir=tmp_path)  # a model of one's own
     assert lander.domain == "auto" and lander.for_data(orl_to_lfw().train.x).domain == "any"
