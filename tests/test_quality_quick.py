@@ -11,7 +11,7 @@ from benchmarks.quality import NOTES, SECTION, main, quick_task, write_section
 from benchmarks.tasks import TASKS
 from qdrant_lander.metrics import score
 
-METHODS = [*BASELINES, "hdbscan-2-2"]  # LANDER's meta-training is too slow for a quick CI run
+METHODS = [*BASELINES, "hdbscan-2-2", "default-model"]  # meta-training (ours*) is too slow for a quick CI run
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,8 @@ def quick_run(tmp_path_factory):
 
 def test_every_task_and_method_gives_a_row_with_valid_scores(quick_run):
     rows, _, _ = quick_run
-    expected = {(t, m) for t in TASKS for m in BASELINES} | {(t, "hdbscan-2-2") for t in ("lfw", "orl2lfw")}
+    expected = ({(t, m) for t in TASKS for m in [*BASELINES, "default-model"]}
+                | {(t, "hdbscan-2-2") for t in ("lfw", "orl2lfw")})
     assert {(r["task"], r["method"]) for r in rows} == expected
     for r in rows:
         for key in ("fp", "fb", "nmi"):
@@ -39,7 +40,15 @@ def test_table_is_written_into_its_own_section(quick_run):
     assert text.startswith("# Benchmark results\n\n## Speed\n\nkept as is\n")
     table = text[text.index(SECTION):]
     assert "| task | method | chosen params |" in table
-    assert sum(line.startswith("| lfw | ") for line in table.splitlines()) == 6
+    assert sum(line.startswith("| lfw | ") for line in table.splitlines()) == 7
+
+
+def test_the_shipped_model_picks_each_tasks_domain_unasked(quick_run):
+    rows, _, _ = quick_run
+    kind = {"clinc75": "text", "clinc2banking": "text", "omniglot": "characters", "lfw": "faces", "orl2lfw": "faces"}
+    picked = {r["task"]: r["params"]["domain"] for r in rows if r["method"] == "default-model"}
+    assert {t: d.split("-")[0] for t, d in picked.items()} == kind
+    assert all(r["tuned_on"] == "nothing (shipped)" for r in rows if r["method"] == "default-model")
 
 
 def test_tuned_leiden_beats_all_singletons_on_clean_faces(quick_run):
