@@ -154,6 +154,7 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.record_failure(e, seconds=time.perf_counter() - t0)
             raise
+        report = report.model_copy(update={"domain": self.lander.domain})
         self.passes += 1
         self.since_full = 0 if report.full else self.since_full + (report.new > 0)
         log.info("%s", report.log_line())

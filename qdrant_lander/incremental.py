@@ -80,11 +80,13 @@ class PassReport(BaseModel):
     seconds: float = 0.0
     model_seconds: float = 0.0
     full: bool = False
+    domain: str | None = None  # the decoding preset the pass used (set by the daemon)
 
     def log_line(self) -> str:
         kind = "full" if self.full else "incremental"
+        domain = f" domain={self.domain}" if self.domain else ""
         return (f"{kind} pass: new={self.new} attached={self.attached} created={self.created} merged={self.merged} "
-                f"relabelled={self.relabelled} field={self.field} seconds={self.seconds:.3f}")
+                f"relabelled={self.relabelled} field={self.field} seconds={self.seconds:.3f}{domain}")
 
 
 class NeighbourCache:

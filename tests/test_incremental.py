@@ -290,6 +290,7 @@ def test_auto_domain_is_resolved_by_the_full_sync_and_kept_by_later_passes(tmp_p
         assert daemon.lander.domain == "auto"  # nothing synced yet: the first pass is full and decides
         assert daemon.once().full
         assert daemon.lander.domain == col.get_meta(SYNC_META)["domain"] == "text"
+        assert daemon.run_pass().log_line().endswith(" domain=text")  # the daemon's line names it
         assert daemon.cache.k == daemon.lander.card.k == presets["text"].k
         col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "domain": "faces"})  # as if it were a face collection
         later = Daemon(col, auto, DaemonOptions(lease_ttl=5, growth=0))
