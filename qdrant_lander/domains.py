@@ -76,7 +76,9 @@ def space_profile(x: np.ndarray, *, pairs: int = PROFILE_PAIRS, seed: int = 0, b
         sim[own, rows[own] - start] = -np.inf  # a point is not its own neighbour
         top = -np.partition(-np.concatenate([top, sim], axis=1), k - 1, axis=1)[:, :k]
     first, kth = top.max(axis=1), top.min(axis=1)
-    extent = np.median((kth - median) / np.maximum(first - median, 1e-6))
+    # A point whose nearest neighbour is no nearer than a random point has no class around it: extent 0.
+    closer = first - median > 1e-3
+    extent = np.median(np.where(closer, (kth - median) / np.where(closer, first - median, 1.0), 0.0))
     return SpaceProfile(cosine_q10=round(float(q10), 4), cosine_median=round(float(median), 4),
                         extent=round(float(extent), 4))
 

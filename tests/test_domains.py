@@ -108,6 +108,17 @@ def test_auto_warns_about_a_space_unlike_the_three(caplog):
     assert "resemble none" in caplog.text and "calibrate" in caplog.text
 
 
+def test_space_profile_reads_neighbours_in_blocks_and_survives_tiny_or_degenerate_input():
+    x = subsample_classes(omniglot().test, 10, seed=0).x  # 200 points, 20 per class
+    whole, blocked = space_profile(x), space_profile(x, block=7)  # 7 rows at a time: rows span blocks
+    assert whole == blocked
+    g = np.sort(x @ x.T, axis=1)[:, ::-1][:, 1:11]  # exact 10 nearest of every point (self excluded)
+    full = np.median((g[:, -1] - whole.cosine_median) / (g[:, 0] - whole.cosine_median))
+    assert abs(whole.extent - full) < 0.05  # 200 of 200 points sampled: the same up to the median's pick
+    for blob in (x[:2], np.repeat(x[:1], 30, axis=0)):  # no neighbour nearer than a random point
+        assert space_profile(blob).extent == 0.0
+
+
 def _thinned(part, size: int, seed: int = 0):
     """Every class of ``part`` cut to ``size`` random points: the same kind of data, smaller classes."""
     rng = np.random.default_rng(seed)
