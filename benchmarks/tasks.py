@@ -86,3 +86,18 @@ def subsample_classes(part: Part, n_classes: int, seed: int = 0) -> Part:
     keep = np.random.RandomState(seed).choice(classes, size=min(n_classes, len(classes)), replace=False)
     m = np.isin(part.y, keep)
     return Part(part.x[m], part.y[m], f"{part.name}[{len(keep)} classes]")
+
+
+def thin_classes(part: Part, size: int, seed: int = 0) -> Part:
+    """Every class cut to ``size`` random points (fewer if it has fewer): the same data, smaller classes."""
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([rng.choice(np.flatnonzero(part.y == c), min(size, int((part.y == c).sum())), replace=False)
+                           for c in np.unique(part.y)])
+    return Part(part.x[keep], part.y[keep], f"{part.name}[<= {size} per class]")
+
+
+def classes_of_at_least(part: Part, size: int) -> Part:
+    """Only the classes with at least ``size`` points (e.g. the people of a face set with many photos)."""
+    _, inverse, counts = np.unique(part.y, return_inverse=True, return_counts=True)
+    keep = counts[inverse] >= size
+    return Part(part.x[keep], part.y[keep], f"{part.name}[>= {size} per class]")

@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.tasks import TASKS  # noqa: E402
+from benchmarks.tasks import TASKS, Part, classes_of_at_least, thin_classes  # noqa: E402
 from qdrant_lander.domains import PRESETS_FILE, DomainPreset, SpaceProfile, space_profile  # noqa: E402
 from qdrant_lander.lander import Lander  # noqa: E402
 from qdrant_lander.training.tau import choose_decoding  # noqa: E402
@@ -40,28 +40,13 @@ LARGE_SIZES = (5, 10)
 PRESETS_HEADING = "## Domain presets"
 
 
-def thinned(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every class cut to ``size`` random points (fewer if it has fewer)."""
-    rng = np.random.default_rng(seed)
-    keep = np.concatenate([rng.choice(np.flatnonzero(y == c), min(size, int((y == c).sum())), replace=False)
-                           for c in np.unique(y)])
-    return x[keep], y[keep]
-
-
-def larger(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Only the classes with at least ``size`` points."""
-    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    keep = counts[inverse] >= size
-    return x[keep], y[keep]
-
-
-def other_size(domain: str, x: np.ndarray, y: np.ndarray) -> tuple[str, list[tuple[np.ndarray, np.ndarray]], str]:
+def other_size(domain: str, held: Part) -> tuple[str, list[Part], str]:
     """The second preset of ``domain``: its name, the copies of the held-out classes it is chosen on, and how."""
     if domain == "faces":
-        return "faces-large", [larger(x, y, m) for m in LARGE_SIZES], \
+        return "faces-large", [classes_of_at_least(held, m) for m in LARGE_SIZES], \
             f"those with at least {' / '.join(map(str, LARGE_SIZES))} points"
-    sizes = [m for m in SMALL_SIZES if m < np.unique(y, return_counts=True)[1].max()]
-    return f"{domain}-small", [thinned(x, y, m, seed) for m in sizes for seed in range(SMALL_DRAWS)], \
+    sizes = [m for m in SMALL_SIZES if m < np.unique(held.y, return_counts=True)[1].max()]
+    return f"{domain}-small", [thin_classes(held, m, seed) for m in sizes for seed in range(SMALL_DRAWS)], \
         f"thinned to {', '.join(map(str, sizes))} points each ({SMALL_DRAWS} draws)"
 
 
@@ -95,8 +80,8 @@ def main() -> None:
 
         presets[domain] = preset([grid(x, y)], space_profile(x), f"{on}, {len(x)} points")
         print(domain, presets[domain], flush=True)
-        name, copies, how = other_size(domain, x, y)
-        presets[name] = preset([grid(a, b) for a, b in copies], mean_profile([space_profile(a) for a, _ in copies]),
+        name, copies, how = other_size(domain, Part(x, y, part.name))
+        presets[name] = preset([grid(c.x, c.y) for c in copies], mean_profile([space_profile(c.x) for c in copies]),
                                f"{on}, {how}")
         print(name, presets[name], flush=True)
     models = ROOT / "qdrant_lander" / "models"

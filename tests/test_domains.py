@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.tasks import (clinc_75_75, clinc_to_banking, lfw_half, omniglot, orl_to_lfw,
-                             subsample_classes)
+from benchmarks.tasks import (classes_of_at_least, clinc_75_75, clinc_to_banking, lfw_half, omniglot, orl_to_lfw,
+                             subsample_classes, thin_classes)
 from qdrant_lander import Lander, score
 from qdrant_lander.cli import main
 from qdrant_lander.config import load_settings
@@ -119,18 +119,12 @@ def test_space_profile_reads_neighbours_in_blocks_and_survives_tiny_or_degenerat
         assert space_profile(blob).extent == 0.0
 
 
-def _thinned(part, size: int, seed: int = 0):
-    """Every class of ``part`` cut to ``size`` random points: the same kind of data, smaller classes."""
-    rng = np.random.default_rng(seed)
-    keep = np.concatenate([rng.choice(np.flatnonzero(part.y == c), size, replace=False) for c in np.unique(part.y)])
-    return part.x[keep], part.y[keep]
-
-
 def test_auto_takes_the_small_class_preset_for_small_classes_and_it_pays():
     """Intents of 10 queries: the text preset (chosen on intents of 150) merges them; text-small does not."""
-    x, y = _thinned(clinc_75_75().test, 10)
+    intents = thin_classes(clinc_75_75().test, 10)
+    x, y = intents.x, intents.y
     assert nearest_preset(space_profile(x))[0] == "text-small"
-    assert nearest_preset(space_profile(_thinned(omniglot().test, 3)[0]))[0] == "characters-small"
+    assert nearest_preset(space_profile(thin_classes(omniglot().test, 3).x))[0] == "characters-small"
     auto = score(y, Lander().predict(x).labels).fp
     assert auto > score(y, Lander(domain="text").predict(x).labels).fp + 0.1
     assert auto == score(y, Lander(domain="text-small").predict(x).labels).fp
@@ -139,9 +133,8 @@ def test_auto_takes_the_small_class_preset_for_small_classes_and_it_pays():
 def test_auto_takes_the_large_class_preset_for_a_photo_library():
     """People with 10+ photos each (LFW test identities): the faces preset, chosen on LFW's people of 1-3
     faces, splits them; faces-large keeps them whole. ORL (10 photos each) stays on faces."""
-    test = lfw_half().test
-    _, inverse, counts = np.unique(test.y, return_inverse=True, return_counts=True)
-    x, y = test.x[counts[inverse] >= 10], test.y[counts[inverse] >= 10]
+    people = classes_of_at_least(lfw_half().test, 10)
+    x, y = people.x, people.y
     assert nearest_preset(space_profile(x))[0] == "faces-large"
     assert nearest_preset(space_profile(orl_to_lfw().train.x))[0] == "faces"
     auto = score(y, Lander().predict(x).labels).fp
@@ -157,3 +150,4 @@ def test_auto_leaves_other_models_their_own_decoding(tmp_path):
 def _orl_sample():
     orl = subsample_classes(orl_to_lfw().train, 10, seed=0)
     return orl.x, orl.y
+
