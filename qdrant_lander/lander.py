@@ -95,14 +95,15 @@ class Lander:
         return self.for_domain(domain)
 
     def for_domain(self, domain: str) -> Lander:
-        """This model decoded with ``domain`` (e.g. the one a collection's last sync resolved ``auto`` to),
-        sharing the onnxruntime session when one is open."""
+        """This model decoded with ``domain`` (e.g. the one a collection's last sync resolved ``auto`` to).
+        From ``auto``/``any`` it shares this model's onnxruntime session, so a daemon that resolves ``auto``
+        at every full pass loads the model once."""
         if domain == self.domain:
             return self
         resolved = Lander(self.model, domain=domain, device=self.device, threads=self.threads)
-        if self._scorer is not None and self.domain in ("auto", "any"):  # its card is the model's own
-            resolved._scorer = copy.copy(self._scorer)
-            resolved._scorer.card = with_domain(self._scorer.card, domain)
+        if self.domain in ("auto", "any"):  # its card is the model's own
+            resolved._scorer = copy.copy(self.scorer)
+            resolved._scorer.card = with_domain(self.scorer.card, domain)
         return resolved
 
     def fit(self, x: np.ndarray, y: np.ndarray, *, out_dir: str | Path | None = None, progress: bool = True,

@@ -151,3 +151,11 @@ def _orl_sample():
     orl = subsample_classes(orl_to_lfw().train, 10, seed=0)
     return orl.x, orl.y
 
+
+def test_resolving_a_domain_shares_the_loaded_model():
+    """A daemon resolves auto at every full pass: each resolution must reuse one onnxruntime session."""
+    auto = Lander()
+    faces, text = auto.for_domain("faces"), auto.for_domain("text")
+    assert faces.scorer._session is auto.scorer._session is text.scorer._session
+    assert (faces.card.tau, text.card.tau) == (load_presets()["faces"].tau, load_presets()["text"].tau)
+    assert auto.card == Lander(domain="any").card  # the shared model's own card is left as it was
