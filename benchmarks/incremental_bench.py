@@ -17,9 +17,14 @@ are), and their k+1 neighbours are queried in one ``query_batch`` at several HNS
 (``ef``; the daemon uses ``HNSW_EF``), each against exact search: seconds per 1,000 queries, the
 points/s the queries alone allow, and recall.
 
+Arrivals: no full pass while many points arrive (``--growth 0``, or the 25% a growth-triggered full
+pass waits for on a large collection): pass seconds with the daemon indexing the arrivals as they pass
+Edge's threshold, against the same stream left outside the index (the daemon before it did).
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py quality [--model M | --domain text]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py speed --sizes 10000 100000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py store --sizes 10000 100000
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py arrivals --sizes 10000 --stream 40000 --batch 1000
 
 With ``--snapshot DIR`` the speed runs start from a copy of the collection (and the daemon's caches)
 as the first run left it after its full pass: Edge builds HNSW on several threads, so two fresh full
@@ -241,9 +246,45 @@ def store_at(n: int, args: argparse.Namespace, k: int) -> dict:
     return out
 
 
+class _NeverIndexed:
+    """A collection whose arrivals stay outside the index between full passes, as before the daemon
+    indexed them: the baseline of the ``arrivals`` run."""
+
+    def __init__(self, col):
+        self._col = col
+
+    def __getattr__(self, name: str):
+        return getattr(self._col, name)
+
+    def index_arrivals(self) -> None:
+        pass
+
+
+def arrivals_at(n: int, args: argparse.Namespace, lander: Lander) -> dict:
+    """Pass seconds while ``args.stream`` points arrive with no full pass (growth 0), the arrivals indexed
+    by the daemon vs left outside the index; the same collection, points and decisions in both runs."""
+    x, _ = synthetic(n + args.stream, 256, seed=args.seed)
+    out: dict = {"collection": n, "arrivals": args.stream, "batch": args.batch}
+    for mode in ("indexed", "never_indexed"):
+        with tempfile.TemporaryDirectory() as d, EdgeStore(d) as store:
+            col = import_points(store, "docs", x[:n], progress=False)
+            daemon = Daemon(col if mode == "indexed" else _NeverIndexed(col), lander, DaemonOptions(growth=0))
+            daemon.run_pass(full=True)
+            secs = []
+            for s in range(n, n + args.stream, args.batch):
+                import_points(store, "docs", x[s:s + args.batch], start_id=s, progress=False)
+                secs.append(round(daemon.run_pass().seconds, 2))
+            half = secs[len(secs) // 2:]
+            out[mode] = {"pass_s": secs, "points_per_s": round(args.stream / sum(secs), 1),
+                         "second_half_points_per_s": round(len(half) * args.batch / sum(half), 1)}
+    out["ratio_second_half"] = round(out["indexed"]["second_half_points_per_s"]
+                                     / out["never_indexed"]["second_half_points_per_s"], 2)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["quality", "speed", "store"])
+    p.add_argument("what", choices=["quality", "speed", "store", "arrivals"])
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
     p.add_argument("--domain", default="any", help="the default model's domain preset (auto, any, faces, text, characters; "
                    "any by default: the runs recorded in RESULTS.md before auto existed)")
@@ -252,7 +293,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=None, help="points per batch (quality 100, speed 500)")
     p.add_argument("--growth", type=float, nargs="+", default=[0.25, 0.0], help="quality: daemon growth rules")
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="speed: collection sizes")
-    p.add_argument("--stream", type=int, default=5_000, help="speed: new points streamed in batches")
+    p.add_argument("--stream", type=int, default=5_000, help="speed, arrivals: new points streamed in batches")
     p.add_argument("--rate", type=float, default=200.0, help="watch: arrivals per second")
     p.add_argument("--chunk", type=int, default=20, help="watch: points per upsert")
     p.add_argument("--watch-seconds", type=float, default=15.0)
@@ -270,8 +311,9 @@ def main() -> None:
         print(json.dumps(quality(args, lander)))
     else:
         args.batch = args.batch or 500
+        run = speed_at if args.what == "speed" else arrivals_at
         for n in args.sizes:
-            print(json.dumps(speed_at(n, args, lander)), flush=True)
+            print(json.dumps(run(n, args, lander)), flush=True)
 
 
 if __name__ == "__main__":

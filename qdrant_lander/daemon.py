@@ -150,6 +150,10 @@ class Daemon:
                 report = incremental_pass(self.col, self.lander.scorer, self.lander.card, cache=self.cache,
                                           labels=self.labels, hops=o.hops, bridge=o.bridge, max_new=o.max_new,
                                           batch_size=o.batch_size)
+                if report.new:  # else the next passes' queries scan every arrival since the last full pass
+                    t1 = time.perf_counter()
+                    self.col.index_arrivals()
+                    report = report.model_copy(update={"seconds": round(report.seconds + time.perf_counter() - t1, 4)})
         except Exception as e:
             if self.metrics is not None:
                 self.metrics.record_failure(e, seconds=time.perf_counter() - t0)

@@ -408,3 +408,22 @@ def test_scoring_only_possible_parents_gives_the_decoders_parents(seed):
     np.testing.assert_array_equal(decode_level(nbr, masked, density, tau)[rows],
                                   decode_level(nbr, masked, truth, tau)[rows])
     assert len(scored) < len(np.setdiff1d(nbr[rows][link[rows] > tau], rows))
+
+
+def test_incremental_passes_keep_the_arrivals_indexed_on_the_embedded_store(tmp_path, lander):
+    """Edge has no background optimizer: unless a pass indexes the arrivals once they pass Edge's indexing
+    threshold (~10 MB of vectors: 2,500 of 1,024 dimensions), every later query scans all of them."""
+    x = np.random.default_rng(0).standard_normal((5200, 1024)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    with EdgeStore(tmp_path / "d") as store:
+        col = import_points(store, "docs", x[:2600], progress=False)
+        daemon = Daemon(col, lander, DaemonOptions(lease_ttl=5, growth=0))
+        assert daemon.once().full
+        import_points(store, "docs", x[2600:3000], start_id=2600, progress=False)
+        assert daemon.once().new == 400
+        info = col.shard.info()
+        assert info.indexed_vectors_count < info.points_count  # below the threshold: left to the scan
+        import_points(store, "docs", x[3000:], start_id=3000, progress=False)
+        rep = daemon.once()
+        info = col.shard.info()
+        assert not rep.full and rep.new == 2200 and info.indexed_vectors_count == info.points_count == 5200

@@ -135,6 +135,10 @@ class Collection(ABC):
     def prepare_knn(self) -> None:
         """Make kNN queries fast (build the vector index) before a large batch of them."""
 
+    def index_arrivals(self) -> None:
+        """Keep the vector index up with the points added since it was built, between full passes (a
+        server's background optimizer does it by itself: nothing to do by default)."""
+
     @abstractmethod
     def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False) -> Neighbours:
         """The k nearest stored points of stored points ``ids`` (whose vectors are ``vectors``).
