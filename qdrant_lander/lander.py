@@ -86,10 +86,11 @@ class Lander:
         if self.model is None and len(x) >= 2:
             profile = space_profile(x)
             domain, distance = nearest_preset(profile)
-            log.info("domain auto: %s (cosine between random pairs: 10th percentile %.2f, median %.2f; neighbour "
-                     "extent %.2f)", domain, profile.cosine_q10, profile.cosine_median, profile.extent)
+            log.info("domain auto: %s (cosine between random pairs: 10th percentile %.2f, median %.2f, spread %.2f; "
+                     "neighbour extent %.2f)", domain, profile.cosine_q10, profile.cosine_median, profile.spread,
+                     profile.extent)
             if distance > FAR_PROFILE:
-                log.warning("these vectors resemble none of the default model's training spaces (nearest: %s, "
+                log.warning("these vectors resemble none of the default model's training spaces (picked: %s, "
                             "profile distance %.2f): if the clusters look wrong, name the domain (domain/--domain) "
                             "or fit the decoding with `qdrant-lander calibrate`", domain, distance)
         return self.for_domain(domain)
