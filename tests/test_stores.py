@@ -158,3 +158,19 @@ def test_stored_nan_vectors_are_named(tmp_path):
     with pytest.raises(StoreError, match=r"2 vectors with NaN, inf or all zeros \(point ids \[12, 14\]\)"):
         read_vectors(col, progress=False)
     store.close()
+
+
+@pytest.mark.parametrize("ours", [True, False])
+def test_arrivals_are_indexed_only_where_they_get_segments_of_their_own(tmp_path, ours):
+    """Past Edge's indexing threshold (~10 MB: 2,600 vectors of 1,024-d) `index_arrivals` indexes the points
+    outside the index, on collections qdrant-lander made (target segments set). On a shard made elsewhere,
+    Edge's default would merge them into the main segment and rebuild its index: left to the full passes."""
+    x = np.random.default_rng(0).standard_normal((2600, 1024)).astype(np.float32)
+    with EdgeStore(tmp_path) as store:
+        if not ours:
+            qe.EdgeShard.create(str(tmp_path / "docs" / SHARD_DIR), qe.EdgeConfig(
+                vectors=qe.EdgeVectorParams(size=1024, distance=qe.Distance.Cosine))).close()
+        col = import_points(store, "docs", x, progress=False)
+        col.index_arrivals()
+        info = col.shard.info()
+    assert info.points_count == 2600 and info.indexed_vectors_count == (2600 if ours else 0)
