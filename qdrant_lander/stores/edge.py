@@ -39,10 +39,11 @@ HNSW_EF = 128  # search breadth for kNN: default ef misses ~15% of true neighbou
 QUANTIZATION = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
 OVERSAMPLING = 2.0
 # Collections we create aim at this many segments (Edge's default: one per CPU core), so the points the
-# daemon indexes between full passes get segments of their own instead of being merged into the big one,
-# whose index the merge rebuilds: 12k arrivals on a 60k collection indexed in 1.2 s instead of 4.6-5.3 s,
-# 10k on 100k in a 14.5 s pass (benchmarks/RESULTS.md).
-SEGMENTS = 8
+# daemon indexes between full passes get segments of their own (merged with each other later) instead of
+# being merged into the big one, whose whole index the merge rebuilds: the pass indexing 10k arrivals on
+# a 100k collection took 3.0 s with 4, 14.5 s with Edge's 2. More segments cost every query a search
+# more: 8 gave 624 new points/s after 30k-50k arrivals on 10k, 4 gave 666 (benchmarks/RESULTS.md).
+SEGMENTS = 4
 
 _SCHEMA = {
     models.PayloadSchemaType.INTEGER: qe.PayloadSchemaType.Integer,
