@@ -51,7 +51,10 @@ def other_size(domain: str, held: Part) -> tuple[str, list[Part], str]:
 
 
 def mean_profile(profiles: list[SpaceProfile]) -> SpaceProfile:
-    return SpaceProfile(**{f: round(float(np.mean([getattr(p, f) for p in profiles])), 4) for f in SpaceProfile.model_fields})
+    """The mean profile of copies of one set (their points differ in number, so the sum is kept)."""
+    return SpaceProfile(**{f: round(float(np.mean([getattr(p, f) for p in profiles])), 4)
+                           for f in ("cosine_q10", "cosine_median", "extent")},
+                        points=sum(p.points or 0 for p in profiles))
 
 
 def main() -> None:
