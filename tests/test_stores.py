@@ -161,7 +161,7 @@ def test_stored_nan_vectors_are_named(tmp_path):
 
 
 @pytest.mark.parametrize("ours", [True, False])
-def test_arrivals_are_indexed_only_where_they_get_segments_of_their_own(tmp_path, ours):
+def test_arrivals_are_indexed_only_where_they_get_segments_of_their_own(tmp_path, ours, caplog):
     """Past Edge's indexing threshold (~10 MB: 2,600 vectors of 1,024-d) `index_arrivals` indexes the points
     outside the index, on collections qdrant-lander made (target segments set). On a shard made elsewhere,
     Edge's default would merge them into the main segment and rebuild its index: left to the full passes."""
@@ -171,6 +171,9 @@ def test_arrivals_are_indexed_only_where_they_get_segments_of_their_own(tmp_path
             qe.EdgeShard.create(str(tmp_path / "docs" / SHARD_DIR), qe.EdgeConfig(
                 vectors=qe.EdgeVectorParams(size=1024, distance=qe.Distance.Cosine))).close()
         col = import_points(store, "docs", x, progress=False)
-        col.index_arrivals()
+        with caplog.at_level("INFO", logger="qdrant_lander.stores.edge"):
+            col.index_arrivals()
+            col.index_arrivals()
         info = col.shard.info()
     assert info.points_count == 2600 and info.indexed_vectors_count == (2600 if ours else 0)
+    assert caplog.text.count("no segment target") == (0 if ours else 1)  # said once, not every pass

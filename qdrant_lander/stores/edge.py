@@ -105,6 +105,7 @@ class EdgeCollection(Collection):
     def __init__(self, name: str, root: Path, shard: qe.EdgeShard, vector: str, dim: int, segments: int | None):
         self.name, self.root, self.shard, self.vector, self.dim = name, root, shard, vector, dim
         self.segments = segments  # the shard's target segment count; None: Edge's default
+        self._said_unindexed = False  # index_arrivals explained once why it leaves arrivals to full passes
 
     def info(self) -> CollectionInfo:
         i = self.shard.info()
@@ -163,7 +164,13 @@ class EdgeCollection(Collection):
         keep segments apart (``SEGMENTS``: the ones qdrant-lander creates): with Edge's default, one per
         core, the arrivals' segment would be merged into the main one, rebuilding its whole index."""
         before = self.shard.info()
-        if self.segments is None or before.points_count == before.indexed_vectors_count:
+        if before.points_count == before.indexed_vectors_count:
+            return
+        if self.segments is None:
+            if not self._said_unindexed:
+                log.info("'%s' has no segment target (made by another tool or an older qdrant-lander): points that "
+                         "arrive stay outside the vector index until the next full pass", self.name)
+                self._said_unindexed = True
             return
         t0 = time.perf_counter()
         self.shard.optimize()
