@@ -73,6 +73,7 @@ class Status(BaseModel):
     generation: int | None
     state: str | None  # "complete", or "writing" if the last sync did not finish
     last_sync: datetime | None
+    unindexed: int | None = None  # points kNN queries scan, outside the vector index (None: the store does not say)
 
 
 @contextmanager
@@ -293,4 +294,4 @@ def status(col: Collection, *, top: int = 10) -> Status:
                   model=state.model if state else None, domain=state.domain if state else None,
                   generation=state.generation if state else None,
                   state=state.state if state else None,
-                  last_sync=(state.finished_at or state.started_at) if state else None)
+                  last_sync=(state.finished_at or state.started_at) if state else None, unindexed=col.unindexed())

@@ -174,6 +174,7 @@ def test_arrivals_are_indexed_only_where_they_get_segments_of_their_own(tmp_path
         with caplog.at_level("INFO", logger="qdrant_lander.stores.edge"):
             col.index_arrivals()
             col.index_arrivals()
-        info = col.shard.info()
+        info, unindexed = col.shard.info(), col.unindexed()
     assert info.points_count == 2600 and info.indexed_vectors_count == (2600 if ours else 0)
+    assert unindexed == (0 if ours else 2600)
     assert caplog.text.count("no segment target") == (0 if ours else 1)  # said once, not every pass

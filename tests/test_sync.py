@@ -69,6 +69,8 @@ def test_sync_writes_one_lander_key_and_matches_predict(store, part, lander):
     st = status(col)
     assert (st.points, st.clustered, st.unclustered, st.clusters) == (len(part.x), len(part.x), 0, rep.clusters)
     assert st.largest[0] == (biggest, int((labels == biggest).sum())) and st.generation == 1 and st.domain == "text"
+    # Edge indexes nothing below ~10 MB of vectors (searched by a scan); the client's local mode has no index to tell of
+    assert st.unindexed == (len(part.x) if isinstance(store, EdgeStore) else None)
 
     assert full_sync(col, lander, progress=False).generation == 2
     assert all(p["lander"]["generation"] == 2 for _, p in snapshot(col)[0])

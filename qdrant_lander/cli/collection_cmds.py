@@ -265,3 +265,5 @@ def status(collection: str, top: int, as_json: bool, settings: Settings) -> None
         click.echo("last sync    never (run: qdrant-lander sync " + collection + ")")
     if st.largest:
         click.echo("largest      " + ", ".join(f"{c} ({n})" for c, n in st.largest))
+    if st.unindexed:
+        click.echo(f"unindexed    {st.unindexed} (searched by a scan until ~10 MB of vectors gather; sync indexes them then)")

@@ -139,6 +139,11 @@ class Collection(ABC):
         """Keep the vector index up with the points added since it was built, between full passes (a
         server's background optimizer does it by itself: nothing to do by default)."""
 
+    def unindexed(self) -> int | None:
+        """Points that kNN queries scan because they are not in the vector index yet; None where the store
+        does not say (a server indexes in the background, the client's local mode has no index at all)."""
+        return None
+
     @abstractmethod
     def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False) -> Neighbours:
         """The k nearest stored points of stored points ``ids`` (whose vectors are ``vectors``).

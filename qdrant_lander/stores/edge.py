@@ -155,6 +155,10 @@ class EdgeCollection(Collection):
         log.info("optimizing '%s' (%d points): builds the vector index if needed", self.name, self.shard.info().points_count)
         self.shard.optimize()
 
+    def unindexed(self) -> int:
+        i = self.shard.info()
+        return i.points_count - i.indexed_vectors_count
+
     def index_arrivals(self) -> None:
         """Run the optimizers once points sit outside the index: every search scans those, so without
         this the daemon's kNN queries slow down in proportion to what arrived since the last full pass
@@ -163,8 +167,7 @@ class EdgeCollection(Collection):
         (~10 MB of vectors) ``optimize()`` returns at once and indexes nothing. Only on collections that
         keep segments apart (``SEGMENTS``: the ones qdrant-lander creates): with Edge's default, one per
         core, the arrivals' segment would be merged into the main one, rebuilding its whole index."""
-        before = self.shard.info()
-        if before.points_count == before.indexed_vectors_count:
+        if not self.unindexed():
             return
         if self.segments is None:
             if not self._said_unindexed:
@@ -172,9 +175,9 @@ class EdgeCollection(Collection):
                          "arrive stay outside the vector index until the next full pass", self.name)
                 self._said_unindexed = True
             return
-        t0 = time.perf_counter()
+        t0, before = time.perf_counter(), self.shard.info().indexed_vectors_count
         self.shard.optimize()
-        indexed = self.shard.info().indexed_vectors_count - before.indexed_vectors_count
+        indexed = self.shard.info().indexed_vectors_count - before
         if indexed > 0:
             log.info("indexed %d points of '%s' that arrived since the last full pass (%.1f s)", indexed, self.name,
                      time.perf_counter() - t0)
