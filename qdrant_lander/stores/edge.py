@@ -44,6 +44,8 @@ OVERSAMPLING = 2.0
 # a 100k collection took 3.0 s with 4, 14.5 s with Edge's 2. More segments cost every query a search
 # more: 8 gave 624 new points/s after 30k-50k arrivals on 10k, 4 gave 666 (benchmarks/RESULTS.md).
 SEGMENTS = 4
+INDEXING_THRESHOLD_KB = 10_000  # vectors outside the index before optimize() builds one (Qdrant's default, set
+# explicitly so that when arrivals get indexed does not move with the Edge version: ~10k points of 256-d)
 
 _SCHEMA = {
     models.PayloadSchemaType.INTEGER: qe.PayloadSchemaType.Integer,
@@ -281,7 +283,8 @@ class EdgeStore(Store):
         root = self.path / name
         cfg = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
                             quantization_config=QUANTIZATION,
-                            optimizers=qe.EdgeOptimizersConfig(default_segment_number=SEGMENTS))
+                            optimizers=qe.EdgeOptimizersConfig(default_segment_number=SEGMENTS,
+                                                               indexing_threshold=INDEXING_THRESHOLD_KB))
         try:
             shard = qe.EdgeShard.create(str(root / SHARD_DIR), cfg)
         except Exception as e:
