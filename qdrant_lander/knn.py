@@ -44,17 +44,22 @@ def knn_graph(x: np.ndarray, k: int, *, block_rows: int = 2048) -> KnnGraph:
         raise InputError(f"k must be at least 1, got {k}")
     if n < k + 1:
         raise InputError(f"need more than k={k} points to build a kNN graph, got {n}")
+    return nearest_rows(x, np.arange(n), k, block_rows=block_rows)
+
+
+def nearest_rows(x: np.ndarray, rows: np.ndarray, k: int, *, block_rows: int = 2048) -> KnnGraph:
+    """The exact k nearest rows of ``x`` (unit length, more than k rows) to each of its rows ``rows``,
+    self excluded, ties broken by index; the graph's row i belongs to ``rows[i]``."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    nbr = np.empty((n, k), dtype=np.int64)
-    sim = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, block_rows):
-        stop = min(start + block_rows, n)
-        s = x[start:stop] @ x.T
-        rows = np.arange(stop - start)
-        s[rows, rows + start] = -np.inf  # exclude self
+    nbr = np.empty((len(rows), k), dtype=np.int64)
+    sim = np.empty((len(rows), k), dtype=np.float32)
+    for start in range(0, len(rows), block_rows):
+        block = rows[start:start + block_rows]
+        s = x[block] @ x.T
+        s[np.arange(len(block)), block] = -np.inf  # exclude self
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
         part_sim = np.take_along_axis(s, part, axis=1)
         order = np.lexsort((part, -part_sim), axis=1)
-        nbr[start:stop] = np.take_along_axis(part, order, axis=1)
-        sim[start:stop] = np.take_along_axis(part_sim, order, axis=1)
+        nbr[start:start + len(block)] = np.take_along_axis(part, order, axis=1)
+        sim[start:start + len(block)] = np.take_along_axis(part_sim, order, axis=1)
     return KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .decode import ClusterResult, cluster_hierarchy
+from .dedup import unique_rows
 from .domains import (FAR_PROFILE, Domain, check_domain, nearest_preset, space_profile,
                       with_domain)
 from .errors import InputError, MissingExtraError, ModelError
@@ -83,8 +84,9 @@ class Lander:
         if self.domain != "auto":
             return self
         domain = "any"
-        if self.model is None and len(x) >= 2:
-            profile = space_profile(x)
+        distinct = x[unique_rows(x).rep] if self.model is None else x  # copies would read as a tighter space
+        if self.model is None and len(distinct) >= 2:
+            profile = space_profile(distinct)
             domain, distance = nearest_preset(profile)
             log.info("domain auto: %s (cosine between random pairs: 10th percentile %.2f, median %.2f, spread %.2f; "
                      "neighbour extent %.2f)", domain, profile.cosine_q10, profile.cosine_median, profile.spread,
@@ -169,14 +171,18 @@ class Lander:
         return Lander(out, device=self.device, threads=self.threads)
 
     def predict(self, x: np.ndarray) -> ClusterResult:
-        """Cluster an array of embeddings [N, D] (any scale; rows are L2-normalised here)."""
+        """Cluster an array of embeddings [N, D] (any scale; rows are L2-normalised here). Rows equal to an
+        earlier row are clustered with it: they take its cluster and path, and only it can be a peak."""
         card = self.card
         x = check_embeddings(x, min_points=2, dim=card.input_dim if card.input_dim != "any" else None)
-        lander = self.for_data(x)
+        distinct = unique_rows(x)  # copies of a vector are clustered once (qdrant_lander.dedup)
+        xu = x[distinct.rep]
+        lander = self.for_data(xu)
         k = lander.card.k
-        if len(x) <= k:
-            raise InputError(f"need at least {k + 1} points to cluster with k={k} neighbours, got {len(x)}")
-        return lander.predict_graph(x, knn_graph(x, k))
+        if len(xu) <= k:
+            got = f"{len(xu)} distinct vectors among {len(x)} rows" if distinct.copies else str(len(x))
+            raise InputError(f"need at least {k + 1} points to cluster with k={k} neighbours, got {got}")
+        return distinct.expand(lander.predict_graph(xu, knn_graph(xu, k)))
 
     def predict_graph(self, vectors: np.ndarray, graph: KnnGraph) -> ClusterResult:
         """Cluster unit-length ``vectors`` whose level-0 kNN graph is already known (e.g. from Qdrant).

@@ -21,6 +21,7 @@ from qdrant_client import models
 from tqdm import tqdm
 
 from .decode import ClusterResult
+from .dedup import unique_rows
 from .errors import InputError, StoreError
 from .knn import KnnGraph
 from .model_card import ModelCard
@@ -121,19 +122,21 @@ def read_vectors(col: Collection, *, batch_size: int = 1024, progress: bool = Tr
     return ids, x
 
 
-def fetch_knn(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, *, batch_size: int = 1024,
-              progress: bool = True, exact: bool = False) -> KnnGraph:
-    """The level-0 kNN graph of all points from the store's index, as row indices into ``ids``."""
-    nbr = np.empty((len(ids), k), dtype=np.int64)
-    sim = np.empty((len(ids), k), dtype=np.float32)
-    with _bar(len(ids), "kNN", progress) as bar:
-        for s in range(0, len(ids), batch_size):
-            e = min(s + batch_size, len(ids))
-            res = col.knn(ids[s:e], x[s:e], k, exact=exact)
-            rows = np.minimum(np.searchsorted(ids, res.ids), len(ids) - 1)
-            if not np.array_equal(ids[rows], res.ids):
+def fetch_knn(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, *, rows: np.ndarray | None = None,
+              batch_size: int = 1024, progress: bool = True, exact: bool = False) -> KnnGraph:
+    """The level-0 kNN graph from the store's index, as row indices into ``ids`` (ascending): of every
+    point, or of the points at ``rows`` (graph row i is ``rows[i]``'s)."""
+    rows = np.arange(len(ids)) if rows is None else rows
+    nbr = np.empty((len(rows), k), dtype=np.int64)
+    sim = np.empty((len(rows), k), dtype=np.float32)
+    with _bar(len(rows), "kNN", progress) as bar:
+        for s in range(0, len(rows), batch_size):
+            e = min(s + batch_size, len(rows))
+            res = col.knn(ids[rows[s:e]], x[rows[s:e]], k, exact=exact)
+            found = np.minimum(np.searchsorted(ids, res.ids), len(ids) - 1)
+            if not np.array_equal(ids[found], res.ids):
                 raise StoreError(f"collection '{col.name}' changed during the sync (unknown neighbour ids); run it again")
-            nbr[s:e], sim[s:e] = rows, res.sim
+            nbr[s:e], sim[s:e] = found, res.sim
             bar.update(e - s)
     return KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0))
 
@@ -216,17 +219,27 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
     cpu: dict[str, float] = {}
     with _stage(seconds, cpu, "scroll"):
         ids, x = read_vectors(col, batch_size=batch_size, progress=progress)
-        lander = lander.for_data(x)  # auto: the preset whose space these vectors resemble
+        distinct = unique_rows(x)  # copies of a vector are clustered once (qdrant_lander.dedup)
+        lander = lander.for_data(x[distinct.rep])  # auto: the preset whose space these vectors resemble
         card = lander.card
+        if len(distinct.rep) <= card.k:
+            raise StoreError(f"collection '{col.name}' has {len(distinct.rep)} distinct vectors among {n} points; "
+                             f"clustering needs more than k={card.k}")
+        if distinct.copies:
+            log.info("%d points of '%s' repeat another point's vector: each vector is clustered once and its copies "
+                     "take its cluster", distinct.copies, col.name)
     with _stage(seconds, cpu, "index"):
         if not exact:
             col.prepare_knn()
     with _stage(seconds, cpu, "knn"):
-        graph = fetch_knn(col, ids, x, card.k, batch_size=batch_size, progress=progress, exact=exact)
+        extra = min(card.k, n - 1 - card.k) if distinct.copies else 0  # room for the copies dropped from each list
+        fetched = fetch_knn(col, ids, x, card.k + extra, rows=distinct.rep, batch_size=batch_size, progress=progress,
+                            exact=exact)
+        graph = distinct.collapse(fetched, card.k, x)
         if on_graph is not None:
-            on_graph(ids, x, graph)
+            on_graph(ids, x, distinct.expand_graph(graph))
     with _stage(seconds, cpu, "cluster"):
-        res = lander.predict_graph(x, graph)
+        res = distinct.expand(lander.predict_graph(x[distinct.rep], graph))
         clusters = rename(ids, ids[res.labels]) if rename is not None else None
     with _stage(seconds, cpu, "write"):
         state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress, clusters=clusters,

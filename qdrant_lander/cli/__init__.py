@@ -29,7 +29,7 @@ def main(verbose: int) -> None:
     """Learned hierarchical clustering (LANDER) for embeddings and Qdrant collections.
 
     \b
-    Arrays:      train, cluster, eval, export
+    Arrays:      train, calibrate, cluster, eval, export
     Collections: import, sync, search, labels, status, demo
     Operations:  config, report
     """

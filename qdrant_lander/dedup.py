@@ -1,0 +1,85 @@
+"""Exact duplicate vectors: clustered once, labelled alike.
+
+Real collections hold copies (the same ticket text sent thirty times, a photo imported twice). Left in,
+a vector's copies fill its kNN list at cosine 1.0 and push its real neighbours out, so a group of
+copies turns into a cluster of its own, apart from its class (CLINC150, 5% of the queries copied 30
+times: Fp of the original points 0.740 -> 0.647; benchmarks/RESULTS.md). So every distinct vector is
+clustered once, from a graph among distinct vectors only, and its copies take its labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .decode import ClusterResult
+from .knn import KnnGraph, nearest_rows
+
+
+@dataclass(frozen=True)
+class UniqueRows:
+    """The distinct rows of an array: ``rep`` the first row of each (ascending), ``inverse`` each row's."""
+
+    rep: np.ndarray  # int64 [U]
+    inverse: np.ndarray  # int64 [N], x[rep[inverse]] == x
+
+    @property
+    def copies(self) -> int:
+        """Rows that repeat an earlier row."""
+        return len(self.inverse) - len(self.rep)
+
+    def collapse(self, graph: KnnGraph, k: int, x: np.ndarray) -> KnnGraph:
+        """The kNN graph among distinct rows from ``graph``, whose row ``i`` lists neighbours (rows of
+        ``x``, most similar first; more than ``k`` so that copies can be dropped) of row ``rep[i]``.
+
+        Copies of the row itself and repeats of one distinct vector are dropped; a row left with fewer
+        than ``k`` neighbours gets its exact ones among the distinct rows of ``x`` (unit length).
+        """
+        if not self.copies:
+            return KnnGraph(graph.nbr[:, :k], graph.sim[:, :k])
+        nbr = self.inverse[graph.nbr]
+        by_id = np.argsort(nbr, axis=1, kind="stable")  # equal ids side by side, first listed first
+        sorted_ids = np.take_along_axis(nbr, by_id, axis=1)
+        repeat = np.zeros(nbr.shape, dtype=bool)
+        np.put_along_axis(repeat, by_id, np.pad(sorted_ids[:, 1:] == sorted_ids[:, :-1], ((0, 0), (1, 0))), axis=1)
+        keep = ~repeat & (nbr != np.arange(len(nbr))[:, None])
+        short = keep.sum(axis=1) < k
+        out_nbr = np.empty((len(nbr), k), dtype=np.int64)
+        out_sim = np.empty((len(nbr), k), dtype=np.float32)
+        full = np.flatnonzero(~short)
+        cols = np.argsort(~keep[full], axis=1, kind="stable")[:, :k]  # the first k kept, in list order
+        out_nbr[full] = np.take_along_axis(nbr[full], cols, axis=1)
+        out_sim[full] = np.take_along_axis(graph.sim[full], cols, axis=1)
+        if short.any():  # e.g. a vector whose neighbourhood is one large group of copies
+            rows = np.flatnonzero(short)
+            exact = nearest_rows(x[self.rep], rows, k)
+            out_nbr[rows], out_sim[rows] = exact.nbr, exact.sim
+        return KnnGraph(out_nbr, np.clip(out_sim, -1.0, 1.0))
+
+    def expand_graph(self, graph: KnnGraph) -> KnnGraph:
+        """A graph among distinct rows as one over all rows (neighbours as rows of the full array): a
+        copy lists what its distinct vector lists."""
+        if not self.copies:
+            return graph
+        return KnnGraph(self.rep[graph.nbr][self.inverse], graph.sim[self.inverse])
+
+    def expand(self, res: ClusterResult) -> ClusterResult:
+        """Clusters of the distinct rows as clusters of all rows: a copy takes its vector's cluster, path
+        and density; ids stay row indices of peaks (now of the full array), and only a peak itself is one."""
+        if not self.copies:
+            return res
+        labels = self.rep[res.labels][self.inverse]
+        return ClusterResult(labels=labels, paths=self.rep[res.paths][self.inverse], density=res.density[self.inverse],
+                             peak=labels == np.arange(len(labels)), tau=res.tau)
+
+
+def unique_rows(x: np.ndarray) -> UniqueRows:
+    """The distinct rows of ``x`` (bit-for-bit equal rows are copies), in order of first appearance."""
+    x = np.ascontiguousarray(x)
+    keys = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return UniqueRows(rep=first[order].astype(np.int64), inverse=rank[inverse.ravel()].astype(np.int64))

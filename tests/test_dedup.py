@@ -1,0 +1,80 @@
+"""Exact copies of a vector are clustered once and labelled alike, in memory and on both stores."""
+
+import numpy as np
+import pytest
+
+from benchmarks.tasks import clinc_75_75, subsample_classes, thin_classes
+from qdrant_lander import Lander
+from qdrant_lander.dedup import unique_rows
+from qdrant_lander.errors import InputError, StoreError
+from qdrant_lander.knn import KnnGraph, knn_graph
+from qdrant_lander.sync import full_sync, import_points, read_labels
+
+
+@pytest.fixture(scope="module")
+def part():
+    return thin_classes(subsample_classes(clinc_75_75().test, 8, seed=1), 50)  # 400 points, 8 intents: 10 clusters
+
+
+@pytest.fixture(scope="module")
+def with_copies(part):
+    """The part, then 30 copies of one point and 2 copies each of 40 others (rows of ``part`` by ``source``)."""
+    rng = np.random.default_rng(0)
+    source = np.concatenate([np.arange(len(part.x)), np.full(30, 7), np.repeat(rng.choice(len(part.x), 40, replace=False), 2)])
+    return part.x[source], source
+
+
+def test_unique_rows_keeps_first_appearances_in_order():
+    x = np.array([[1, 0], [0, 1], [1, 0], [1, 1], [0, 1]], dtype=np.float32)
+    u = unique_rows(x)
+    np.testing.assert_array_equal(u.rep, [0, 1, 3])
+    np.testing.assert_array_equal(u.inverse, [0, 1, 0, 2, 1])
+    assert u.copies == 2
+    np.testing.assert_array_equal(x[u.rep[u.inverse]], x)
+
+
+def test_collapse_drops_copies_and_fills_short_lists_exactly(part, with_copies):
+    x, _ = with_copies
+    u = unique_rows(x)
+    k = 10
+    fetched = knn_graph(x, 2 * k)  # what a store returns: copies included
+    graph = u.collapse(KnnGraph(fetched.nbr[u.rep], fetched.sim[u.rep]), k, x)
+    exact = knn_graph(x[u.rep], k)  # the graph among distinct vectors
+    np.testing.assert_array_equal(graph.nbr, exact.nbr)
+    np.testing.assert_allclose(graph.sim, exact.sim, atol=1e-6)
+    # Point 7 has 30 copies: its fetched list held nothing else, so it was filled by the exact search.
+    assert set(u.inverse[fetched.nbr[7]]) == {u.inverse[7]}
+
+
+def test_predict_labels_copies_with_their_vector_and_leaves_the_rest_unchanged(part, with_copies):
+    x, source = with_copies
+    lander = Lander(device="cpu", threads=1)
+    alone, together = lander.predict(part.x), lander.predict(x)
+    n = len(part.x)
+    assert alone.n_clusters >= 8
+    np.testing.assert_array_equal(together.labels[:n], alone.labels)  # copies change nothing for the originals
+    np.testing.assert_array_equal(together.labels, alone.labels[source])  # and take their original's cluster
+    np.testing.assert_array_equal(together.paths, alone.paths[source])
+    assert together.peak.sum() == alone.peak.sum() and not together.peak[n:].any()
+
+
+def test_too_few_distinct_vectors_is_a_clear_error(part):
+    x = np.repeat(part.x[:5], 20, axis=0)
+    with pytest.raises(InputError, match="at least 11 points to cluster with k=10 neighbours, got 5 distinct vectors among 100 rows"):
+        Lander(device="cpu", threads=1).predict(x)
+
+
+def test_sync_clusters_copies_once(store, part, with_copies):
+    x, source = with_copies
+    lander = Lander(device="cpu", threads=1).for_data(part.x)
+    col = import_points(store, "docs", x, progress=False)
+    full_sync(col, lander, progress=False)
+    _, labels = read_labels(col)
+    alone = lander.predict(part.x).labels
+    np.testing.assert_array_equal(labels, alone[source])  # store kNN is exact at this size: the same clusters
+
+
+def test_sync_refuses_a_collection_of_a_few_distinct_vectors(store, part):
+    col = import_points(store, "docs", np.repeat(part.x[:4], 10, axis=0), progress=False)
+    with pytest.raises(StoreError, match="4 distinct vectors among 40 points"):
+        full_sync(col, Lander(device="cpu", threads=1), progress=False)
