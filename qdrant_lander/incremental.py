@@ -40,6 +40,7 @@ from pydantic import BaseModel
 from qdrant_client import models
 
 from .decode import decode_level, forest_roots
+from .dedup import unique_rows
 from .errors import StoreError
 from .features import edge_features, node_terms
 from .knn import KnnGraph
@@ -426,6 +427,20 @@ def _check_cached(col: Collection, cache: LabelCache, ids: np.ndarray) -> None:
         cache.forget(cached)
 
 
+def _old_copies(graph: KnnGraph, x: np.ndarray, known: np.ndarray, n_new: int) -> tuple[np.ndarray, np.ndarray]:
+    """New rows whose vector equals a labelled old row's bit for bit, found in the row's list or in a
+    new copy's (a list can be full of new copies): (that old row, the new rows)."""
+    nbr = graph.nbr[:n_new]
+    rows, cols = np.nonzero((graph.sim[:n_new] >= 1 - 1e-6) & (nbr >= n_new) & known[nbr])
+    same = (x[rows] == x[nbr[rows, cols]]).all(axis=1)
+    group = unique_rows(x[:n_new]).inverse
+    old = np.full(n_new, -1, dtype=np.int64)
+    old[group[rows[same]]] = nbr[rows[same], cols[same]]
+    found = old[group]
+    copied = np.flatnonzero(found >= 0)
+    return found[copied], copied
+
+
 def _score_parents(score: Callable[[np.ndarray], None], nbr: np.ndarray, link: np.ndarray, density: np.ndarray,
                    rows: np.ndarray, tau: float, rounds: int = 2) -> None:
     """Score (``score`` fills ``density``) enough neighbours of ``rows`` for the decoder's rule.
@@ -544,6 +559,8 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     rule = decode_level(graph.nbr, usable, density, tau)  # the decoder's parent choice (read for `decided` rows)
     parent = np.full(n, -1, dtype=np.int64)
     parent[:n_new] = rule[:n_new]  # old points keep their labels: chains stop at them
+    copy_row, copied = _old_copies(graph, xv, known, n_new)
+    parent[copied] = copy_row  # a copy of a labelled vector takes its label, as in a full sync (qdrant_lander.dedup)
     root = forest_roots(parent)
 
     def group_of(row: int) -> int:

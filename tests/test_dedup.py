@@ -78,3 +78,21 @@ def test_sync_refuses_a_collection_of_a_few_distinct_vectors(store, part):
     col = import_points(store, "docs", np.repeat(part.x[:4], 10, axis=0), progress=False)
     with pytest.raises(StoreError, match="4 distinct vectors among 40 points"):
         full_sync(col, Lander(device="cpu", threads=1), progress=False)
+
+
+def test_arriving_copies_of_labelled_points_take_their_cluster(store, part):
+    """An incremental pass labels a copy of a labelled vector with its cluster, also when its kNN list is full
+    of other new copies (25 copies of one point, more than the list holds)."""
+    from qdrant_lander.daemon import Daemon, DaemonOptions
+
+    col = import_points(store, "docs", part.x, progress=False)
+    daemon = Daemon(col, Lander(device="cpu", threads=1), DaemonOptions(growth=0))
+    daemon.run_pass(full=True)
+    _, before = read_labels(col)
+    source = np.concatenate([np.arange(0, len(part.x), 10), np.full(25, 3)])
+    import_points(store, "docs", part.x[source], start_id=len(part.x), progress=False)
+    report = daemon.run_pass()
+    _, after = read_labels(col)
+    assert report.new == len(source) and report.created == 0
+    np.testing.assert_array_equal(after[:len(part.x)], before)
+    np.testing.assert_array_equal(after[len(part.x):], before[source])
