@@ -58,6 +58,7 @@ class SyncReport(BaseModel):
     generation: int
     model: str
     knn: Literal["exact", "index"]  # how neighbours were found
+    copies: int = 0  # points whose vector repeats another point's: clustered with it (qdrant_lander.dedup)
     seconds: dict[str, float]  # wall time per stage: scroll, index, knn, cluster, write
     cpu_seconds: dict[str, float]  # CPU time of this process (all threads) per stage
 
@@ -246,7 +247,7 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
                              domain=lander.domain)
     return SyncReport(collection=col.name, points=len(ids), clusters=res.n_clusters, levels=res.n_levels, tau=res.tau,
                       domain=lander.domain, generation=state.generation, model=card.name, knn="exact" if exact else "index",
-                      seconds=seconds, cpu_seconds=cpu)
+                      copies=distinct.copies, seconds=seconds, cpu_seconds=cpu)
 
 
 def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None, *,

@@ -68,7 +68,7 @@ def test_sync_clusters_copies_once(store, part, with_copies):
     x, source = with_copies
     lander = Lander(device="cpu", threads=1).for_data(part.x)
     col = import_points(store, "docs", x, progress=False)
-    full_sync(col, lander, progress=False)
+    assert full_sync(col, lander, progress=False).copies == len(x) - len(part.x)
     _, labels = read_labels(col)
     alone = lander.predict(part.x).labels
     np.testing.assert_array_equal(labels, alone[source])  # store kNN is exact at this size: the same clusters

@@ -142,7 +142,8 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
         click.echo(report.model_dump_json())
         return
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
-    click.echo(f"synced '{collection}': {report.points} points -> {report.clusters} clusters in {report.levels} "
+    copies = f" ({report.copies} repeat another point's vector: clustered with it)" if report.copies else ""
+    click.echo(f"synced '{collection}': {report.points} points{copies} -> {report.clusters} clusters in {report.levels} "
                f"levels at tau {report.tau} (generation {report.generation}, model {report.model}, domain {report.domain}); "
                f"{stages}")
 
