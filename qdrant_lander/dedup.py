@@ -29,6 +29,10 @@ class UniqueRows:
         """Rows that repeat an earlier row."""
         return len(self.inverse) - len(self.rep)
 
+    def take(self, x: np.ndarray) -> np.ndarray:
+        """The distinct rows of ``x``: ``x`` itself when none repeats (a large array is not copied)."""
+        return x[self.rep] if self.copies else x
+
     def collapse(self, graph: KnnGraph, k: int, x: np.ndarray) -> KnnGraph:
         """The kNN graph among distinct rows from ``graph``, whose row ``i`` lists neighbours (rows of
         ``x``, most similar first; more than ``k`` so that copies can be dropped) of row ``rep[i]``.
@@ -53,7 +57,7 @@ class UniqueRows:
         out_sim[full] = np.take_along_axis(graph.sim[full], cols, axis=1)
         if short.any():  # e.g. a vector whose neighbourhood is one large group of copies
             rows = np.flatnonzero(short)
-            exact = nearest_rows(x[self.rep], rows, k)
+            exact = nearest_rows(self.take(x), rows, k)
             out_nbr[rows], out_sim[rows] = exact.nbr, exact.sim
         return KnnGraph(out_nbr, np.clip(out_sim, -1.0, 1.0))
 

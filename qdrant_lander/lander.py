@@ -84,7 +84,7 @@ class Lander:
         if self.domain != "auto":
             return self
         domain = "any"
-        distinct = x[unique_rows(x).rep] if self.model is None else x  # copies would read as a tighter space
+        distinct = unique_rows(x).take(x) if self.model is None else x  # copies would read as a tighter space
         if self.model is None and len(distinct) >= 2:
             profile = space_profile(distinct)
             domain, distance = nearest_preset(profile)
@@ -176,7 +176,7 @@ class Lander:
         card = self.card
         x = check_embeddings(x, min_points=2, dim=card.input_dim if card.input_dim != "any" else None)
         distinct = unique_rows(x)  # copies of a vector are clustered once (qdrant_lander.dedup)
-        xu = x[distinct.rep]
+        xu = distinct.take(x)
         lander = self.for_data(xu)
         k = lander.card.k
         if len(xu) <= k:

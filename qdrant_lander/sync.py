@@ -221,7 +221,8 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
     with _stage(seconds, cpu, "scroll"):
         ids, x = read_vectors(col, batch_size=batch_size, progress=progress)
         distinct = unique_rows(x)  # copies of a vector are clustered once (qdrant_lander.dedup)
-        lander = lander.for_data(x[distinct.rep])  # auto: the preset whose space these vectors resemble
+        xu = distinct.take(x)
+        lander = lander.for_data(xu)  # auto: the preset whose space these vectors resemble
         card = lander.card
         if len(distinct.rep) <= card.k:
             raise StoreError(f"collection '{col.name}' has {len(distinct.rep)} distinct vectors among {n} points; "
@@ -240,7 +241,7 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
         if on_graph is not None:
             on_graph(ids, x, distinct.expand_graph(graph))
     with _stage(seconds, cpu, "cluster"):
-        res = distinct.expand(lander.predict_graph(x[distinct.rep], graph))
+        res = distinct.expand(lander.predict_graph(xu, graph))
         clusters = rename(ids, ids[res.labels]) if rename is not None else None
     with _stage(seconds, cpu, "write"):
         state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress, clusters=clusters,
