@@ -153,12 +153,12 @@ class Daemon:
                 if report.new:  # else the next passes' queries scan every arrival since the last full pass
                     t1 = time.perf_counter()
                     self.col.index_arrivals()
-                    report = report.model_copy(update={"seconds": round(report.seconds + time.perf_counter() - t1, 4)})
+                    report.seconds = round(report.seconds + time.perf_counter() - t1, 4)
         except Exception as e:
             if self.metrics is not None:
                 self.metrics.record_failure(e, seconds=time.perf_counter() - t0)
             raise
-        report = report.model_copy(update={"domain": self.lander.domain})
+        report.domain = self.lander.domain
         self.passes += 1
         self.since_full = 0 if report.full else self.since_full + (report.new > 0)
         log.info("%s", report.log_line())
