@@ -32,6 +32,17 @@ log = logging.getLogger(__name__)
 ONE_CLUSTER_WARNING = 50  # points from which a single cluster is reported as a likely misfit
 
 
+def _labeled_sample(x: np.ndarray, y: np.ndarray, *, min_points: int, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Checked unit-length rows and their labels, each distinct vector once, so that the graphs a model is
+    trained or calibrated on are built the way :meth:`Lander.predict` builds the ones it clusters."""
+    x = check_embeddings(x, min_points=min_points, dim=dim)
+    y = check_labels(y, len(x))
+    distinct = unique_rows(x)
+    if distinct.copies:
+        log.info("%d labeled rows repeat an earlier row's vector: each vector is used once", distinct.copies)
+    return distinct.take(x), y[distinct.rep]
+
+
 class Lander:
     """Learned hierarchical clustering with a LANDER model.
 
@@ -127,8 +138,7 @@ class Lander:
                 f'training needs torch and torch-geometric ({e.name} is missing): pip install torch==2.13.0 '
                 '"qdrant-lander[train]"'
             ) from e
-        x = check_embeddings(x, min_points=2)
-        y = check_labels(y, len(x))
+        x, y = _labeled_sample(x, y, min_points=2)
         if np.unique(y).size < 2:
             raise InputError("meta-training needs at least 2 classes in the labels")
         try:
@@ -154,8 +164,7 @@ class Lander:
         from .training.tau import choose_decoding
 
         card = self.card
-        x = check_embeddings(x, min_points=3, dim=card.input_dim if card.input_dim != "any" else None)
-        y = check_labels(y, len(x))
+        x, y = _labeled_sample(x, y, min_points=3, dim=card.input_dim if card.input_dim != "any" else None)
         if np.unique(y).size < 2:
             raise InputError("calibration needs at least 2 classes in the labels")
         best, _ = choose_decoding(self.scorer, x, y, node_mode=card.node_mode, max_levels=card.max_levels)

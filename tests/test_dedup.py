@@ -96,3 +96,11 @@ def test_arriving_copies_of_labelled_points_take_their_cluster(store, part):
     assert report.new == len(source) and report.created == 0
     np.testing.assert_array_equal(after[:len(part.x)], before)
     np.testing.assert_array_equal(after[len(part.x):], before[source])
+
+
+def test_calibration_uses_each_vector_once(part, with_copies, tmp_path):
+    x, source = with_copies
+    lander = Lander(device="cpu", threads=1)
+    alone = lander.calibrate(part.x, part.y, out_dir=tmp_path / "alone").card
+    together = lander.calibrate(x, part.y[source], out_dir=tmp_path / "together").card
+    assert alone == together
