@@ -47,7 +47,7 @@ from .knn import KnnGraph
 from .model_card import ModelCard
 from .runtime import OnnxScorer
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, cluster_filter, unclustered_filter
-from .stores.base import Collection
+from .stores.base import Collection, Neighbours
 from .sync import scroll_lander, stored_unit_vectors
 
 log = logging.getLogger(__name__)
@@ -427,18 +427,34 @@ def _check_cached(col: Collection, cache: LabelCache, ids: np.ndarray) -> None:
         cache.forget(cached)
 
 
+def _knn_without(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, skip: np.ndarray) -> Neighbours:
+    """The stored points' k nearest, leaving out the points ``skip`` (copies decided with their first):
+    k more are asked for, and rows that lose more than that are asked again with room for all of ``skip``."""
+    if not len(skip):
+        return col.knn(ids, x, k)
+    nbr = np.empty((len(ids), k), dtype=np.int64)
+    sim = np.empty((len(ids), k), dtype=np.float32)
+    todo, most = np.arange(len(ids)), col.count() - 1  # a query cannot return more than the other points
+    for extra in (min(k, len(skip)), len(skip)):
+        nb = col.knn(ids[todo], x[todo], min(k + extra, most))
+        keep = ~np.isin(nb.ids, skip)
+        done = keep.sum(axis=1) >= k
+        cols = np.argsort(~keep[done], axis=1, kind="stable")[:, :k]  # the first k kept, most similar first
+        nbr[todo[done]] = np.take_along_axis(nb.ids[done], cols, axis=1)
+        sim[todo[done]] = np.take_along_axis(nb.sim[done], cols, axis=1)
+        todo = todo[~done]
+        if not len(todo):
+            return Neighbours(nbr, sim)
+    raise StoreError(f"collection '{col.name}' has too few points besides copies for k={k} neighbours")
+
+
 def _old_copies(graph: KnnGraph, x: np.ndarray, known: np.ndarray, n_new: int) -> tuple[np.ndarray, np.ndarray]:
-    """New rows whose vector equals a labelled old row's bit for bit, found in the row's list or in a
-    new copy's (a list can be full of new copies): (that old row, the new rows)."""
+    """New rows whose vector equals a labelled old row's, bit for bit: (that old row, the new rows)."""
     nbr = graph.nbr[:n_new]
     rows, cols = np.nonzero((graph.sim[:n_new] >= 1 - 1e-6) & (nbr >= n_new) & known[nbr])
     same = (x[rows] == x[nbr[rows, cols]]).all(axis=1)
-    group = unique_rows(x[:n_new]).inverse
-    old = np.full(n_new, -1, dtype=np.int64)
-    old[group[rows[same]]] = nbr[rows[same], cols[same]]
-    found = old[group]
-    copied = np.flatnonzero(found >= 0)
-    return found[copied], copied
+    rows, first = np.unique(rows[same], return_index=True)
+    return nbr[rows, cols[same][first]], rows
 
 
 def _score_parents(score: Callable[[np.ndarray], None], nbr: np.ndarray, link: np.ndarray, density: np.ndarray,
@@ -494,7 +510,13 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     if card.input_dim != "any" and x_new.shape[1] != card.input_dim:
         raise StoreError(f"collection '{col.name}' has vectors of size {x_new.shape[1]}, but model '{card.name}' "
                          f"takes size {card.input_dim}")
-    nb = col.knn(new_ids, x_new, card.k)
+    # Copies among the new points (as in a full sync, qdrant_lander.dedup): the first of each vector is decided
+    # with the others left out of every list, and the others take its label.
+    distinct = unique_rows(x_new)
+    leader = new_ids[distinct.rep[distinct.inverse]]
+    followers = {int(f): int(lead) for f, lead in zip(new_ids.tolist(), leader.tolist()) if f != lead}
+    new_ids, x_new = new_ids[distinct.rep], distinct.take(x_new)
+    nb = _knn_without(col, new_ids, x_new, card.k, np.fromiter(followers, dtype=np.int64, count=len(followers)))
     cache.add_arrivals(new_ids, x_new, nb.ids.astype(np.int64), nb.sim.astype(np.float32))
 
     # The receptive field; cached lists that name deleted points are dropped and the field grown again.
@@ -617,6 +639,9 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     for absorbed, survivor in merges:
         relabel(col, absorbed, survivor)
     levels = max(map(len, map(attrgetter("path"), labelled.values())), default=1)  # C-level loop over ~10k labels
+    copies_of: dict[int, list[int]] = {}  # a leader deleted under the pass leaves its copies to the next one
+    for f, lead in followers.items():
+        copies_of.setdefault(lead, []).append(f)
     items: list[tuple[list[int], dict]] = []
     written: list[tuple[int, Label]] = []
     for r in range(n_new):
@@ -627,6 +652,9 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
                               generation=state.generation)
         items.append(([int(ids[r])], {KEY: value.model_dump()}))
         written.append((int(ids[r]), Label(value.cluster, value.peak, tuple(path))))
+        if copies := copies_of.get(int(ids[r])):
+            items.append((copies, {KEY: value.model_copy(update={"peak": False}).model_dump()}))
+            written.extend((pid, Label(value.cluster, False, tuple(path))) for pid in copies)
     for s in range(0, len(items), batch_size):
         col.set_payloads(items[s:s + batch_size])
     if merges:  # the relabels must be durable before the journal that would replay them goes
@@ -637,7 +665,9 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     for pid, label in written:
         labels.put(pid, label)
 
-    report.attached = int((root[:n_new] >= n_new).sum())
+    n_copies = sum(len(copies_of.get(int(pid), ())) for pid in new_ids.tolist())
+    report.new += n_copies
+    report.attached = int((root[:n_new] >= n_new).sum()) + n_copies
     report.created = sum(final[g] == provisional[g] for g in roots_new)
     report.merged = len(merges)
     report.relabelled = sum(old_size.get(g, 0) for g, _ in merges)

@@ -104,3 +104,21 @@ def test_calibration_uses_each_vector_once(part, with_copies, tmp_path):
     alone = lander.calibrate(part.x, part.y, out_dir=tmp_path / "alone").card
     together = lander.calibrate(x, part.y[source], out_dir=tmp_path / "together").card
     assert alone == together
+
+
+def test_arriving_copies_of_a_new_vector_are_decided_together(store, part):
+    """More copies of one new vector than a kNN list holds: without leaving the copies out of the lists they
+    would only see each other and start a cluster of their own."""
+    from qdrant_lander.daemon import Daemon, DaemonOptions
+
+    held = np.arange(len(part.x)) != 5  # point 5 arrives later, 25 times
+    col = import_points(store, "docs", part.x[held], progress=False)
+    daemon = Daemon(col, Lander(device="cpu", threads=1), DaemonOptions(growth=0))
+    daemon.run_pass(full=True)
+    _, before = read_labels(col)
+    import_points(store, "docs", np.repeat(part.x[5:6], 25, axis=0), start_id=1000, progress=False)
+    report = daemon.run_pass()
+    ids, after = read_labels(col)
+    copies = after[ids >= 1000]
+    assert report.new == 25 and report.attached == 25 and report.created == 0
+    assert len(set(copies.tolist())) == 1 and copies[0] in set(before.tolist())
