@@ -640,8 +640,10 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         relabel(col, absorbed, survivor)
     levels = max(map(len, map(attrgetter("path"), labelled.values())), default=1)  # C-level loop over ~10k labels
     copies_of: dict[int, list[int]] = {}  # a leader deleted under the pass leaves its copies to the next one
+    gone_copies = _gone(col, np.fromiter(followers, dtype=np.int64, count=len(followers))) if followers else set()
     for f, lead in followers.items():
-        copies_of.setdefault(lead, []).append(f)
+        if f not in gone_copies:
+            copies_of.setdefault(lead, []).append(f)
     items: list[tuple[list[int], dict]] = []
     written: list[tuple[int, Label]] = []
     for r in range(n_new):
