@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .decode import ClusterResult
-from .knn import KnnGraph, nearest_rows
+from .knn import KnnGraph, first_kept, nearest_rows, repeated
 
 
 @dataclass(frozen=True)
@@ -43,18 +43,12 @@ class UniqueRows:
         if not self.copies:
             return KnnGraph(graph.nbr[:, :k], graph.sim[:, :k])
         nbr = self.inverse[graph.nbr]
-        by_id = np.argsort(nbr, axis=1, kind="stable")  # equal ids side by side, first listed first
-        sorted_ids = np.take_along_axis(nbr, by_id, axis=1)
-        repeat = np.zeros(nbr.shape, dtype=bool)
-        np.put_along_axis(repeat, by_id, np.pad(sorted_ids[:, 1:] == sorted_ids[:, :-1], ((0, 0), (1, 0))), axis=1)
-        keep = ~repeat & (nbr != np.arange(len(nbr))[:, None])
+        keep = ~repeated(nbr) & (nbr != np.arange(len(nbr))[:, None])
         short = keep.sum(axis=1) < k
         out_nbr = np.empty((len(nbr), k), dtype=np.int64)
         out_sim = np.empty((len(nbr), k), dtype=np.float32)
         full = np.flatnonzero(~short)
-        cols = np.argsort(~keep[full], axis=1, kind="stable")[:, :k]  # the first k kept, in list order
-        out_nbr[full] = np.take_along_axis(nbr[full], cols, axis=1)
-        out_sim[full] = np.take_along_axis(graph.sim[full], cols, axis=1)
+        out_nbr[full], out_sim[full] = first_kept(keep[full], k, nbr[full], graph.sim[full])
         if short.any():  # e.g. a vector whose neighbourhood is one large group of copies
             rows = np.flatnonzero(short)
             exact = nearest_rows(self.take(x), rows, k)

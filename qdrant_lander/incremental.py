@@ -43,7 +43,7 @@ from .decode import decode_level, forest_roots
 from .dedup import unique_rows
 from .errors import StoreError
 from .features import edge_features, node_terms
-from .knn import KnnGraph
+from .knn import KnnGraph, first_kept, repeated
 from .model_card import ModelCard
 from .runtime import OnnxScorer
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, cluster_filter, unclustered_filter
@@ -153,12 +153,8 @@ class NeighbourCache:
         cand_ids[:, :self.k] = np.concatenate([nb for nb, _ in old]).reshape(-1, self.k)
         cand_sim[:, :self.k] = np.concatenate([sm for _, sm in old]).reshape(-1, self.k)
         cand_ids[row, self.k + col], cand_sim[row, self.k + col] = p_all, s_all
-        # A list fetched after p arrived holds p already: keep each id's first entry only.
-        by_id = np.argsort(cand_ids, axis=1, kind="stable")
-        sorted_ids = np.take_along_axis(cand_ids, by_id, axis=1)
-        dup = np.zeros(cand_ids.shape, dtype=bool)
-        dup[:, 1:] = (sorted_ids[:, 1:] == sorted_ids[:, :-1]) & (sorted_ids[:, 1:] >= 0)
-        np.put_along_axis(cand_sim, by_id, np.where(dup, -np.inf, np.take_along_axis(cand_sim, by_id, axis=1)), axis=1)
+        # A list fetched after p arrived holds p already: keep each id's first entry only (padding is -inf already).
+        cand_sim[repeated(cand_ids)] = -np.inf
         top = np.lexsort((cand_ids, -cand_sim), axis=1)[:, :self.k]  # most similar first, ties by id
         top_ids, top_sim = np.take_along_axis(cand_ids, top, axis=1), np.take_along_axis(cand_sim, top, axis=1)
         for r, q in enumerate(targets.tolist()):
@@ -439,9 +435,7 @@ def _knn_without(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, skip: 
         nb = col.knn(ids[todo], x[todo], min(k + extra, most))
         keep = ~np.isin(nb.ids, skip)
         done = keep.sum(axis=1) >= k
-        cols = np.argsort(~keep[done], axis=1, kind="stable")[:, :k]  # the first k kept, most similar first
-        nbr[todo[done]] = np.take_along_axis(nb.ids[done], cols, axis=1)
-        sim[todo[done]] = np.take_along_axis(nb.sim[done], cols, axis=1)
+        nbr[todo[done]], sim[todo[done]] = first_kept(keep[done], k, nb.ids[done], nb.sim[done])
         todo = todo[~done]
         if not len(todo):
             return Neighbours(nbr, sim)

@@ -63,3 +63,19 @@ def nearest_rows(x: np.ndarray, rows: np.ndarray, k: int, *, block_rows: int = 2
         nbr[start:start + len(block)] = np.take_along_axis(part, order, axis=1)
         sim[start:start + len(block)] = np.take_along_axis(part_sim, order, axis=1)
     return KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0))
+
+
+def repeated(ids: np.ndarray) -> np.ndarray:
+    """Entries of each row of ``ids`` that repeat an id listed earlier in that row (bool, same shape)."""
+    by_id = np.argsort(ids, axis=1, kind="stable")  # equal ids side by side, the earlier listed first
+    sorted_ids = np.take_along_axis(ids, by_id, axis=1)
+    out = np.zeros(ids.shape, dtype=bool)
+    np.put_along_axis(out, by_id, np.pad(sorted_ids[:, 1:] == sorted_ids[:, :-1], ((0, 0), (1, 0))), axis=1)
+    return out
+
+
+def first_kept(keep: np.ndarray, k: int, *lists: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The first ``k`` entries of each row of every array in ``lists`` where ``keep`` holds, in list order
+    (every row must keep at least ``k``)."""
+    cols = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    return tuple(np.take_along_axis(a, cols, axis=1) for a in lists)
