@@ -98,7 +98,7 @@ def test_warm_cache_queries_only_the_new_points(tmp_path, data, lander):
         knn = col.knn
         col.knn = lambda ids, v, k: queried.extend(ids.tolist()) or knn(ids, v, k)
         import_points(store, "docs", x[420:425], start_id=420, progress=False)
-        cached = set(cache.lists)
+        cached = set(cache.ids())
         rep = incremental_pass(col, lander.scorer, lander.card, cache=cache)
         assert rep.new == 5 and rep.field > 5
         # the new points are queried; of the old ones only those whose lists were never fetched
@@ -121,23 +121,51 @@ def test_arrivals_enter_the_cached_lists_of_their_neighbours():
 
     old, everyone, new = np.arange(n_old), np.arange(n_old + n_new), np.arange(n_old, n_old + n_new)
     cache = NeighbourCache(k)
-    nbr, s = exact(old, old)
-    cache.lists = {i: (nbr[i], s[i]) for i in range(0, n_old, 2)}  # some old lists were never fetched
-    late = [1, 3]  # fetched after the arrivals were stored: they may name arrivals already
-    nbr, s = exact(late, everyone)
-    cache.lists.update({q: (nbr[r], s[r]) for r, q in enumerate(late)})
-    before = dict(cache.lists)
+    fetched = np.arange(0, n_old, 2)  # some old lists were never fetched
+    cache.put(fetched, *exact(fetched, old), x[fetched])
+    late = np.array([1, 3])  # fetched after the arrivals were stored: they may name arrivals already
+    cache.put(late, *exact(late, everyone), x[late])
+    before = {q: cache.lists([q])[0][0] for q in cache.ids()}
     nbr, s = exact(new, everyone)
     cache.add_arrivals(new, x[new], nbr, s)
-    assert set(cache.lists) == set(before) | set(new.tolist())
-    for r, p in enumerate(new.tolist()):
-        assert cache.lists[p][0].tolist() == nbr[r].tolist() and np.array_equal(cache.vectors[p], x[p])
-    for q, (ids, _) in before.items():
+    assert set(cache.ids()) == set(before) | set(new.tolist())
+    assert np.array_equal(cache.lists(new.tolist())[0], nbr) and np.array_equal(cache.vectors(new.tolist()), x[new])
+    for q, ids in before.items():
         # the reverse update: q's list + the arrivals that list q, k most similar, each id once
         cand = set(ids.tolist()) | {p for r, p in enumerate(new.tolist()) if q in nbr[r]}
         want = sorted(cand, key=lambda c: (-sim[q, c], c))[:k]
-        assert cache.lists[q][0].tolist() == want, q
-        assert np.allclose(cache.lists[q][1], sim[q, want])
+        got_ids, got_sim = cache.lists([q])
+        assert got_ids[0].tolist() == want, q
+        assert np.allclose(got_sim[0], sim[q, want])
+
+
+def test_cache_rows_survive_growth_forget_and_reuse():
+    """The cache's arrays grow, and rows of forgotten points are handed out again: every cached point
+    must keep reading back the list and vector it was last given."""
+    rng = np.random.default_rng(1)
+    k, d = 3, 5
+    cache, want = NeighbourCache(k), {}
+
+    def put(ids):
+        nbr = rng.integers(0, 10_000, size=(len(ids), k))
+        sim, x = rng.random((len(ids), k), dtype=np.float32), rng.random((len(ids), d), dtype=np.float32)
+        cache.put(np.asarray(ids), nbr, sim, x)
+        want.update({i: (nbr[r], sim[r], x[r]) for r, i in enumerate(ids)})
+
+    for s in range(0, 2500, 500):  # 1,024 rows, then grown twice
+        put(list(range(s, s + 500)))
+    put([5, 7, 2400])  # replaced in place
+    gone = {11, 12}
+    named = [i for i in cache.ids() if np.isin(want[i][0], list(gone)).any()]
+    cache.forget(gone)
+    for i in [*gone, *named]:
+        del want[i]
+    put(list(range(5000, 5100)))  # takes the freed rows first
+    assert sorted(cache.ids()) == sorted(want) and len(cache) == len(want)
+    ids = list(want)
+    nbr, sim = cache.lists(ids)
+    assert np.array_equal(nbr, [want[i][0] for i in ids]) and np.array_equal(sim, [want[i][1] for i in ids])
+    assert np.array_equal(cache.vectors(ids), [want[i][2] for i in ids])
 
 
 def test_deleted_and_reupserted_points(store, data, lander):
@@ -150,7 +178,7 @@ def test_deleted_and_reupserted_points(store, data, lander):
     labels = check_consistent(col)
     # delete points the cache lists next to point 355 (ring 1 of the next arrival: its list is ring 2), and re-upsert
     # a cluster's peak with a new vector
-    victims = [int(q) for q in cache.lists[355][0][:3] if q < 350]
+    victims = [int(q) for q in cache.lists([355])[0][0, :3] if q < 350]
     peak = next(pid for pid, lp in labels.items() if lp.peak and pid not in victims)
     if isinstance(store, EdgeStore):
         import qdrant_edge as qe
