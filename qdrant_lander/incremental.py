@@ -168,11 +168,15 @@ class NeighbourCache:
 
     def seed(self, ids: np.ndarray, x: np.ndarray, graph: KnnGraph) -> None:
         """Take every point's list from a full sync's graph (rows of ``ids``), so that the passes after
-        it query the store for the new points only."""
-        self._row = dict(zip(ids.tolist(), range(len(ids))))
-        self._free, self._used = [], len(ids)
-        self._nbr, self._sim = ids[graph.nbr].astype(np.int64), graph.sim.astype(np.float32)
-        self._vec = np.ascontiguousarray(x, dtype=np.float32)
+        it query the store for the new points only. Rows for 25% more points are made now (the
+        daemon's default growth rule re-clusters at 25%): growing the arrays copies them, which made
+        the first pass after a full one at 100k points 0.3 s slower."""
+        n, spare = len(ids), len(ids) // 4 + 1024
+        self._row = dict(zip(ids.tolist(), range(n)))
+        self._free, self._used = [], n
+        self._nbr, self._sim = np.empty((n + spare, self.k), np.int64), np.empty((n + spare, self.k), np.float32)
+        self._vec = np.empty((n + spare, x.shape[1]), np.float32)
+        self._nbr[:n], self._sim[:n], self._vec[:n] = ids[graph.nbr], graph.sim, x
 
     def add_arrivals(self, ids: np.ndarray, x: np.ndarray, nbr: np.ndarray, sim: np.ndarray) -> None:
         """Cache the new points (lists and unit vectors ``x``) and insert each into the cached lists of
