@@ -113,23 +113,20 @@ class NeighbourCache:
     def __len__(self) -> int:
         return len(self._row)
 
-    def __contains__(self, pid: object) -> bool:
-        return pid in self._row
-
     def ids(self) -> list[int]:
         return list(self._row)
 
-    def rows(self, ids: Iterable[int]) -> np.ndarray:
+    def _rows(self, ids: Iterable[int]) -> np.ndarray:
         """Rows of cached points (a KeyError for one that is not cached)."""
         return np.fromiter(map(self._row.__getitem__, ids), dtype=np.int64)
 
     def lists(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """(neighbour ids, similarities) of cached points, one row each."""
-        r = self.rows(ids)
+        r = self._rows(ids)
         return self._nbr[r], self._sim[r]
 
     def vectors(self, ids: Iterable[int]) -> np.ndarray:
-        return self._vec[self.rows(ids)]
+        return self._vec[self._rows(ids)]
 
     def put(self, ids: np.ndarray, nbr: np.ndarray, sim: np.ndarray, x: np.ndarray) -> None:
         """Cache (or replace) the lists and unit vectors of ``ids``."""
@@ -208,8 +205,8 @@ class NeighbourCache:
         """Drop deleted points and every cached list that names one of them (refetched when needed)."""
         if not gone:
             return
-        cached = np.fromiter(self._row, dtype=np.int64, count=len(self._row))
-        rows = self.rows(cached.tolist())
+        cached = np.fromiter(self._row.keys(), dtype=np.int64, count=len(self._row))
+        rows = np.fromiter(self._row.values(), dtype=np.int64, count=len(self._row))
         gone_arr = np.fromiter(gone, dtype=np.int64)
         stale = np.isin(cached, gone_arr) | np.isin(self._nbr[rows], gone_arr).any(axis=1)
         for pid in cached[stale].tolist():
