@@ -37,6 +37,7 @@ from .knn import KnnGraph
 from .lander import Lander
 from .lease import Lease, LeaseHeld
 from .observability import Metrics
+from .payload import unclustered_filter
 from .stable_ids import stable_ids
 from .stores.base import Collection
 from .sync import full_sync, read_labels
@@ -159,12 +160,14 @@ class Daemon:
                 self.metrics.record_failure(e, seconds=time.perf_counter() - t0)
             raise
         report.domain = self.lander.domain
+        report.waiting = self.col.count(unclustered_filter())
         self.passes += 1
         self.since_full = 0 if report.full else self.since_full + (report.new > 0)
         log.info("%s", report.log_line())
         if self.metrics is not None:
             self.metrics.record_pass(points=report.new, merges=report.merged, created=report.created,
-                                     seconds=report.seconds, model_seconds=report.model_seconds)
+                                     seconds=report.seconds, model_seconds=report.model_seconds,
+                                     waiting=report.waiting)
         return report
 
     def _take_lease(self) -> None:

@@ -82,12 +82,16 @@ class PassReport(BaseModel):
     model_seconds: float = 0.0
     full: bool = False
     domain: str | None = None  # the decoding preset the pass used (set by the daemon)
+    # Points left without a label when the pass ended (arrived during it, or beyond max_new; set by the
+    # daemon): a figure that keeps growing pass after pass means arrivals outpace the daemon.
+    waiting: int = 0
 
     def log_line(self) -> str:
         kind = "full" if self.full else "incremental"
         domain = f" domain={self.domain}" if self.domain else ""
         return (f"{kind} pass: new={self.new} attached={self.attached} created={self.created} merged={self.merged} "
-                f"relabelled={self.relabelled} field={self.field} seconds={self.seconds:.3f}{domain}")
+                f"relabelled={self.relabelled} field={self.field} waiting={self.waiting} "
+                f"seconds={self.seconds:.3f}{domain}")
 
 
 class NeighbourCache:

@@ -51,6 +51,9 @@ class Metrics:
         self.last_pass_time = Gauge(
             "qlander_last_pass_timestamp_seconds", "Unix time the last pass ended.", registry=r
         )
+        self.waiting = Gauge(
+            "qlander_points_waiting", "Points without a cluster id when the last pass ended.", registry=r
+        )
         for outcome in ("ok", "failed"):  # export zeros from the start, so rate() works on first failure
             self.passes.labels(outcome)
         self._lock = threading.Lock()
@@ -61,10 +64,13 @@ class Metrics:
         self._server: ThreadingHTTPServer | None = None
 
     def record_pass(
-        self, *, points: int, merges: int = 0, created: int = 0, seconds: float, model_seconds: float = 0.0
+        self, *, points: int, merges: int = 0, created: int = 0, seconds: float, model_seconds: float = 0.0,
+        waiting: int = 0,
     ) -> None:
-        """A pass that finished: ``points`` newly clustered, ``merges`` clusters merged away."""
+        """A pass that finished: ``points`` newly clustered, ``merges`` clusters merged away, ``waiting``
+        points still unlabelled (a gauge that keeps rising means arrivals outpace the daemon)."""
         self.points.inc(points)
+        self.waiting.set(waiting)
         self.merges.inc(merges)
         self.created.inc(created)
         self.model_seconds.inc(model_seconds)

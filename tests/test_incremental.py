@@ -381,7 +381,19 @@ def test_growth_triggers_a_full_pass(tmp_path, data, lander):
         assert not daemon.once().full  # 240 < 1.25 * 200
         import_points(store, "docs", x[240:260], start_id=240, progress=False)
         rep = daemon.once()
-        assert rep.full and rep.new == 20  # 260 >= 250
+        assert rep.full and rep.new == 20 and rep.waiting == 0  # 260 >= 250
+
+
+def test_pass_reports_the_points_left_waiting(tmp_path, data, lander):
+    x, _ = data
+    with EdgeStore(tmp_path / "d") as store:
+        col = import_points(store, "docs", x[:200], progress=False)
+        daemon = Daemon(col, lander, DaemonOptions(lease_ttl=5, growth=0, max_new=15))
+        assert daemon.once().waiting == 0
+        import_points(store, "docs", x[200:240], start_id=200, progress=False)
+        reports = [daemon.once() for _ in range(3)]
+        assert [(r.new, r.waiting) for r in reports] == [(15, 25), (15, 10), (10, 0)]
+        assert " waiting=25 " in reports[0].log_line()
 
 
 def test_cli_once_and_full(tmp_path, data):

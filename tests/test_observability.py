@@ -39,7 +39,7 @@ def samples(text):
 def test_metrics_count_passes_points_merges_and_errors(served):
     m, base = served
     m.record_pass(points=120, merges=2, created=5, seconds=0.8, model_seconds=0.3)
-    m.record_pass(points=30, merges=1, seconds=3.0, model_seconds=0.2)
+    m.record_pass(points=30, merges=1, seconds=3.0, model_seconds=0.2, waiting=40)
     m.record_error("query_batch_points")
     m.record_error("query_batch_points")
     m.record_error("set_payload")
@@ -59,6 +59,7 @@ def test_metrics_count_passes_points_merges_and_errors(served):
     assert s[("qlander_pass_seconds_bucket", (("le", "5.0"),))] == 2
     assert s[("qlander_pass_seconds_count", ())] == 2
     assert s[("qlander_last_pass_success", ())] == 1
+    assert s[("qlander_points_waiting", ())] == 40  # the last pass's figure, not a sum
 
 
 def test_healthz_follows_the_last_pass(served):
