@@ -552,8 +552,9 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     distinct = unique_rows(x_new)
     leader = new_ids[distinct.rep[distinct.inverse]]
     followers = {int(f): int(lead) for f, lead in zip(new_ids.tolist(), leader.tolist()) if f != lead}
+    follower_ids = np.fromiter(followers, dtype=np.int64, count=len(followers))
     new_ids, x_new = new_ids[distinct.rep], distinct.take(x_new)
-    nb = _knn_without(col, new_ids, x_new, card.k, np.fromiter(followers, dtype=np.int64, count=len(followers)))
+    nb = _knn_without(col, new_ids, x_new, card.k, follower_ids)
     cache.add_arrivals(new_ids, x_new, nb.ids.astype(np.int64), nb.sim.astype(np.float32))
 
     # The receptive field; cached lists that name deleted points are dropped and the field grown again.
@@ -677,7 +678,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         relabel(col, absorbed, survivor)
     levels = max(map(len, map(attrgetter("path"), labelled.values())), default=1)  # C-level loop over ~10k labels
     copies_of: dict[int, list[int]] = {}  # a leader deleted under the pass leaves its copies to the next one
-    gone_copies = _gone(col, np.fromiter(followers, dtype=np.int64, count=len(followers))) if followers else set()
+    gone_copies = _gone(col, follower_ids) if followers else set()
     for f, lead in followers.items():
         if f not in gone_copies:
             copies_of.setdefault(lead, []).append(f)
