@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from .errors import InputError, LanderError, MissingExtraError, ModelError
 from .incremental import (FRESH_ID_START, INCREMENTAL_META, LabelCache, NeedsFullSync, NeighbourCache, PassReport,
                           incremental_pass, load_state, replay_journal, sync_state)
-from .knn import KnnGraph
+from .knn import KnnGraph, rows_of
 from .lander import Lander
 from .lease import Lease, LeaseHeld
 from .observability import Metrics
@@ -69,9 +69,7 @@ def _stable_rename(col: Collection, batch_size: int):
     old_ids, old_labels = read_labels(col, batch_size=batch_size)
 
     def rename(ids: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-        pos = np.minimum(np.searchsorted(old_ids, ids), max(len(old_ids) - 1, 0))
-        found = (old_ids[pos] == ids) if len(old_ids) else np.zeros(len(ids), dtype=bool)
-        return stable_ids(np.where(found, old_labels[pos] if len(old_ids) else -1, -1), clusters)
+        return stable_ids(np.append(old_labels, -1)[rows_of(old_ids, ids)], clusters)  # -1: no old label
 
     return rename, old_labels
 

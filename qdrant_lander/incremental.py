@@ -43,7 +43,7 @@ from .decode import decode_level, forest_roots
 from .dedup import unique_rows
 from .errors import StoreError
 from .features import edge_features, node_terms
-from .knn import KnnGraph, first_kept, repeated
+from .knn import KnnGraph, first_kept, repeated, rows_of
 from .model_card import ModelCard
 from .runtime import OnnxScorer
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, cluster_filter, unclustered_filter
@@ -362,13 +362,10 @@ class _Field:
     def graph(self, cache: NeighbourCache) -> KnnGraph:
         """Local kNN graph; lists of the outermost ring may leave the field and point at the row itself
         there (those rows only feed node features, which read similarities, not neighbour ids)."""
-        order = np.argsort(self.ids)
-        sorted_ids = self.ids[order]
         nbr_ids, sim = cache.lists(self.ids.tolist())
-        pos = np.minimum(np.searchsorted(sorted_ids, nbr_ids), len(sorted_ids) - 1)
-        inside = sorted_ids[pos] == nbr_ids
-        rows = np.where(inside, order[pos], np.arange(len(self.ids))[:, None])
-        return KnnGraph(nbr=rows.astype(np.int64), sim=np.clip(sim, -1.0, 1.0))
+        rows = rows_of(self.ids, nbr_ids)
+        rows = np.where(rows >= 0, rows, np.arange(len(self.ids))[:, None])
+        return KnnGraph(nbr=rows, sim=np.clip(sim, -1.0, 1.0))
 
 
 class _Groups:

@@ -65,6 +65,24 @@ def nearest_rows(x: np.ndarray, rows: np.ndarray, k: int, *, block_rows: int = 2
     return KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0))
 
 
+def rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Position in ``ids`` (distinct point ids) of each entry of ``wanted`` (any shape); -1 where absent.
+
+    Point ids are mostly small integers (0..N), so a table indexed by id serves: mapping an
+    incremental pass's field lists (400k ids into 20k) took 5 ms with it, 38 ms by binary search,
+    which remains for sparse ids (a table would be larger than the ids it maps)."""
+    if not len(ids):
+        return np.full(wanted.shape, -1, dtype=np.int64)
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo >= 0 and hi < 8 * len(ids) + 65536:
+        table = np.full(hi + 2, -1, dtype=np.int64)  # the last entry answers ids out of range
+        table[ids] = np.arange(len(ids))
+        return table[np.where((wanted >= 0) & (wanted <= hi), wanted, hi + 1)]
+    order = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids[order], wanted), len(ids) - 1)
+    return np.where(ids[order][pos] == wanted, order[pos], -1)
+
+
 def repeated(ids: np.ndarray) -> np.ndarray:
     """Entries of each row of ``ids`` that repeat an id listed earlier in that row (bool, same shape)."""
     by_id = np.argsort(ids, axis=1, kind="stable")  # equal ids side by side, the earlier listed first

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .decode import ClusterResult
 from .dedup import unique_rows
 from .errors import InputError, StoreError
-from .knn import KnnGraph
+from .knn import KnnGraph, rows_of
 from .model_card import ModelCard
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, unclustered_filter
 from .stores.base import Collection, Store
@@ -134,8 +134,8 @@ def fetch_knn(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, *, rows: 
         for s in range(0, len(rows), batch_size):
             e = min(s + batch_size, len(rows))
             res = col.knn(ids[rows[s:e]], x[rows[s:e]], k, exact=exact)
-            found = np.minimum(np.searchsorted(ids, res.ids), len(ids) - 1)
-            if not np.array_equal(ids[found], res.ids):
+            found = rows_of(ids, res.ids)
+            if (found < 0).any():
                 raise StoreError(f"collection '{col.name}' changed during the sync (unknown neighbour ids); run it again")
             nbr[s:e], sim[s:e] = found, res.sim
             bar.update(e - s)

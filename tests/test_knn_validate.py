@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from qdrant_lander.errors import InputError
-from qdrant_lander.knn import knn_graph
+from qdrant_lander.knn import knn_graph, rows_of
 from qdrant_lander.validate import check_embeddings, check_labels
 
 
@@ -21,6 +21,19 @@ def test_knn_matches_brute_force_for_any_block_size(block_rows):
     np.testing.assert_array_equal(g.nbr, ref)
     np.testing.assert_allclose(g.sim, np.take_along_axis(s, ref, axis=1), atol=1e-6)
     assert (g.nbr != np.arange(300)[:, None]).all()  # self is never a neighbour
+
+
+@pytest.mark.parametrize("scale", [1, 1 << 40])  # dense ids (a lookup table) and sparse ones (binary search)
+def test_rows_of_finds_every_listed_id_and_marks_the_rest(scale):
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(5000)[:3000] * scale
+    wanted = np.concatenate([rng.choice(ids, (40, 20)), [[-1, 5001 * scale, 2 * scale + 1] + [ids[0]] * 17]])
+    rows = rows_of(ids, wanted)
+    assert rows.shape == wanted.shape
+    found = rows >= 0
+    np.testing.assert_array_equal(ids[rows[found]], wanted[found])
+    np.testing.assert_array_equal(found, np.isin(wanted, ids))
+    assert (rows_of(ids[:0], wanted) == -1).all()
 
 
 def test_knn_needs_more_points_than_k():
