@@ -134,11 +134,11 @@ def fetch_knn(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, *, rows: 
         for s in range(0, len(rows), batch_size):
             e = min(s + batch_size, len(rows))
             res = col.knn(ids[rows[s:e]], x[rows[s:e]], k, exact=exact)
-            found = rows_of(ids, res.ids)
-            if (found < 0).any():
-                raise StoreError(f"collection '{col.name}' changed during the sync (unknown neighbour ids); run it again")
-            nbr[s:e], sim[s:e] = found, res.sim
+            nbr[s:e], sim[s:e] = res.ids, res.sim
             bar.update(e - s)
+    nbr = rows_of(ids, nbr)  # point ids -> rows, once for all batches (its lookup table is built over all ids)
+    if (nbr < 0).any():
+        raise StoreError(f"collection '{col.name}' changed during the sync (unknown neighbour ids); run it again")
     return KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0))
 
 
