@@ -53,6 +53,10 @@ from .sync import scroll_lander, stored_unit_vectors
 log = logging.getLogger(__name__)
 
 INCREMENTAL_META = "incremental"
+# HNSW search breadth of a pass's queries (a full sync's use the store's default, 128): half the breadth
+# cut a pass at 100k points by ~9% and moved the streams' Fp by at most 0.001 (CLINC150, Banking77, a
+# synthetic 100k; benchmarks/RESULTS.md, session 14), though it finds fewer of the true neighbours.
+PASS_EF = 64
 FRESH_ID_START = 1 << 40  # ids handed out when a point id is still in use as a cluster/supernode id
 
 
@@ -163,7 +167,7 @@ class NeighbourCache:
             gone.update(set(want) - set(pts.ids.tolist()))
             if len(pts.ids):
                 x = stored_unit_vectors(pts.ids, pts.vectors, col.name)
-                nb = col.knn(pts.ids, x, self.k)
+                nb = col.knn(pts.ids, x, self.k, ef=PASS_EF)
                 self.put(pts.ids, nb.ids, nb.sim, x)
         return gone
 
@@ -467,12 +471,12 @@ def _knn_without(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, skip: 
     """The stored points' k nearest, leaving out the points ``skip`` (copies decided with their first):
     k more are asked for, and rows that lose more than that are asked again with room for all of ``skip``."""
     if not len(skip):
-        return col.knn(ids, x, k)
+        return col.knn(ids, x, k, ef=PASS_EF)
     nbr = np.empty((len(ids), k), dtype=np.int64)
     sim = np.empty((len(ids), k), dtype=np.float32)
     todo, most = np.arange(len(ids)), col.count() - 1  # a query cannot return more than the other points
     for extra in (min(k, len(skip)), len(skip)):
-        nb = col.knn(ids[todo], x[todo], min(k + extra, most))
+        nb = col.knn(ids[todo], x[todo], min(k + extra, most), ef=PASS_EF)
         keep = ~np.isin(nb.ids, skip)
         done = keep.sum(axis=1) >= k
         nbr[todo[done]], sim[todo[done]] = first_kept(keep[done], k, nb.ids[done], nb.sim[done])

@@ -96,7 +96,7 @@ def test_warm_cache_queries_only_the_new_points(tmp_path, data, lander):
         incremental_pass(col, lander.scorer, lander.card, cache=cache)
         queried = []
         knn = col.knn
-        col.knn = lambda ids, v, k: queried.extend(ids.tolist()) or knn(ids, v, k)
+        col.knn = lambda ids, v, k, **kw: queried.extend(ids.tolist()) or knn(ids, v, k, **kw)
         import_points(store, "docs", x[420:425], start_id=420, progress=False)
         cached = set(cache.ids())
         rep = incremental_pass(col, lander.scorer, lander.card, cache=cache)

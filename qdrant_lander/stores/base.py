@@ -145,10 +145,12 @@ class Collection(ABC):
         return None
 
     @abstractmethod
-    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False) -> Neighbours:
+    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False,
+            ef: int | None = None) -> Neighbours:
         """The k nearest stored points of stored points ``ids`` (whose vectors are ``vectors``).
 
         ``exact`` scans all vectors instead of the HNSW index: reproducible, slower on large collections.
+        ``ef`` is the HNSW search breadth (at least k + 1 is used); None: the store's default.
 
         A server uses the ids (its stored vectors never travel); Qdrant Edge cannot query by id and
         uses the vectors. Raises StoreError when fewer than k neighbours come back.

@@ -87,8 +87,9 @@ class ServerCollection(Collection):
             log.info("waiting for the server to index '%s' (%s)", self.name, info.status.value)
             time.sleep(2)
 
-    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False) -> Neighbours:
-        params = models.SearchParams(hnsw_ef=max(HNSW_EF, k + 1), exact=exact)
+    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False,
+            ef: int | None = None) -> Neighbours:
+        params = models.SearchParams(hnsw_ef=max(ef or HNSW_EF, k + 1), exact=exact)
         requests = [models.QueryRequest(query=int(i), using=self.vector or None, limit=k + 1, params=params)
                     for i in ids]
         with warnings.catch_warnings():  # local mode (tests) says it ignores search params; servers use them

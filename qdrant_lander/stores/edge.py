@@ -194,8 +194,9 @@ class EdgeCollection(Collection):
         return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(v.tolist(), using=self.vector or None),
                                filter=filter, params=params, with_payload=payload)
 
-    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False) -> Neighbours:
-        params = self._params(k + 1, exact)
+    def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False,
+            ef: int | None = None) -> Neighbours:
+        params = self._params(k + 1, exact, ef or HNSW_EF)
         results = self.shard.query_batch(qe.QueryBatchRequest([self._nearest(v, k + 1, params) for v in vectors]))
         return drop_self(ids, [[(h.id, h.score) for h in r] for r in results], k, self.name)
 
