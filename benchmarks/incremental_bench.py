@@ -253,12 +253,12 @@ def speed_at(n: int, args: argparse.Namespace, lander: Lander) -> dict:
         passes = []
         for s in range(n, n + args.stream, args.batch):
             import_points(store, "docs", x[s:s + args.batch], start_id=s, progress=False)
-            unindexed = col.unindexed()
+            indexed = col.shard.info().indexed_vectors_count
             cpu = time.process_time()  # wall time follows the machine's load; the process's CPU time much less
             rep = daemon.run_pass()
             passes.append({"new": rep.new, "s": rep.seconds, "cpu_s": round(time.process_time() - cpu, 3),
                            "field": rep.field, "model_s": rep.model_seconds, "relabelled": rep.relabelled,
-                           "indexed": col.unindexed() < unindexed})  # this pass indexed the arrivals
+                           "indexed": col.shard.info().indexed_vectors_count > indexed})  # it indexed the arrivals
         out["batch"] = args.batch
         out["passes"] = passes
         out["steady_points_per_s"], out["steady_points_per_cpu_s"] = _rates(passes[len(passes) // 2:])  # warm cache

@@ -75,7 +75,7 @@ class Status(BaseModel):
     generation: int | None
     state: str | None  # "complete", or "writing" if the last sync did not finish
     last_sync: datetime | None
-    unindexed: int | None = None  # points kNN queries scan, outside the vector index (None: the store does not say)
+    unindexed: int | None = None  # points kNN queries scan, outside the vector index, at least (None: the store does not say)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from qdrant_lander.knn import knn_graph
 from qdrant_lander.payload import CLUSTER_FIELD, cluster_filter, unclustered_filter
 from qdrant_lander.stores import open_store
 from qdrant_lander.stores.edge import SHARD_DIR, EdgeStore
-from qdrant_lander.sync import fetch_knn, import_points, read_vectors
+from qdrant_lander.sync import fetch_knn, import_points, read_vectors, status
 
 N, D = 200, 16
 
@@ -181,6 +181,23 @@ def test_arrivals_are_indexed_only_where_they_get_segments_of_their_own(tmp_path
     assert unindexed == (0 if ours else 2600)
     assert caplog.text.count("no segment target") == (0 if ours else 1)  # said once, not every pass
 
+
+
+def test_unindexed_counts_points_outside_the_index_never_below_zero(tmp_path):
+    """A payload write moves an indexed point out of its segment and Edge still counts the old copy as
+    indexed: after 200 relabels and an index build over them and 2,600 arrivals, points minus indexed
+    vectors reads -200. Every live point is indexed then: `unindexed` (and `status`) must say 0."""
+    x = np.random.default_rng(0).standard_normal((5200, 1024)).astype(np.float32)  # 4 kB each: Edge's
+    with EdgeStore(tmp_path) as store:  # threshold (~10 MB) is crossed by 2,600 + 200 moved points
+        col = import_points(store, "docs", x[:2600], progress=False)
+        col.prepare_knn()
+        col.set_payloads([(list(range(200)), {"tag": 1})])
+        import_points(store, "docs", x[2600:], start_id=2600, progress=False)
+        assert col.unindexed() == 2600  # a lower bound: the 200 moved points are not counted
+        col.index_arrivals()
+        info = col.shard.info()
+        assert info.points_count - info.indexed_vectors_count < 0 and col.unindexed() == 0
+        assert status(col).unindexed == 0
 
 def test_pass_queries_find_the_true_neighbours_of_real_embeddings(tmp_path):
     """Incremental passes search the HNSW index at a narrower breadth than full syncs (PASS_EF): on real

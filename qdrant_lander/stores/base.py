@@ -140,8 +140,9 @@ class Collection(ABC):
         server's background optimizer does it by itself: nothing to do by default)."""
 
     def unindexed(self) -> int | None:
-        """Points that kNN queries scan because they are not in the vector index yet; None where the store
-        does not say (a server indexes in the background, the client's local mode has no index at all)."""
+        """Points that kNN queries scan because they are not in the vector index yet (at least this many);
+        None where the store does not say (a server indexes in the background, the client's local mode
+        has no index at all)."""
         return None
 
     @abstractmethod

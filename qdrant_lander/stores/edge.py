@@ -158,19 +158,22 @@ class EdgeCollection(Collection):
         self.shard.optimize()
 
     def unindexed(self) -> int:
+        """A lower bound: Edge counts the old copy a payload write leaves in an indexed segment (the point
+        itself moves to the unindexed one, copy-on-write) as indexed until a vacuum drops it, so after a
+        daemon's relabels the plain difference can even turn negative (-1,400 at 100k points)."""
         i = self.shard.info()
-        return i.points_count - i.indexed_vectors_count
+        return max(0, i.points_count - i.indexed_vectors_count)
 
     def index_arrivals(self) -> None:
-        """Run the optimizers once points sit outside the index: every search scans those, so without
-        this the daemon's kNN queries slow down in proportion to what arrived since the last full pass
-        (25% of the collection with the default ``growth``; 40,000 such points cost 1.7 s per 1,000
-        queries, 0.26 s once indexed: benchmarks/RESULTS.md). Below Edge's own indexing threshold
-        (~10 MB of vectors) ``optimize()`` returns at once and indexes nothing. Only on collections that
-        keep segments apart (``SEGMENTS``: the ones qdrant-lander creates): with Edge's default, one per
-        core, the arrivals' segment would be merged into the main one, rebuilding its whole index."""
-        if not self.unindexed():
-            return
+        """Run the optimizers after a pass wrote points: every search scans the points outside the index,
+        so without this the daemon's kNN queries slow down in proportion to what arrived since the last
+        full pass (25% of the collection with the default ``growth``; 40,000 such points cost 1.7 s per
+        1,000 queries, 0.26 s once indexed: benchmarks/RESULTS.md). Below Edge's own indexing threshold
+        (~10 MB of vectors) ``optimize()`` returns at once and indexes nothing; it is called without
+        asking :meth:`unindexed` first, which can read 0 while relabelled points wait outside the index.
+        Only on collections that keep segments apart (``SEGMENTS``: the ones qdrant-lander creates): with
+        Edge's default, one per core, the arrivals' segment would be merged into the main one, rebuilding
+        its whole index."""
         if self.segments is None:
             if not self._said_unindexed:
                 log.info("'%s' has no segment target (made by another tool or an older qdrant-lander): points that "
