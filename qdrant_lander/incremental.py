@@ -133,8 +133,10 @@ class NeighbourCache:
         r = self._rows(ids)
         return self._nbr[r], self._sim[r]
 
-    def vectors(self, ids: Iterable[int]) -> np.ndarray:
-        return self._vec[self._rows(ids)]
+    def gather(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(neighbour ids, similarities, unit vectors) of cached points: a pass's whole field, one lookup."""
+        r = self._rows(ids)
+        return self._nbr[r], self._sim[r], self._vec[r]
 
     def put(self, ids: np.ndarray, nbr: np.ndarray, sim: np.ndarray, x: np.ndarray) -> None:
         """Cache (or replace) the lists and unit vectors of ``ids``."""
@@ -363,13 +365,14 @@ class _Field:
             rings.append(np.asarray(nxt, dtype=np.int64))
         return cls(rings), gone
 
-    def graph(self, cache: NeighbourCache) -> KnnGraph:
-        """Local kNN graph; lists of the outermost ring may leave the field and point at the row itself
-        there (those rows only feed node features, which read similarities, not neighbour ids)."""
-        nbr_ids, sim = cache.lists(self.ids.tolist())
+    def graph(self, cache: NeighbourCache) -> tuple[KnnGraph, np.ndarray]:
+        """Local kNN graph and the field's unit vectors; lists of the outermost ring may leave the field and
+        point at the row itself there (those rows only feed node features, which read similarities, not
+        neighbour ids)."""
+        nbr_ids, sim, x = cache.gather(self.ids.tolist())
         rows = rows_of(self.ids, nbr_ids)
         rows = np.where(rows >= 0, rows, np.arange(len(self.ids))[:, None])
-        return KnnGraph(nbr=rows, sim=np.clip(sim, -1.0, 1.0))
+        return KnnGraph(nbr=rows, sim=np.clip(sim, -1.0, 1.0)), x
 
 
 class _Groups:
@@ -573,8 +576,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     ids, n, n_new = field.ids, len(field.ids), len(field.rings[0])
     report.new, report.field = n_new, n
 
-    graph = field.graph(cache)
-    xv = cache.vectors(ids.tolist())
+    graph, xv = field.graph(cache)
     nodes = node_terms(graph, peak=xv, mean=xv, size=np.ones(n, dtype=np.int64), node_mode=card.node_mode)
 
     # Labels of ring 1 (where new points attach and whose peaks are re-checked) and of the peaks' neighbours.

@@ -129,7 +129,7 @@ def test_arrivals_enter_the_cached_lists_of_their_neighbours():
     nbr, s = exact(new, everyone)
     cache.add_arrivals(new, x[new], nbr, s)
     assert set(cache.ids()) == set(before) | set(new.tolist())
-    assert np.array_equal(cache.lists(new.tolist())[0], nbr) and np.array_equal(cache.vectors(new.tolist()), x[new])
+    assert np.array_equal(cache.lists(new.tolist())[0], nbr) and np.array_equal(cache.gather(new.tolist())[2], x[new])
     for q, ids in before.items():
         # the reverse update: q's list + the arrivals that list q, k most similar, each id once
         cand = set(ids.tolist()) | {p for r, p in enumerate(new.tolist()) if q in nbr[r]}
@@ -165,7 +165,7 @@ def test_cache_rows_survive_growth_forget_and_reuse():
     ids = list(want)
     nbr, sim = cache.lists(ids)
     assert np.array_equal(nbr, [want[i][0] for i in ids]) and np.array_equal(sim, [want[i][1] for i in ids])
-    assert np.array_equal(cache.vectors(ids), [want[i][2] for i in ids])
+    assert np.array_equal(cache.gather(ids)[2], [want[i][2] for i in ids])
 
 
 def test_deleted_and_reupserted_points(store, data, lander):
