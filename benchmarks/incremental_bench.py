@@ -33,8 +33,8 @@ Edge's threshold, against the same stream left outside the index (the daemon bef
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py store --sizes 10000 100000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py arrivals --sizes 10000 --stream 40000 --batch 1000
 
-With ``--snapshot DIR`` the speed runs start from a copy of the collection (and the daemon's caches)
-as the first run left it after its full pass: Edge builds HNSW on several threads, so two fresh full
+With ``--snapshot DIR`` the speed runs start from a copy of the collection (and the full pass's kNN graph,
+which seeds the daemon's caches) as the first run left it after its full pass: Edge builds HNSW on several threads, so two fresh full
 passes give slightly different kNN lists, hence different merges, relabel volumes and query costs;
 runs of two versions of the code from one snapshot make the same decisions and compare cleanly.
 """
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import shutil
 import sys
 import tempfile
@@ -62,6 +61,7 @@ from benchmarks.synthetic import synthetic  # noqa: E402
 from benchmarks.tasks import clinc_75_75  # noqa: E402
 from qdrant_lander import Lander  # noqa: E402
 from qdrant_lander.daemon import Daemon, DaemonOptions  # noqa: E402
+from qdrant_lander.knn import KnnGraph  # noqa: E402
 from qdrant_lander.metrics import score  # noqa: E402
 from qdrant_lander.stores.edge import HNSW_EF, EdgeStore  # noqa: E402
 from qdrant_lander.sync import full_sync, import_points, read_labels  # noqa: E402
@@ -165,6 +165,9 @@ def _synced(n: int, x: np.ndarray, d: str, args: argparse.Namespace, lander: Lan
         col = import_points(store, "docs", x[:n], progress=False)
         out["import_s"] = round(time.perf_counter() - t0, 1)
         daemon = Daemon(col, lander, opts)
+        seed: dict = {}
+        seeded = daemon._seed  # keep the graph the caches start from (plain arrays: any code version reads them)
+        daemon._seed = lambda ids, xs, g: seed.update(ids=ids, x=xs, nbr=g.nbr, sim=g.sim) or seeded(ids, xs, g)
         t0 = time.perf_counter()
         daemon.run_pass(full=True)  # the full sync, then the vector index rebuilt for the passes to come
         out["full_pass_s"] = round(time.perf_counter() - t0, 1)
@@ -172,7 +175,7 @@ def _synced(n: int, x: np.ndarray, d: str, args: argparse.Namespace, lander: Lan
             return store, col, daemon
         store.close()
         shutil.copytree(d, snap / "store")
-        (snap / "cache.pkl").write_bytes(pickle.dumps(daemon.cache))
+        np.savez(snap / "seed.npz", **seed)
         (snap / "args.json").write_text(json.dumps(made_with))
     else:
         if json.loads((snap / "args.json").read_text()) != made_with:  # other data or model: not comparable
@@ -182,9 +185,9 @@ def _synced(n: int, x: np.ndarray, d: str, args: argparse.Namespace, lander: Lan
     store = EdgeStore(d)
     col = store.open("docs")
     daemon = Daemon(col, lander, opts)
-    daemon.cache = pickle.loads((snap / "cache.pkl").read_bytes())
-    if hasattr(daemon, "labels"):  # what the full pass leaves (code before commit 5508ff6 has no label cache)
-        daemon.labels.load(col)
+    z = np.load(snap / "seed.npz")
+    daemon._seed(z["ids"], z["x"], KnnGraph(nbr=z["nbr"], sim=z["sim"]))
+    daemon.labels.load(col)  # what the full pass leaves
     return store, col, daemon
 
 

@@ -31,8 +31,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .errors import InputError, LanderError, MissingExtraError, ModelError
-from .incremental import (FRESH_ID_START, INCREMENTAL_META, LabelCache, NeedsFullSync, NeighbourCache, PassReport,
-                          incremental_pass, load_state, replay_journal, sync_state)
+from .caches import LabelCache, NeighbourCache
+from .incremental import (FRESH_ID_START, INCREMENTAL_META, NeedsFullSync, PassReport, incremental_pass, load_state,
+                          replay_journal, sync_state)
 from .knn import KnnGraph, rows_of
 from .lander import Lander
 from .lease import Lease, LeaseHeld

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from operator import attrgetter
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from pydantic import BaseModel
@@ -43,12 +41,13 @@ from .decode import decode_level, forest_roots
 from .dedup import unique_rows
 from .errors import StoreError
 from .features import edge_features, node_terms
-from .knn import KnnGraph, first_kept, repeated, rows_of
+from .caches import Label, LabelCache, Labels, NeighbourCache
+from .knn import KnnGraph, first_kept, rows_of
 from .model_card import ModelCard
 from .runtime import OnnxScorer
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, cluster_filter, unclustered_filter
 from .stores.base import Collection, Neighbours
-from .sync import scroll_lander, stored_unit_vectors
+from .sync import stored_unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -96,210 +95,6 @@ class PassReport(BaseModel):
         return (f"{kind} pass: new={self.new} attached={self.attached} created={self.created} merged={self.merged} "
                 f"relabelled={self.relabelled} field={self.field} waiting={self.waiting} "
                 f"seconds={self.seconds:.3f}{domain}")
-
-
-class NeighbourCache:
-    """kNN lists and unit vectors of stored points, kept between passes.
-
-    Lists of old points go stale when new points arrive near them; :meth:`add_arrivals` inserts each
-    new point into the cached lists of its own neighbours (the usual reverse update), and lists that
-    name a deleted point are dropped and fetched again. Held as arrays with one row per point (a dict
-    maps point id -> row) so that a pass gathers its field's lists and vectors with one indexing each
-    instead of a Python loop over 10k-20k points. Memory: ``k * 12 + 4 * dim`` bytes per point seen
-    (about 1.3 kB at 256 dimensions, 130 MB for 100k points), plus up to half as much again in spare rows.
-    """
-
-    def __init__(self, k: int):
-        self.k = k
-        self._row: dict[int, int] = {}  # point id -> row of the arrays
-        self._free: list[int] = []  # rows of forgotten points
-        self._used = 0  # rows ever handed out
-        self._nbr = np.empty((0, k), dtype=np.int64)  # neighbour point ids, most similar first
-        self._sim = np.empty((0, k), dtype=np.float32)
-        self._vec = np.empty((0, 0), dtype=np.float32)
-
-    def __len__(self) -> int:
-        return len(self._row)
-
-    def ids(self) -> list[int]:
-        return list(self._row)
-
-    def _rows(self, ids: Iterable[int]) -> np.ndarray:
-        """Rows of cached points (a KeyError for one that is not cached)."""
-        return np.fromiter(map(self._row.__getitem__, ids), dtype=np.int64)
-
-    def lists(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(neighbour ids, similarities) of cached points, one row each."""
-        r = self._rows(ids)
-        return self._nbr[r], self._sim[r]
-
-    def gather(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(neighbour ids, similarities, unit vectors) of cached points: a pass's whole field, one lookup."""
-        r = self._rows(ids)
-        return self._nbr[r], self._sim[r], self._vec[r]
-
-    def put(self, ids: np.ndarray, nbr: np.ndarray, sim: np.ndarray, x: np.ndarray) -> None:
-        """Cache (or replace) the lists and unit vectors of ``ids``."""
-        if not self._vec.shape[1]:  # the first points cached set the dimension
-            self._vec = np.empty((len(self._nbr), x.shape[1]), dtype=np.float32)
-        rows = []
-        for pid in ids.tolist():
-            r = self._row.get(pid)
-            if r is None:
-                r = self._free.pop() if self._free else self._take_row()
-                self._row[pid] = r
-            rows.append(r)
-        self._nbr[rows], self._sim[rows], self._vec[rows] = nbr, sim, x
-
-    def _take_row(self) -> int:
-        if self._used == len(self._nbr):  # grow by half: appends stay amortised O(1) per point
-            size = max(1024, len(self._nbr) * 3 // 2)
-            self._nbr, self._sim, self._vec = (np.concatenate([a, np.empty((size - len(a), a.shape[1]), a.dtype)])
-                                               for a in (self._nbr, self._sim, self._vec))
-        self._used += 1
-        return self._used - 1
-
-    def fetch(self, col: Collection, ids: Iterable[int], *, batch_size: int) -> set[int]:
-        """Make sure ``ids`` are cached; returns the ids that no longer exist in the store."""
-        missing = [i for i in dict.fromkeys(ids) if i not in self._row]
-        gone: set[int] = set()
-        for s in range(0, len(missing), batch_size):
-            want = missing[s:s + batch_size]
-            pts = col.retrieve(want, vectors=True, payload=False)
-            gone.update(set(want) - set(pts.ids.tolist()))
-            if len(pts.ids):
-                x = stored_unit_vectors(pts.ids, pts.vectors, col.name)
-                nb = col.knn(pts.ids, x, self.k, ef=PASS_EF)
-                self.put(pts.ids, nb.ids, nb.sim, x)
-        return gone
-
-    def seed(self, ids: np.ndarray, x: np.ndarray, graph: KnnGraph) -> None:
-        """Take every point's list from a full sync's graph (rows of ``ids``), so that the passes after
-        it query the store for the new points only. Rows for 25% more points are made now (the
-        daemon's default growth rule re-clusters at 25%): growing the arrays copies them, which made
-        the first pass after a full one at 100k points 0.3 s slower."""
-        n, spare = len(ids), len(ids) // 4 + 1024
-        self._row = dict(zip(ids.tolist(), range(n)))
-        self._free, self._used = [], n
-        self._nbr, self._sim = np.empty((n + spare, self.k), np.int64), np.empty((n + spare, self.k), np.float32)
-        self._vec = np.empty((n + spare, x.shape[1]), np.float32)
-        self._nbr[:n], self._sim[:n], self._vec[:n] = ids[graph.nbr], graph.sim, x
-
-    def add_arrivals(self, ids: np.ndarray, x: np.ndarray, nbr: np.ndarray, sim: np.ndarray) -> None:
-        """Cache the new points (lists and unit vectors ``x``) and insert each into the cached lists of
-        its neighbours where it ranks among their k nearest."""
-        self.put(ids, nbr, sim, x)
-        q_all, p_all, s_all = nbr.reshape(-1), np.repeat(ids, nbr.shape[1]), sim.reshape(-1)
-        met, at = np.unique(q_all, return_inverse=True)  # each listed neighbour once (a pass lists ~2.5x fewer)
-        met_row = np.fromiter((self._row.get(q, -1) for q in met.tolist()), dtype=np.int64, count=len(met))
-        kth = np.where(met_row >= 0, self._sim[met_row, -1], np.inf)[at]  # uncached neighbours: no list to update
-        keep = s_all > kth
-        if not keep.any():
-            return
-        # One row per updated list: its k entries, then the arrivals that rank above its k-th, padded.
-        targets, row = np.unique(met_row[at[keep]], return_inverse=True)
-        order = np.argsort(row, kind="stable")
-        row, p_all, s_all = row[order], p_all[keep][order], s_all[keep][order]
-        col = np.arange(len(row)) - np.searchsorted(row, row)  # rank of each arrival within its row
-        cand_ids = np.full((len(targets), self.k + col.max() + 1), -1, dtype=np.int64)
-        cand_sim = np.full(cand_ids.shape, -np.inf, dtype=np.float32)
-        cand_ids[:, :self.k], cand_sim[:, :self.k] = self._nbr[targets], self._sim[targets]
-        cand_ids[row, self.k + col], cand_sim[row, self.k + col] = p_all, s_all
-        # A list fetched after p arrived holds p already: keep each id's first entry only (padding is -inf already).
-        cand_sim[repeated(cand_ids)] = -np.inf
-        top = np.lexsort((cand_ids, -cand_sim), axis=1)[:, :self.k]  # most similar first, ties by id
-        self._nbr[targets] = np.take_along_axis(cand_ids, top, axis=1)
-        self._sim[targets] = np.take_along_axis(cand_sim, top, axis=1)
-
-    def forget(self, gone: set[int]) -> None:
-        """Drop deleted points and every cached list that names one of them (refetched when needed)."""
-        if not gone:
-            return
-        cached = np.fromiter(self._row.keys(), dtype=np.int64, count=len(self._row))
-        rows = np.fromiter(self._row.values(), dtype=np.int64, count=len(self._row))
-        gone_arr = np.fromiter(gone, dtype=np.int64)
-        stale = np.isin(cached, gone_arr) | np.isin(self._nbr[rows], gone_arr).any(axis=1)
-        for pid in cached[stale].tolist():
-            self._free.append(self._row.pop(pid))
-
-
-class Label(NamedTuple):
-    """What a pass needs of a labelled point's ``lander`` payload."""
-
-    cluster: int
-    peak: bool
-    path: tuple[int, ...]
-
-    @classmethod
-    def of(cls, value: dict) -> Label:
-        """From a stored ``lander`` value (validated: a malformed one raises instead of being trusted)."""
-        p = LanderPayload(**value)
-        return cls(p.cluster, p.peak, tuple(p.path))
-
-
-class LabelCache:
-    """Labels of stored points by point id, kept between the passes of one long-lived daemon.
-
-    The daemon is the collection's only writer of ``lander`` payloads (the lease), so a label it wrote
-    or read stays what the store holds until the daemon itself writes again: every pass records its
-    merges (:meth:`relabel`) and new labels (:meth:`put`) here once all its writes succeeded. What
-    others can still do is delete or re-upsert points (a re-upsert replaces the payload): a pass drops
-    deleted ids, and one count per pass checks that the cached labels it uses are still in the store
-    (else they are dropped and read again). A new daemon starts empty (filled by its first full pass or
-    by reads); a replayed journal (a pass that failed mid-write) empties it, and so does the daemon
-    each time it takes the lease. Memory: about 420 bytes per point with 3-level paths (42 MB for 100k).
-    """
-
-    def __init__(self) -> None:
-        self.labels: dict[int, Label] = {}
-        self.members: dict[int, set[int]] = {}  # cluster id -> cached points of it, for relabel
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __contains__(self, pid: object) -> bool:
-        return pid in self.labels
-
-    def get(self, pid: int) -> Label | None:
-        return self.labels.get(pid)
-
-    def put(self, pid: int, label: Label) -> None:
-        old = self.labels.get(pid)
-        if old is not None:
-            self.members[old.cluster].discard(pid)
-        self.labels[pid] = label
-        self.members.setdefault(label.cluster, set()).add(pid)
-
-    def relabel(self, absorbed: int, survivor: int) -> None:
-        """What :func:`relabel` does in the store."""
-        moved = self.members.pop(absorbed, set())
-        for pid in moved:
-            self.labels[pid] = self.labels[pid]._replace(cluster=survivor, peak=False)
-        if moved:
-            self.members.setdefault(survivor, set()).update(moved)
-
-    def forget(self, ids: Iterable[int]) -> None:
-        for pid in ids:
-            old = self.labels.pop(pid, None)
-            if old is not None:
-                self.members[old.cluster].discard(pid)
-
-    def clear(self) -> None:
-        self.labels.clear()
-        self.members.clear()
-
-    def load(self, col: Collection, *, batch_size: int = 1024) -> np.ndarray:
-        """Cache every stored label (after a full sync); returns the cluster id of every point (-1
-        where a point has none), in scroll order."""
-        self.clear()
-        clusters = []
-        for ids, values in scroll_lander(col, batch_size=batch_size):
-            for pid, value in zip(ids.tolist(), values):
-                if value:
-                    label = Label.of(value)
-                    self.put(pid, label)
-                clusters.append(label.cluster if value else -1)
-        return np.asarray(clusters, dtype=np.int64)
 
 
 def sync_state(col: Collection) -> SyncState:
@@ -351,25 +146,27 @@ class _Field:
 
     @classmethod
     def grow(cls, col: Collection, cache: NeighbourCache, new_ids: np.ndarray, hops: int,
-             batch_size: int) -> tuple[_Field, set[int]]:
+             batch_size: int) -> tuple[_Field, np.ndarray]:
         """Rings 0..hops around ``new_ids`` with every ring's lists cached; also the deleted ids met."""
-        gone = cache.fetch(col, new_ids.tolist(), batch_size=batch_size)
-        rings = [new_ids[[i not in gone for i in new_ids.tolist()]]]
-        seen = set(rings[0].tolist())
+        gone = cache.fetch(col, new_ids, ef=PASS_EF, batch_size=batch_size)
+        rings = [new_ids[~np.isin(new_ids, gone)]]
+        seen = rings[0]
         for _ in range(hops):
-            listed = cache.lists(rings[-1].tolist())[0].reshape(-1)
-            nxt = [q for q in dict.fromkeys(listed.tolist()) if q not in seen]  # first listed first
-            gone |= cache.fetch(col, nxt, batch_size=batch_size)
-            nxt = [q for q in nxt if q not in gone]
-            seen.update(nxt)
-            rings.append(np.asarray(nxt, dtype=np.int64))
+            listed = cache.lists(rings[-1])[0].reshape(-1)
+            _, first = np.unique(listed, return_index=True)
+            nxt = listed[np.sort(first)]  # each once, first listed first
+            nxt = nxt[~np.isin(nxt, seen)]
+            gone = np.union1d(gone, cache.fetch(col, nxt, ef=PASS_EF, batch_size=batch_size))
+            nxt = nxt[~np.isin(nxt, gone)]
+            seen = np.concatenate([seen, nxt])
+            rings.append(nxt)
         return cls(rings), gone
 
     def graph(self, cache: NeighbourCache) -> tuple[KnnGraph, np.ndarray]:
         """Local kNN graph and the field's unit vectors; lists of the outermost ring may leave the field and
         point at the row itself there (those rows only feed node features, which read similarities, not
         neighbour ids)."""
-        nbr_ids, sim, x = cache.gather(self.ids.tolist())
+        nbr_ids, sim, x = cache.gather(self.ids)
         rows = rows_of(self.ids, nbr_ids)
         rows = np.where(rows >= 0, rows, np.arange(len(self.ids))[:, None])
         return KnnGraph(nbr=rows, sim=np.clip(sim, -1.0, 1.0)), x
@@ -440,33 +237,31 @@ def _sizes(col: Collection, clusters: list[int]) -> dict[int, int]:
     return {int(v): c for v, c in col.facet(CLUSTER_FIELD, limit=len(clusters), filter=f)}
 
 
-def _labels(col: Collection, ids: Sequence[int], cache: LabelCache, batch_size: int) -> dict[int, Label]:
-    """Labels of ``ids`` (those that have one): cached ones from ``cache``, the rest read and cached."""
-    cached = cache.labels
-    out = {pid: label for pid in ids if (label := cached.get(pid)) is not None}
-    missing = [pid for pid in ids if pid not in out]
+def _labels(col: Collection, ids: np.ndarray, cache: LabelCache, batch_size: int) -> Labels:
+    """Labels of ``ids`` (``known`` where they have one): cached ones from ``cache``, the rest read and cached."""
+    missing = ids[~cache.find(ids).known].tolist()
     for s in range(0, len(missing), batch_size):
         pts = col.retrieve(missing[s:s + batch_size], payload=[KEY])
-        for pid, p in zip(pts.ids.tolist(), pts.payloads):
-            if p.get(KEY):
-                out[pid] = Label.of(p[KEY])
-                cache.put(pid, out[pid])
-    return out
+        read = [(pid, Label.of(p[KEY])) for pid, p in zip(pts.ids.tolist(), pts.payloads) if p.get(KEY)]
+        if read:
+            cache.put(np.asarray([pid for pid, _ in read], dtype=np.int64), Labels.of([lb for _, lb in read]))
+    return cache.find(ids)
 
 
-def _gone(col: Collection, ids: np.ndarray) -> set[int]:
+def _gone(col: Collection, ids: np.ndarray) -> np.ndarray:
     """The ids that no longer exist; one count when none is gone (the usual case)."""
     if col.count(models.Filter(must=[models.HasIdCondition(has_id=ids.tolist())])) == len(ids):
-        return set()
-    return set(ids.tolist()) - set(col.retrieve(ids.tolist(), vectors=False, payload=False).ids.tolist())
+        return np.empty(0, dtype=np.int64)
+    return ids[~np.isin(ids, col.retrieve(ids.tolist(), vectors=False, payload=False).ids)]
 
 
 def _check_cached(col: Collection, cache: LabelCache, ids: np.ndarray) -> None:
     """Drop the cached labels of ``ids`` if any of them lost its label in the store (a re-upsert
     replaced the payload); one count."""
-    cached = list(cache.labels.keys() & set(ids.tolist()))
-    if cached and col.count(models.Filter(must=[models.HasIdCondition(has_id=cached),
-                                                models.IsEmptyCondition(is_empty=models.PayloadField(key=CLUSTER_FIELD))])):
+    cached = ids[cache.find(ids).known]
+    if len(cached) and col.count(models.Filter(must=[
+            models.HasIdCondition(has_id=cached.tolist()),
+            models.IsEmptyCondition(is_empty=models.PayloadField(key=CLUSTER_FIELD))])):
         cache.forget(cached)
 
 
@@ -564,8 +359,8 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     # The receptive field; cached lists that name deleted points are dropped and the field grown again.
     for _ in range(5):
         field, gone = _Field.grow(col, cache, new_ids, hops, batch_size)
-        gone |= _gone(col, field.ids)
-        if not gone:
+        gone = np.union1d(gone, _gone(col, field.ids))
+        if not len(gone):
             break
         report.deleted_seen += len(gone)
         cache.forget(gone)
@@ -579,18 +374,22 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     graph, xv = field.graph(cache)
     nodes = node_terms(graph, peak=xv, mean=xv, size=np.ones(n, dtype=np.int64), node_mode=card.node_mode)
 
-    # Labels of ring 1 (where new points attach and whose peaks are re-checked) and of the peaks' neighbours.
+    # Labels of ring 1 (where new points attach and whose peaks are re-checked) and of the peaks' neighbours:
+    # the old rows a pass reads labels of; the others count as unlabelled, cached or not (as in a cold pass).
     ring1_rows = np.arange(n_new, n_new + len(field.rings[1]))
     _check_cached(col, labels, ids[n_new:])
-    labelled = _labels(col, field.rings[1].tolist(), labels, batch_size)
-    ids_list = ids.tolist()
-    peak_rows = np.asarray([r for r in ring1_rows.tolist() if (lb := labelled.get(ids_list[r])) is not None and lb.peak],
-                           dtype=np.int64)
+    ring1 = _labels(col, field.rings[1], labels, batch_size)
+    peak_rows = ring1_rows[ring1.known & ring1.peak]
+    asked = np.zeros(n, dtype=bool)
+    asked[ring1_rows] = True
     if len(peak_rows):
-        extra = {int(ids[b]) for b in graph.nbr[peak_rows].reshape(-1).tolist() if b >= n_new} - set(labelled)
-        labelled.update(_labels(col, sorted(extra), labels, batch_size))
+        extra = graph.nbr[peak_rows].reshape(-1)
+        extra = np.unique(extra[(extra >= n_new) & ~asked[extra]])
+        _labels(col, ids[extra], labels, batch_size)
+        asked[extra] = True
+    lab = labels.find(ids)
     known = np.ones(n, dtype=bool)
-    known[n_new:] = [pid in labelled for pid in ids[n_new:].tolist()]
+    known[n_new:] = lab.known[n_new:] & asked[n_new:]
 
     # A card with tau_bias chose its tau for this collection at the full sync: reuse it (same model only). Any
     # other card's tau is its own, so a pass follows the model's current decoding (e.g. a new --domain preset).
@@ -625,27 +424,23 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     copy_row, copied = _old_copies(graph, xv, known, n_new)
     parent[copied] = copy_row  # a copy of a labelled vector takes its label, as in a full sync (qdrant_lander.dedup)
     root = forest_roots(parent)
-
-    def group_of(row: int) -> int:
-        """Old rows: their cluster id; new rows: their tree, provisionally ``-1 - root row``."""
-        if row >= n_new:
-            return labelled[int(ids[row])].cluster
-        r = int(root[row])
-        return labelled[int(ids[r])].cluster if r >= n_new else -1 - r
+    # Old rows: their cluster id; new rows: their tree's, provisionally ``-1 - root row`` for a new tree.
+    group = lab.cluster.copy()
+    group[:n_new] = np.where(root[:n_new] >= n_new, lab.cluster[root[:n_new]], -1 - root[:n_new])
+    new_group = group[:n_new]
 
     groups = _Groups()
-    new_group = np.array([group_of(r) for r in range(n_new)], dtype=np.int64)
     for g in new_group.tolist():
         groups.find(g)
     if len(peak_rows):  # the decoder's rule re-applied to a cluster's peak on today's neighbourhood
         for q, b in zip(peak_rows.tolist(), rule[peak_rows].tolist()):
             if b >= 0:
-                groups.union(group_of(q), group_of(b))
+                groups.union(int(group[q]), int(group[b]))
     if bridge:  # a new point linked above tau to denser points of several clusters joins them
         ok = (density[graph.nbr[:n_new]] > density[:n_new, None]) & (usable[:n_new] > tau)
         for r in range(n_new):
             for b in graph.nbr[r][ok[r]].tolist():
-                groups.union(int(new_group[r]), group_of(b))
+                groups.union(int(new_group[r]), int(group[b]))
 
     # One id per component: the largest member keeps its id (old clusters by their stored size).
     new_size: dict[int, int] = {}
@@ -679,9 +474,9 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         col.set_meta(INCREMENTAL_META, inc.model_dump())
     for absorbed, survivor in merges:
         relabel(col, absorbed, survivor)
-    levels = max(map(len, map(attrgetter("path"), labelled.values())), default=1)  # C-level loop over ~10k labels
+    levels = int(lab.depth[n_new:][known[n_new:]].max(initial=1))
     copies_of: dict[int, list[int]] = {}  # a leader deleted under the pass leaves its copies to the next one
-    gone_copies = _gone(col, follower_ids) if followers else set()
+    gone_copies = set(_gone(col, follower_ids).tolist()) if followers else set()
     for f, lead in followers.items():
         if f not in gone_copies:
             copies_of.setdefault(lead, []).append(f)
@@ -689,7 +484,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     written: list[tuple[int, Label]] = []
     for r in range(n_new):
         rt, g = int(root[r]), int(new_group[r])
-        path = list(labelled[int(ids[rt])].path) if rt >= n_new else [provisional[g]] * levels
+        path = lab.path[rt, :lab.depth[rt]].tolist() if rt >= n_new else [provisional[g]] * levels
         value = LanderPayload(cluster=final[g], path=path, density=float(density[r]),
                               peak=rt == r and final[g] == provisional.get(g), model=card.name,
                               generation=state.generation)
@@ -705,8 +500,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     col.set_meta(INCREMENTAL_META, inc.model_copy(update={"pending_merges": []}).model_dump())
     for absorbed, survivor in merges:  # the store now holds all of this pass: so does the cache
         labels.relabel(absorbed, survivor)
-    for pid, label in written:
-        labels.put(pid, label)
+    labels.put(np.asarray([pid for pid, _ in written], dtype=np.int64), Labels.of([lb for _, lb in written]))
 
     n_copies = sum(len(copies_of.get(int(pid), ())) for pid in new_ids.tolist())
     report.new += n_copies
