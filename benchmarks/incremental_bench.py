@@ -361,10 +361,12 @@ def main() -> None:
     p.add_argument("--watch-seconds", type=float, default=15.0)
     p.add_argument("--interval", type=float, default=0.25, help="watch: daemon interval")
     p.add_argument("--repeats", type=int, default=3, help="store: timings per search breadth (the fastest is kept)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (0: its default, one per "
+                   "core, as the CLI runs it; 1 for the runs recorded before session 18)")
     p.add_argument("--snapshot", default=None, help="speed: directory keeping each size's collection after its "
                    "full pass (made on first use, copied by later runs: same index, same decisions)")
     args = p.parse_args()
-    lander = Lander(args.model, domain=args.domain, device="cpu", threads=1)
+    lander = Lander(args.model, domain=args.domain, device="cpu", threads=args.threads or None)
     if args.what == "store":
         for n in args.sizes:
             print(json.dumps(store_at(n, args, lander.card.k)), flush=True)
