@@ -12,6 +12,12 @@ import numpy as np
 
 from .errors import InputError
 
+# Similarities per block of an exact search (~100 MB with argpartition's copy and int64 indices): blocks
+# of 2,048 rows cost 2.9 GB at N = 90k, while 1,000-row blocks ran as fast (benchmarks/RESULTS.md). At
+# least MIN_BLOCK_ROWS rows, so that a block's matrix product still reads all of x for many rows at once.
+BLOCK_ENTRIES = 1 << 23
+MIN_BLOCK_ROWS = 64
+
 
 @dataclass(frozen=True)
 class KnnGraph:
@@ -33,32 +39,37 @@ class KnnGraph:
         return int(self.nbr.shape[1])
 
 
-def knn_graph(x: np.ndarray, k: int, *, block_rows: int = 2048) -> KnnGraph:
+def knn_graph(x: np.ndarray, k: int, *, block_entries: int = BLOCK_ENTRIES) -> KnnGraph:
     """Exact kNN of unit-length rows by blocked matrix products.
 
-    Memory stays at ``block_rows x N`` similarities whatever N is. Ties are broken by index so the
-    result is deterministic.
+    Memory stays at about ``block_entries`` similarities whatever N is (up to ``MIN_BLOCK_ROWS x N``).
+    Ties are broken by index so the result is deterministic.
     """
     n = x.shape[0]
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
     if n < k + 1:
         raise InputError(f"need more than k={k} points to build a kNN graph, got {n}")
-    return nearest_rows(x, np.arange(n), k, block_rows=block_rows)
+    return nearest_rows(x, np.arange(n), k, block_entries=block_entries)
 
 
-def nearest_rows(x: np.ndarray, rows: np.ndarray, k: int, *, block_rows: int = 2048) -> KnnGraph:
+def nearest_rows(x: np.ndarray, rows: np.ndarray, k: int, *, block_entries: int = BLOCK_ENTRIES) -> KnnGraph:
     """The exact k nearest rows of ``x`` (unit length, more than k rows) to each of its rows ``rows``,
-    self excluded, ties broken by index; the graph's row i belongs to ``rows[i]``."""
+    self excluded, ties broken by index; the graph's row i belongs to ``rows[i]``.
+
+    Each block holds ``rows x N`` negated similarities and ``np.argpartition``'s int64 indices over
+    them, so the rows per block shrink as N grows (a fixed 2,048 rows cost 2.9 GB at N = 90k)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     nbr = np.empty((len(rows), k), dtype=np.int64)
     sim = np.empty((len(rows), k), dtype=np.float32)
+    block_rows = max(MIN_BLOCK_ROWS, min(2048, block_entries // x.shape[0]))
     for start in range(0, len(rows), block_rows):
         block = rows[start:start + block_rows]
         s = x[block] @ x.T
-        s[np.arange(len(block)), block] = -np.inf  # exclude self
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        part_sim = np.take_along_axis(s, part, axis=1)
+        np.negative(s, out=s)
+        s[np.arange(len(block)), block] = np.inf  # exclude self
+        part = np.argpartition(s, k - 1, axis=1)[:, :k]
+        part_sim = -np.take_along_axis(s, part, axis=1)
         order = np.lexsort((part, -part_sim), axis=1)
         nbr[start:start + len(block)] = np.take_along_axis(part, order, axis=1)
         sim[start:start + len(block)] = np.take_along_axis(part_sim, order, axis=1)

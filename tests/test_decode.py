@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from qdrant_lander.decode import (AUTO_TAUS, DecodeSettings, agreement, cluster_hierarchy, decode_level, forest_roots,
-                                  hierarchy_levels, link_support, score_level0)
+from qdrant_lander.decode import (AUTO_TAUS, DecodeSettings, agreement, cluster_hierarchy, decode_level,
+                                  forest_roots, hierarchy_levels, link_support, score_level0, _member_means)
 from qdrant_lander.features import LevelInputs
 from qdrant_lander.knn import knn_graph
 
@@ -149,3 +149,15 @@ def test_tau_bias_picks_the_tau_whose_clusters_agree_best_with_the_links():
     level0 = score_level0(x, graph, scorer, "structure")
     assert agreement(merged.labels, level0, -2.0) > agreement(apart.labels, level0, -2.0)
     assert agreement(apart.labels, level0, 0.0) > agreement(merged.labels, level0, 0.0)
+
+
+def test_supernode_means_are_the_size_weighted_unit_means_of_their_members():
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(500, 70)).astype(np.float32)  # 70 columns: two full column blocks and a partial one
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    size = rng.integers(1, 6, 500)
+    node_map = np.unique(rng.integers(0, 60, 500), return_inverse=True)[1]
+    got = _member_means(v, size, node_map, node_map.max() + 1, block_cols=32)
+    want = np.zeros((node_map.max() + 1, 70))
+    np.add.at(want, node_map, v * size[:, None])
+    np.testing.assert_allclose(got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-6)

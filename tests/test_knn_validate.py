@@ -11,10 +11,11 @@ def _unit(n, d, seed=0):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("block_rows", [7, 64, 4096])
-def test_knn_matches_brute_force_for_any_block_size(block_rows):
+# blocks of the minimum 64 rows (the last one partial), of 100 rows, and one block for all 300
+@pytest.mark.parametrize("block_entries", [1, 100 * 300, 1 << 23])
+def test_knn_matches_brute_force_for_any_block_size(block_entries):
     x = _unit(300, 12)
-    g = knn_graph(x, 8, block_rows=block_rows)
+    g = knn_graph(x, 8, block_entries=block_entries)
     s = x @ x.T
     np.fill_diagonal(s, -np.inf)
     ref = np.argsort(-s, axis=1, kind="stable")[:, :8]
