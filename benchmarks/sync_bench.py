@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 from qdrant_lander import Lander
 from qdrant_lander.metrics import score
 from qdrant_lander.stores import open_store
-from qdrant_lander.sync import full_sync, import_points, read_labels
+from qdrant_lander.sync import full_sync, import_points, peak_rss_mb, read_labels
 
 
 class TimedScorer:
@@ -43,10 +42,6 @@ class TimedScorer:
 
     def __getattr__(self, name):
         return getattr(self.scorer, name)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(x: np.ndarray, y: np.ndarray, *, model: str | None, path: Path, batch_size: int, threads: int | None,
@@ -72,7 +67,7 @@ def run(x: np.ndarray, y: np.ndarray, *, model: str | None, path: Path, batch_si
     out.update(stages_s=s, sync_total_s=round(total, 2), knn_stage_s=round(knn_stage, 2),
                total_over_knn=round(total / knn_stage, 2), cpu_stages_s=cpu,
                cpu_total_over_knn=round(sum(cpu.values()) / (cpu["index"] + cpu["knn"]), 2),
-               knn=rep.knn, clusters=rep.clusters, levels=rep.levels, peak_rss_mb=round(peak_rss_mb()))
+               knn=rep.knn, clusters=rep.clusters, levels=rep.levels, peak_rss_mb=rep.peak_rss_mb)
     assert np.array_equal(ids, np.arange(len(x))) and (labels >= 0).all()
     out["fp_sync"] = round(score(y, labels).fp, 4)
     return out

@@ -9,6 +9,7 @@ before the first write, so a failed sync leaves the collection exactly as it was
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ class SyncReport(BaseModel):
     copies: int = 0  # points whose vector repeats another point's: clustered with it (qdrant_lander.dedup)
     seconds: dict[str, float]  # wall time per stage: scroll, index, knn, cluster, write
     cpu_seconds: dict[str, float]  # CPU time of this process (all threads) per stage
+    peak_rss_mb: float | None = None  # this process's peak resident memory by the end (None: the OS does not say)
 
 
 class Status(BaseModel):
@@ -78,13 +80,24 @@ class Status(BaseModel):
     unindexed: int | None = None  # points kNN queries scan, outside the vector index, at least (None: the store does not say)
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB, so that a user can size the machine for a sync
+    (memory grows with the points: RESULTS.md, Sync); None where the OS does not report it (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 @contextmanager
 def _stage(seconds: dict[str, float], cpu: dict[str, float], name: str) -> Iterator[None]:
     t, c = time.perf_counter(), time.process_time()
     yield
     seconds[name] = round(time.perf_counter() - t, 3)
     cpu[name] = round(time.process_time() - c, 3)
-    log.info("%s: %.2f s (%.2f s CPU)", name, seconds[name], cpu[name])
+    log.info("%s: %.2f s (%.2f s CPU), peak memory so far %s MB", name, seconds[name], cpu[name], peak_rss_mb())
 
 
 def _bar(total: int, desc: str, progress: bool) -> tqdm:
@@ -248,7 +261,7 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
                              domain=lander.domain)
     return SyncReport(collection=col.name, points=len(ids), clusters=res.n_clusters, levels=res.n_levels, tau=res.tau,
                       domain=lander.domain, generation=state.generation, model=card.name, knn="exact" if exact else "index",
-                      copies=distinct.copies, seconds=seconds, cpu_seconds=cpu)
+                      copies=distinct.copies, seconds=seconds, cpu_seconds=cpu, peak_rss_mb=peak_rss_mb())
 
 
 def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None, *,

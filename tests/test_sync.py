@@ -45,6 +45,7 @@ def test_sync_writes_one_lander_key_and_matches_predict(store, part, lander):
     col = import_points(store, "docs", part.x, user, start_id=100, progress=False)
     rep = full_sync(col, lander, batch_size=64, progress=False)
     assert rep.points == len(part.x) and rep.generation == 1 and rep.knn == "exact"  # auto: small, full scan
+    assert rep.peak_rss_mb > 50  # this process holds at least the model and the test data (Linux reports it)
 
     ids, labels = read_labels(col)
     np.testing.assert_array_equal(ids, np.arange(100, 100 + len(part.x)))
@@ -141,7 +142,7 @@ def test_cli_import_sync_search_labels_status(files, part, lander):
     assert code == 0, err
     rep = json.loads(out)
     assert rep["points"] == len(part.x) and set(rep["seconds"]) == {"scroll", "index", "knn", "cluster", "write"}
-    assert rep["knn"] == "index"
+    assert rep["knn"] == "index" and rep["peak_rss_mb"] > 0
 
     code, out, _ = run(["labels", "docs", "--out", str(files / "l.npy"), "--json", *path])
     labels = np.load(files / "l.npy")

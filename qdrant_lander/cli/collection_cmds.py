@@ -145,7 +145,7 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
     copies = f" ({report.copies} repeat another point's vector: clustered with it)" if report.copies else ""
     click.echo(f"synced '{collection}': {report.points} points{copies} -> {report.clusters} clusters in {report.levels} "
                f"levels at tau {report.tau} (generation {report.generation}, model {report.model}, domain {report.domain}); "
-               f"{stages}")
+               f"{stages}" + (f"; peak memory {report.peak_rss_mb:,.0f} MB" if report.peak_rss_mb else ""))
 
 
 def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth: float, as_json: bool,
