@@ -16,12 +16,13 @@ build training levels) all drive the same code, so training sees exactly the lev
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .features import LevelInputs, NodeMode, level_inputs
+from .features import LevelInputs, NodeMode, edge_features, level_inputs, node_terms
 from .knn import KnnGraph, knn_graph
 
 Scorer = Callable[[LevelInputs], tuple[np.ndarray, np.ndarray]]
@@ -133,12 +134,35 @@ def link_support(src: np.ndarray, dst: np.ndarray, nbr: np.ndarray) -> np.ndarra
     return np.where(keys[pos] == query, counts[pos], 0)
 
 
+@runtime_checkable
+class BlockScorer(Protocol):
+    """A scorer that builds a level's edge features a block of rows at a time (the ONNX runtime's)."""
+
+    def __call__(self, inputs: LevelInputs) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def score_in_blocks(self, x: np.ndarray, nbr: np.ndarray, sim: np.ndarray,
+                        edge_attr_of: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 def score_level0(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, node_mode: NodeMode) -> LevelStep:
-    """Level 0's inputs and predictions (no forest yet): they do not depend on tau, so a tau search scores once."""
+    """Level 0's inputs and predictions (no forest yet): they do not depend on tau, so a tau search scores once.
+
+    With a :class:`BlockScorer` the edge features are never held for the whole level, and the step's
+    ``inputs.edge_attr`` is empty (decoding never reads them): at a million points, k 20, that is 1.5 GB
+    of features and more of their intermediates. Other scorers (torch, in training) get the full inputs.
+    """
     n = vectors.shape[0]
-    inputs = level_inputs(graph, peak=vectors, mean=vectors, size=np.ones(n, dtype=np.int64),
-                          peak_index=np.arange(n, dtype=np.int64), node_mode=node_mode)
-    link, density = scorer(inputs)
+    size, peak_index = np.ones(n, dtype=np.int64), np.arange(n, dtype=np.int64)
+    if isinstance(scorer, BlockScorer):
+        nodes = node_terms(graph, peak=vectors, mean=vectors, size=size, node_mode=node_mode)
+        nbr = np.ascontiguousarray(graph.nbr, dtype=np.int64)
+        sim = np.ascontiguousarray(graph.sim, dtype=np.float32)
+        link, density = scorer.score_in_blocks(nodes.x, nbr, sim, lambda rows: edge_features(graph, nodes, rows))
+        inputs = LevelInputs(x=nodes.x, nbr=nbr, sim=sim, edge_attr=np.empty(nbr.shape + (0,), dtype=np.float32),
+                             peak_index=peak_index, size=size)
+    else:
+        inputs = level_inputs(graph, peak=vectors, mean=vectors, size=size, peak_index=peak_index, node_mode=node_mode)
+        link, density = scorer(inputs)
     empty = np.empty(0, dtype=np.int64)
     return LevelStep(inputs, link, density, empty, empty)
 
@@ -217,10 +241,6 @@ def cluster_hierarchy(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, sett
     the clusters with the best :func:`agreement` are returned; ``result.tau`` says which tau that was.
     """
     level0 = score_level0(vectors, graph, scorer, settings.node_mode)
-    # Decoding reads level 0's links, never its edge features again: dropping them frees the bulk of the
-    # level's memory (1.5 GB at a million points, k 20) before the supernode levels are built.
-    no_features = np.empty(level0.inputs.nbr.shape + (0,), dtype=np.float32)  # not a view: the array is freed
-    level0 = replace(level0, inputs=replace(level0.inputs, edge_attr=no_features))
     if settings.tau_bias is None:
         return decode_levels(vectors, graph, scorer, settings, level0)
     bias = settings.tau_bias

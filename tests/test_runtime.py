@@ -12,7 +12,10 @@ import onnxruntime as ort
 import pytest
 
 import qdrant_lander.runtime as runtime
+from qdrant_lander.decode import score_level0
 from qdrant_lander.errors import InputError, MissingExtraError, ModelError
+from qdrant_lander.features import level_inputs
+from qdrant_lander.knn import knn_graph
 from qdrant_lander.runtime import OnnxScorer, default_model_path
 from tests.onnx_models import exported, hub_inputs, make_card
 
@@ -83,6 +86,40 @@ def test_head_on_some_rows_equals_those_rows_of_the_whole_graph(model_path):
     got_link, got_density = scorer.head(table, inputs.nbr[rows], inputs.sim[rows], inputs.edge_attr[rows], rows)
     np.testing.assert_allclose(got_link, link[rows], rtol=0, atol=1e-6)
     np.testing.assert_allclose(got_density, density[rows], rtol=0, atol=1e-6)
+
+
+def test_scores_in_blocks_equal_one_whole_call_and_ask_each_row_once(model_path):
+    """What a big level relies on: edge features built block by block (of whole chunks) give exactly
+    the whole call's scores, and every row's features are asked for once."""
+    inputs = hub_inputs(300, 10, seed=5)
+    scorer = OnnxScorer(model_path, device="cpu", chunk_edges=64)  # 6 rows a chunk: blocks of 18 rows
+    want = scorer(inputs)
+    asked = []
+
+    def edge_attr_of(rows):
+        asked.append(rows)
+        return inputs.edge_attr[rows]
+
+    got = scorer.score_in_blocks(inputs.x, inputs.nbr, inputs.sim, edge_attr_of, block_chunks=3)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert len(asked) == 17 and np.array_equal(np.concatenate(asked), np.arange(300))
+
+
+def test_level0_scored_in_blocks_equals_the_whole_level_and_keeps_no_edge_features(model_path):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((500, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    graph = knn_graph(x, 10)
+    scorer = OnnxScorer(model_path, device="cpu", chunk_edges=64)  # blocks of 192 rows: 3 blocks
+    step = score_level0(x, graph, scorer, "structure")
+    inputs = level_inputs(graph, peak=x, mean=x, size=np.ones(500, dtype=np.int64), peak_index=np.arange(500),
+                          node_mode="structure")
+    want_link, want_density = scorer(inputs)
+    np.testing.assert_array_equal(step.link, want_link)
+    np.testing.assert_array_equal(step.density, want_density)
+    np.testing.assert_array_equal(step.inputs.x, inputs.x)
+    assert step.inputs.edge_attr.shape == (500, 10, 0)  # never held for the whole level
 
 
 def test_inputs_that_do_not_fit_are_refused(model_path):
