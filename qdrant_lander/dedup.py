@@ -72,12 +72,40 @@ class UniqueRows:
                              peak=labels == np.arange(len(labels)), tau=res.tau)
 
 
-def unique_rows(x: np.ndarray) -> UniqueRows:
-    """The distinct rows of ``x`` (bit-for-bit equal rows are copies), in order of first appearance."""
-    x = np.ascontiguousarray(x)
-    keys = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+HASH_BLOCK_ROWS = 1 << 14
+
+
+def _hash_weights(words: int) -> np.ndarray:
+    """Odd 64-bit multipliers, one per 32-bit word of a row (fixed: hashes are compared within one call)."""
+    return np.random.default_rng(0).integers(0, 2**64 - 1, size=words, dtype=np.uint64, endpoint=True) | np.uint64(1)
+
+
+def _first_appearance(keys: np.ndarray) -> UniqueRows:
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     order = np.argsort(first)
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return UniqueRows(rep=first[order].astype(np.int64), inverse=rank[inverse.ravel()].astype(np.int64))
+
+
+def unique_rows(x: np.ndarray) -> UniqueRows:
+    """The distinct rows of ``x`` (bit-for-bit equal rows are copies), in order of first appearance.
+
+    Rows are grouped by a 64-bit hash of their bits, then every copy is compared with its group's first
+    row: sorting the rows themselves took a copy of the array and more (~2 GB at a million 256-d rows,
+    the peak of a sync's first stage). A collision, which the comparison would catch, falls back to that
+    sort.
+    """
+    x = np.ascontiguousarray(x)
+    words = x.reshape(len(x), -1).view(np.uint32)  # float32 rows: one word per value
+    weights = _hash_weights(words.shape[1])
+    h = np.empty(len(x), dtype=np.uint64)
+    for s in range(0, len(x), HASH_BLOCK_ROWS):  # wraps modulo 2**64, as a hash should
+        h[s:s + HASH_BLOCK_ROWS] = (words[s:s + HASH_BLOCK_ROWS].astype(np.uint64) * weights).sum(axis=1)
+    u = _first_appearance(h)
+    copies = np.flatnonzero(u.rep[u.inverse] != np.arange(len(x)))
+    for s in range(0, len(copies), HASH_BLOCK_ROWS):
+        rows = copies[s:s + HASH_BLOCK_ROWS]
+        if not np.array_equal(words[rows], words[u.rep[u.inverse[rows]]]):
+            return _first_appearance(x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel())
+    return u

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from benchmarks.tasks import clinc_75_75, subsample_classes, thin_classes
-from qdrant_lander import Lander
+from qdrant_lander import Lander, dedup
 from qdrant_lander.dedup import unique_rows
 from qdrant_lander.errors import InputError, StoreError
 from qdrant_lander.knn import KnnGraph, knn_graph
@@ -31,6 +31,18 @@ def test_unique_rows_keeps_first_appearances_in_order():
     np.testing.assert_array_equal(u.inverse, [0, 1, 0, 2, 1])
     assert u.copies == 2
     np.testing.assert_array_equal(x[u.rep[u.inverse]], x)
+
+
+def test_unique_rows_survive_hash_collisions(with_copies, monkeypatch):
+    """Rows are grouped by a hash and checked; with every row hashing alike the check must catch it."""
+    x, source = with_copies
+    want = unique_rows(x)
+    np.testing.assert_array_equal(x[want.rep[want.inverse]], x)
+    assert want.copies == 30 + 40 * 2
+    monkeypatch.setattr(dedup, "_hash_weights", lambda words: np.zeros(words, dtype=np.uint64))
+    got = unique_rows(x)
+    np.testing.assert_array_equal(got.rep, want.rep)
+    np.testing.assert_array_equal(got.inverse, want.inverse)
 
 
 def test_collapse_drops_copies_and_fills_short_lists_exactly(part, with_copies):
