@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .features import LevelInputs, NodeMode, edge_features, level_inputs, node_terms
+from .features import LevelInputs, NodeMode, edge_features, level_inputs, level_inputs_from, node_terms
 from .knn import KnnGraph, knn_graph
 
 Scorer = Callable[[LevelInputs], tuple[np.ndarray, np.ndarray]]
@@ -155,11 +155,10 @@ def score_level0(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, node_mode
     size, peak_index = np.ones(n, dtype=np.int64), np.arange(n, dtype=np.int64)
     if isinstance(scorer, BlockScorer):
         nodes = node_terms(graph, peak=vectors, mean=vectors, size=size, node_mode=node_mode)
-        nbr = np.ascontiguousarray(graph.nbr, dtype=np.int64)
-        sim = np.ascontiguousarray(graph.sim, dtype=np.float32)
-        link, density = scorer.score_in_blocks(nodes.x, nbr, sim, lambda rows: edge_features(graph, nodes, rows))
-        inputs = LevelInputs(x=nodes.x, nbr=nbr, sim=sim, edge_attr=np.empty(nbr.shape + (0,), dtype=np.float32),
-                             peak_index=peak_index, size=size)
+        inputs = level_inputs_from(graph, nodes, edge_attr=np.empty(graph.nbr.shape + (0,), dtype=np.float32),
+                                   peak_index=peak_index, size=size)
+        link, density = scorer.score_in_blocks(inputs.x, inputs.nbr, inputs.sim,
+                                               lambda rows: edge_features(graph, nodes, rows))
     else:
         inputs = level_inputs(graph, peak=vectors, mean=vectors, size=size, peak_index=peak_index, node_mode=node_mode)
         link, density = scorer(inputs)

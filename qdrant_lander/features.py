@@ -246,11 +246,18 @@ def level_inputs(
     ``"embedding"`` gives the paper's ``peak || mean`` node input.
     """
     nodes = node_terms(graph, peak=peak, mean=mean, size=size, node_mode=node_mode)
+    return level_inputs_from(graph, nodes, edge_attr=edge_features(graph, nodes), peak_index=peak_index, size=size)
+
+
+def level_inputs_from(graph: KnnGraph, nodes: NodeTerms, *, edge_attr: np.ndarray, peak_index: np.ndarray,
+                      size: np.ndarray) -> LevelInputs:
+    """One level's inputs from its node terms and the edge features given (empty ``[N, k, 0]`` where a
+    caller builds them a block of rows at a time instead: :func:`qdrant_lander.decode.score_level0`)."""
     return LevelInputs(
         x=nodes.x,
         nbr=np.ascontiguousarray(graph.nbr, dtype=np.int64),
         sim=np.ascontiguousarray(graph.sim, dtype=np.float32),
-        edge_attr=edge_features(graph, nodes),
+        edge_attr=edge_attr,
         peak_index=np.asarray(peak_index, dtype=np.int64),
         size=np.asarray(size, dtype=np.int64),
     )

@@ -12,9 +12,9 @@ import numpy as np
 
 from .errors import InputError
 
-# Similarities per block of an exact search (~100 MB with argpartition's copy and int64 indices): blocks
-# of 2,048 rows cost 2.9 GB at N = 90k, while 1,000-row blocks ran as fast (benchmarks/RESULTS.md). At
-# least MIN_BLOCK_ROWS rows, so that a block's matrix product still reads all of x for many rows at once.
+# Similarities per block of an exact search (~130 MB with argpartition's copy and int64 indices): blocks
+# of 2,048 rows took 4 GB above the inputs at N = 90k, these 38 MB, and ran 2x faster (benchmarks/RESULTS.md,
+# Sync). At least MIN_BLOCK_ROWS rows, so that a block's matrix product still reads all of x for many rows.
 BLOCK_ENTRIES = 1 << 23
 MIN_BLOCK_ROWS = 64
 
@@ -58,7 +58,7 @@ def nearest_rows(x: np.ndarray, rows: np.ndarray, k: int, *, block_entries: int 
     self excluded, ties broken by index; the graph's row i belongs to ``rows[i]``.
 
     Each block holds ``rows x N`` negated similarities and ``np.argpartition``'s int64 indices over
-    them, so the rows per block shrink as N grows (a fixed 2,048 rows cost 2.9 GB at N = 90k)."""
+    them, so the rows per block shrink as N grows (see ``BLOCK_ENTRIES``)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     nbr = np.empty((len(rows), k), dtype=np.int64)
     sim = np.empty((len(rows), k), dtype=np.float32)
@@ -69,10 +69,10 @@ def nearest_rows(x: np.ndarray, rows: np.ndarray, k: int, *, block_entries: int 
         np.negative(s, out=s)
         s[np.arange(len(block)), block] = np.inf  # exclude self
         part = np.argpartition(s, k - 1, axis=1)[:, :k]
-        part_sim = -np.take_along_axis(s, part, axis=1)
-        order = np.lexsort((part, -part_sim), axis=1)
+        part_neg = np.take_along_axis(s, part, axis=1)
+        order = np.lexsort((part, part_neg), axis=1)  # most similar first, ties by index
         nbr[start:start + len(block)] = np.take_along_axis(part, order, axis=1)
-        sim[start:start + len(block)] = np.take_along_axis(part_sim, order, axis=1)
+        sim[start:start + len(block)] = -np.take_along_axis(part_neg, order, axis=1)
     return KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0))
 
 
