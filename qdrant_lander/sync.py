@@ -97,7 +97,9 @@ def _stage(seconds: dict[str, float], cpu: dict[str, float], name: str) -> Itera
     yield
     seconds[name] = round(time.perf_counter() - t, 3)
     cpu[name] = round(time.process_time() - c, 3)
-    log.info("%s: %.2f s (%.2f s CPU), peak memory so far %s MB", name, seconds[name], cpu[name], peak_rss_mb())
+    peak = peak_rss_mb()
+    memory = "" if peak is None else f", peak memory so far {peak} MB"
+    log.info("%s: %.2f s (%.2f s CPU)%s", name, seconds[name], cpu[name], memory)
 
 
 def _bar(total: int, desc: str, progress: bool) -> tqdm:

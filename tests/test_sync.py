@@ -77,6 +77,18 @@ def test_sync_writes_one_lander_key_and_matches_predict(store, part, lander):
     assert all(p["lander"]["generation"] == 2 for _, p in snapshot(col)[0])
 
 
+def test_stage_logs_leave_memory_out_where_the_os_does_not_report_it(store, part, lander, monkeypatch, caplog):
+    """Windows has no ``resource``: a stage line must not read 'peak memory so far None MB'."""
+    import qdrant_lander.sync as sync
+
+    col = import_points(store, "nomem", part.x, start_id=1, progress=False)
+    monkeypatch.setattr(sync, "peak_rss_mb", lambda: None)
+    with caplog.at_level("INFO", logger="qdrant_lander.sync"):
+        rep = full_sync(col, lander, batch_size=64, progress=False)
+    stages = [r.getMessage() for r in caplog.records if " s CPU)" in r.getMessage()]
+    assert stages and not any("None" in m or "memory" in m for m in stages)
+    assert rep.peak_rss_mb is None
+
 def test_interrupted_sync_is_visible_and_the_next_one_recovers(tmp_path, part, lander):
     """A sync that died mid-write leaves a 'writing' record; points hold the old or the new generation."""
     with EdgeStore(tmp_path) as store:
