@@ -122,14 +122,17 @@ class Lander:
 
     def fit(self, x: np.ndarray, y: np.ndarray, *, out_dir: str | Path | None = None, progress: bool = True,
             name: str = "lander-custom", trained_on: list[str] | None = None,
-            candidates: Sequence[dict[str, Any]] = (), **train_options) -> Lander:
+            candidates: Sequence[dict[str, Any]] = (), adapt_to: np.ndarray | None = None, **train_options) -> Lander:
         """Meta-train a model on labeled embeddings (classes disjoint from those you will cluster).
 
         ``train_options`` are :class:`~qdrant_lander.training.trainer.TrainConfig` fields. Each of
         ``candidates`` (more fields, on top of ``train_options``) is trained as well, and the model that
         clusters the held-out training classes best is kept, e.g. ``candidates=[{"confusable_share": 0.5}]``
-        (each candidate costs one more training run). The model directory (torch weights, ONNX file, card)
-        goes to ``out_dir`` or a temporary directory.
+        (each candidate costs one more training run). ``adapt_to`` (unlabeled vectors of the space you will
+        cluster) trains a second time: the first model clusters them and its clusters of at least a quarter
+        of a median labeled class join the labeled classes (:mod:`~qdrant_lander.training.adapt`; twice the
+        training time). The model directory (torch weights, ONNX file, card) goes to ``out_dir`` or a
+        temporary directory.
         """
         try:
             from .training.trainer import TrainConfig, train_best
@@ -145,7 +148,29 @@ class Lander:
             configs = [TrainConfig(**{**train_options, **extra}) for extra in [{}, *candidates]]
         except ValueError as e:  # pydantic's ValidationError: unknown or invalid option
             raise InputError(f"invalid training options: {e}") from e
+        if adapt_to is not None:  # checked before the first training, not after it
+            xa = check_embeddings(adapt_to, min_points=2, dim=x.shape[1])
+            xa = unique_rows(xa).take(xa)
+            if len(xa) <= (k := max(k for c in configs for k in c.decode_k)):
+                raise InputError(f"adapt_to needs more than {k} distinct vectors (the largest k tried), got {len(xa)}")
         trained = train_best(x, y, configs, progress=progress, name=name, trained_on=trained_on or [])
+        if adapt_to is not None:
+            from .training.adapt import pseudo_class_size, pseudo_classes
+
+            min_size = pseudo_class_size(y)
+            xp, yp = pseudo_classes(trained, xa, min_size)
+            n_pseudo = np.unique(yp).size
+            log.info("adapting to %d unlabeled vectors: %d of them in %d clusters of %d+ points join the labeled "
+                     "classes; training again", len(xa), len(xp), n_pseudo, min_size)
+            if n_pseudo:
+                trained = train_best(np.concatenate([x, xp]), np.concatenate([y, yp + y.max() + 1]), configs,
+                                     progress=progress, name=name, trained_on=trained_on or [])
+            else:
+                log.warning("no cluster of %d+ points among the unlabeled vectors: the model trained on the labels "
+                            "alone is kept", min_size)
+            trained.card = trained.card.model_copy(update={"notes": {
+                **trained.card.notes, "adapted_to_points": float(len(xa)), "pseudo_class_points": float(len(xp)),
+                "pseudo_classes": float(n_pseudo)}})
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lander-model-"))
         trained.save(out)
         self.model, self._scorer = out, None

@@ -139,3 +139,26 @@ def test_a_card_for_another_model_is_refused(slices, model_dir, tmp_path):
     assert result.exit_code == 2 and "describes another model" in result.output
     with pytest.raises(ModelError, match="describes another model"):
         _ = Lander(tmp_path / "m", device="cpu").card  # loading the card refuses it
+
+
+def test_train_adapts_to_unlabeled_vectors_of_the_space_to_cluster(slices, tmp_path):
+    """--adapt-to trains again with the first model's clusters of the unlabeled vectors as extra classes:
+    the second training holds out some of those classes too, so it sees more classes than the labels have."""
+    out = tmp_path / "adapted"
+    result = CliRunner().invoke(main, ["train", str(slices / "xtr.npy"), str(slices / "ytr.npy"), "--out", str(out),
+                                       "--adapt-to", str(slices / "xte.npy"), "--json", *FAST])
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert notes["adapted_to_points"] == 200 and notes["pseudo_classes"] >= 1
+    assert 0 < notes["pseudo_class_points"] <= 200
+    assert notes["heldout_classes"] > round(0.25 * 30)  # 30 labeled classes, a quarter held out, plus pseudo-classes
+
+
+def test_train_refuses_bad_unlabeled_vectors_before_training(slices, tmp_path):
+    bad = np.load(slices / "xte.npy")
+    bad[7, 1] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    result = CliRunner().invoke(main, ["train", str(slices / "xtr.npy"), str(slices / "ytr.npy"), "--out",
+                                       str(tmp_path / "m"), "--adapt-to", str(tmp_path / "bad.npy")])
+    assert result.exit_code == 2 and "NaN or inf" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()

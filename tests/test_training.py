@@ -260,3 +260,26 @@ def test_class_size_fraction_thins_every_class_but_keeps_each_one(omni):
     assert full.num_nodes == len(x) and n_classes <= thin.num_nodes < 0.35 * len(x)
     one_each = sample_episode(cands, y, np.random.RandomState(0), class_size_fraction=(0.0, 0.0), **opts)
     assert one_each.num_nodes == n_classes
+
+
+def test_pseudo_class_size_is_a_quarter_of_the_median_class():
+    from qdrant_lander.training.adapt import pseudo_class_size
+
+    assert pseudo_class_size(np.repeat(np.arange(10), 20)) == 5  # Omniglot: 20 drawings a character
+    assert pseudo_class_size(np.repeat([0, 1, 2], [150, 150, 40])) == 37
+    assert pseudo_class_size(np.repeat(np.arange(5), 3)) == 2  # never single points
+
+
+def test_pseudo_classes_are_the_models_clusters_of_the_minimum_size(omni, trained):
+    """Every row of a cluster with min_size+ points is kept with its cluster id; every other row is left out."""
+    from qdrant_lander.training.adapt import pseudo_classes
+
+    x = omni[0] / np.linalg.norm(omni[0], axis=1, keepdims=True)
+    labels = cluster_hierarchy(x, knn_graph(x, trained.card.k), TorchScorer(trained.net), trained.card).labels
+    ids, counts = np.unique(labels, return_counts=True)
+    min_size = int(np.median(counts)) + 1  # some clusters in, some out
+    xp, yp = pseudo_classes(trained, x, min_size)
+    kept = np.isin(labels, ids[counts >= min_size])
+    assert 0 < kept.sum() < len(x)
+    np.testing.assert_array_equal(xp, x[kept])
+    np.testing.assert_array_equal(yp, labels[kept])

@@ -60,10 +60,14 @@ def _predict_timed(embeddings: Path, model: Path | None, domain: str, device: st
               help="Also train this variant (TrainConfig fields on top of --set, space-separated) and keep whichever "
                    "model clusters the held-out training classes best, e.g. --try confusable_share=0.5. Repeatable; "
                    "each variant is one more training run.")
+@click.option("--adapt-to", "adapt_to", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Unlabeled embeddings (.npy) of the space you will cluster: train a second time with the first "
+                   "model's clusters of them as extra classes (twice the time; helped where the encoder was trained "
+                   "on the labeled classes, not on text: docs/model.md).")
 @click.option("--name", default=None, help="Model name written into payloads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ...], tries: tuple[str, ...],
-          name: str | None, as_json: bool) -> None:
+          adapt_to: Path | None, name: str | None, as_json: bool) -> None:
     """Meta-train a LANDER model on labeled embeddings.
 
     EMBEDDINGS is a float32 .npy [N, D], LABELS an int .npy [N]. The classes you train on should be
@@ -76,7 +80,8 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
     candidates = [parse_set_options(t.split()) for t in tries]
     lander = _lander(None, "cpu", None).fit(load_npy(embeddings, "embeddings"), load_npy(labels, "labels"),
                                              out_dir=out_dir, name=name or "lander-custom",
-                                             trained_on=[embeddings.name], candidates=candidates, **options)
+                                             trained_on=[embeddings.name], candidates=candidates,
+                                             adapt_to=load_npy(adapt_to, "embeddings") if adapt_to else None, **options)
     card = lander.card
     if as_json:
         click.echo(card.model_dump_json(indent=2))
@@ -86,6 +91,9 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
         if "heldout_fp_fb_per_recipe" in card.notes:
             click.echo(f"held-out Fp/Fb per recipe (1 = the --set options, then each --try): "
                        f"{card.notes['heldout_fp_fb_per_recipe']}; kept recipe {int(card.notes['recipe_chosen']) + 1}")
+        if "pseudo_classes" in card.notes:
+            click.echo(f"adapted: {int(card.notes['pseudo_class_points'])} of {int(card.notes['adapted_to_points'])} "
+                       f"unlabeled vectors trained on as {int(card.notes['pseudo_classes'])} extra classes")
 
 
 @main.command()
