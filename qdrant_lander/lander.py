@@ -135,6 +135,7 @@ class Lander:
         temporary directory.
         """
         try:
+            from .training.adapt import train_adapted
             from .training.trainer import TrainConfig, train_best
         except ImportError as e:
             raise MissingExtraError(
@@ -153,24 +154,8 @@ class Lander:
             xa = unique_rows(xa).take(xa)
             if len(xa) <= (k := max(k for c in configs for k in c.decode_k)):
                 raise InputError(f"adapt_to needs more than {k} distinct vectors (the largest k tried), got {len(xa)}")
-        trained = train_best(x, y, configs, progress=progress, name=name, trained_on=trained_on or [])
-        if adapt_to is not None:
-            from .training.adapt import pseudo_class_size, pseudo_classes
-
-            min_size = pseudo_class_size(y)
-            xp, yp = pseudo_classes(trained, xa, min_size)
-            n_pseudo = np.unique(yp).size
-            log.info("adapting to %d unlabeled vectors: %d of them in %d clusters of %d+ points join the labeled "
-                     "classes; training again", len(xa), len(xp), n_pseudo, min_size)
-            if n_pseudo:
-                trained = train_best(np.concatenate([x, xp]), np.concatenate([y, yp + y.max() + 1]), configs,
-                                     progress=progress, name=name, trained_on=trained_on or [])
-            else:
-                log.warning("no cluster of %d+ points among the unlabeled vectors: the model trained on the labels "
-                            "alone is kept", min_size)
-            trained.card = trained.card.model_copy(update={"notes": {
-                **trained.card.notes, "adapted_to_points": float(len(xa)), "pseudo_class_points": float(len(xp)),
-                "pseudo_classes": float(n_pseudo)}})
+        kwargs = dict(progress=progress, name=name, trained_on=trained_on or [])
+        trained = train_best(x, y, configs, **kwargs) if adapt_to is None else train_adapted(x, y, xa, configs, **kwargs)
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lander-model-"))
         trained.save(out)
         self.model, self._scorer = out, None

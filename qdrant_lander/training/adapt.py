@@ -8,12 +8,18 @@ first model finds among the vectors to cluster show the second training what the
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from ..decode import cluster_hierarchy
 from ..knn import knn_graph
 from .evaluate import TorchScorer
-from .trainer import TrainedModel
+from .trainer import TrainConfig, TrainedModel, train_best
+
+log = logging.getLogger(__name__)
 
 
 def pseudo_class_size(y: np.ndarray) -> int:
@@ -30,3 +36,25 @@ def pseudo_classes(trained: TrainedModel, x: np.ndarray, min_size: int) -> tuple
     ids, counts = np.unique(labels, return_counts=True)
     keep = np.isin(labels, ids[counts >= min_size])
     return x[keep], labels[keep]
+
+
+def train_adapted(x: np.ndarray, y: np.ndarray, x_new: np.ndarray, configs: Sequence[TrainConfig],
+                  **train_kwargs: Any) -> TrainedModel:
+    """:func:`~qdrant_lander.training.trainer.train_best` on the labeled ``x``/``y``, then again with that
+    model's clusters of the unlabeled unit-length ``x_new`` (:func:`pseudo_class_size` points or more) as
+    extra classes. The card notes how many vectors and classes were added."""
+    trained = train_best(x, y, configs, **train_kwargs)
+    min_size = pseudo_class_size(y)
+    xp, yp = pseudo_classes(trained, x_new, min_size)
+    n_pseudo = np.unique(yp).size
+    log.info("adapting to %d unlabeled vectors: %d of them in %d clusters of %d+ points join the labeled classes; "
+             "training again", len(x_new), len(xp), n_pseudo, min_size)
+    if n_pseudo:
+        trained = train_best(np.concatenate([x, xp]), np.concatenate([y, yp + y.max() + 1]), configs, **train_kwargs)
+    else:
+        log.warning("no cluster of %d+ points among the unlabeled vectors: the model trained on the labels alone is "
+                    "kept", min_size)
+    trained.card = trained.card.model_copy(update={"notes": {
+        **trained.card.notes, "adapted_to_points": float(len(x_new)), "pseudo_class_points": float(len(xp)),
+        "pseudo_classes": float(n_pseudo)}})
+    return trained
