@@ -62,8 +62,8 @@ def _predict_timed(embeddings: Path, model: Path | None, domain: str, device: st
                    "each variant is one more training run.")
 @click.option("--adapt-to", "adapt_to", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Unlabeled embeddings (.npy) of the space you will cluster: train a second time with the first "
-                   "model's clusters of them as extra classes (twice the time; helped where the encoder was trained "
-                   "on the labeled classes, not on text: docs/model.md).")
+                   "model's clusters of them as extra classes (twice the time; helped faces and characters, not text: "
+                   "docs/model.md).")
 @click.option("--name", default=None, help="Model name written into payloads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ...], tries: tuple[str, ...],
