@@ -3,7 +3,8 @@
 Held-out training classes are easier than the classes a model meets later when the encoder was trained on
 the labeled classes (Omniglot's CNN: 1-NN 97.8% on its training classes, 89.5% on new ones). Clusters the
 first model finds among the vectors to cluster show the second training what the new classes look like
-(benchmarks/RESULTS.md, session 21: Omniglot +0.013 to +0.041 Fp in 6 of 7 runs, text within ±0.011).
+(benchmarks/RESULTS.md, session 21, three seeds each: LFW +0.010 to +0.025 Fp, Omniglot +0.017 on average,
+CLINC75 -0.006 and -0.010 on two).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import numpy as np
 
 from ..decode import cluster_hierarchy
 from ..knn import knn_graph
-from .evaluate import TorchScorer
 from .trainer import TrainConfig, TrainedModel, train_best
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def pseudo_class_size(y: np.ndarray) -> int:
 def pseudo_classes(trained: TrainedModel, x: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The rows of unit-length ``x`` that ``trained`` puts in clusters of at least ``min_size`` points (its
     card's k and decoding, as serving clusters), and those clusters' ids."""
-    labels = cluster_hierarchy(x, knn_graph(x, trained.card.k), TorchScorer(trained.net), trained.card).labels
+    labels = cluster_hierarchy(x, knn_graph(x, trained.card.k), trained.scorer(), trained.card).labels
     ids, counts = np.unique(labels, return_counts=True)
     keep = np.isin(labels, ids[counts >= min_size])
     return x[keep], labels[keep]
