@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,11 +138,13 @@ def lander(*candidates: dict[str, Any], adapt: bool = False) -> Callable[[Part, 
     def run(tune_part: Part, train: Part, test: Part) -> Run:
         from qdrant_lander import Lander
 
-        with timed() as fitting:
-            model = Lander().fit(train.x, train.y, candidates=candidates, adapt_to=test.x if adapt else None)
-        with timed() as clustering:
-            labels = model.predict(test.x).labels
-        card = model.card
+        with tempfile.TemporaryDirectory(prefix="lander-quality-") as model_dir:  # one model per run, not kept
+            with timed() as fitting:
+                model = Lander().fit(train.x, train.y, out_dir=model_dir, candidates=candidates,
+                                     adapt_to=test.x if adapt else None)
+            with timed() as clustering:
+                labels = model.predict(test.x).labels
+            card = model.card
         params = {"k": card.k, "tau": card.tau, "min_support": card.min_support}
         if candidates:
             chosen = int(card.notes["recipe_chosen"])
