@@ -43,6 +43,8 @@ class DecodeSettings(BaseModel):
     tau_bias: float | None = Field(None, description="Set: tau is chosen for each dataset, without labels, as the "
                                    "one of AUTO_TAUS whose clusters agree best with the level-0 links (see "
                                    "agreement); None: `tau` is used as is")
+    absorb_size: int = Field(0, ge=0, description="After the last level, clusters of at most this many points join the "
+                             "larger cluster that most of their level-0 link mass goes to (0 = off)")
 
 
 AUTO_TAUS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -212,6 +214,33 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, setti
         graph = knn_graph(mean_vec, min(s.k, roots.size - 1))
 
 
+def absorb_fragments(labels: np.ndarray, nbr: np.ndarray, link: np.ndarray, max_size: int) -> np.ndarray:
+    """Clusters of at most ``max_size`` points moved, whole, into the larger cluster that receives the
+    largest share of their level-0 link mass, until none moves. Why: the density-peak decoder leaves
+    pure fragments at class boundaries (benchmarks/RESULTS.md, session 19) that no single best link
+    attaches; their summed links place them better than any one of them. Ids stay peak indices."""
+    lab = labels.copy()
+    n, k = nbr.shape
+    src, dst, w = np.repeat(np.arange(n), k), nbr.reshape(-1), link.reshape(-1).astype(np.float64)
+    for _ in range(n):
+        ids, inv, cnt = np.unique(lab, return_inverse=True, return_counts=True)
+        size = cnt[inv]
+        m = (size[src] <= max_size) & (size[dst] > size[src])
+        if not m.any():
+            break
+        key = inv[src[m]].astype(np.int64) * ids.size + inv[dst[m]]
+        keys, pos = np.unique(key, return_inverse=True)
+        mass = np.bincount(pos, weights=w[m])
+        small, big = keys // ids.size, keys % ids.size
+        order = np.lexsort((-mass, small))  # per small cluster, its heaviest target first
+        first = order[np.r_[True, small[order][1:] != small[order][:-1]]]
+        target = np.arange(ids.size)
+        target[small[first]] = big[first]
+        target = forest_roots(np.where(target == np.arange(ids.size), -1, target))  # targets are larger: no cycles
+        lab = ids[target][inv]
+    return lab
+
+
 def agreement(labels: np.ndarray, level0: LevelStep, bias: float) -> float:
     """How well clusters agree with the model's level-0 links, per point: the sum over kNN edges inside
     one cluster of log-odds(link) - ``bias`` (the correlation-clustering objective). It needs no labels,
@@ -228,6 +257,8 @@ def decode_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings
     paths = [step.inputs.peak_index[step.root][node_of_point]
              for step, node_of_point in hierarchy_levels(vectors, graph, scorer, settings, level0)]
     path_arr = np.stack(paths, axis=1)
+    if settings.absorb_size:
+        path_arr[:, -1] = absorb_fragments(path_arr[:, -1], level0.inputs.nbr, level0.link, settings.absorb_size)
     labels = path_arr[:, -1]
     return ClusterResult(labels=labels, paths=path_arr, density=level0.density.astype(np.float32),
                          peak=labels == np.arange(vectors.shape[0]), tau=settings.tau)

@@ -162,7 +162,7 @@ class Lander:
         return self
 
     def calibrate(self, x: np.ndarray, y: np.ndarray, *, out_dir: str | Path) -> Lander:
-        """Choose this model's decoding (k, tau, early stop, merge support) on a labeled sample of the
+        """Choose this model's decoding (k, tau, early stop, merge support, fragment absorption) on a labeled sample of the
         space you will cluster, and write a model directory that uses it (same weights).
 
         A model's links transfer to embedding spaces it was not trained on far better than its tau
@@ -180,8 +180,9 @@ class Lander:
         best, _ = choose_decoding(self.scorer, x, y, node_mode=card.node_mode, max_levels=card.max_levels)
         calibrated = card.model_copy(update={
             "k": best.k, "tau": best.tau, "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
-            "tau_bias": None, "notes": {**card.notes, "calibrated_fp": round(best.fp, 4), "calibrated_points": float(len(x)),
-                                        "calibrated_classes": float(np.unique(y).size)}})
+            "absorb_size": best.absorb_size, "tau_bias": None,
+            "notes": {**card.notes, "calibrated_fp": round(best.fp, 4), "calibrated_points": float(len(x)),
+                      "calibrated_classes": float(np.unique(y).size)}})
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         if self.scorer.path.resolve() != (out / ONNX_FILE).resolve():

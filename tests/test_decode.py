@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from qdrant_lander.decode import (AUTO_TAUS, DecodeSettings, agreement, cluster_hierarchy, decode_level,
-                                  forest_roots, hierarchy_levels, link_support, score_level0, _member_means)
+from qdrant_lander.decode import (AUTO_TAUS, DecodeSettings, absorb_fragments, agreement, cluster_hierarchy,
+                                  decode_level, forest_roots, hierarchy_levels, link_support, score_level0, _member_means)
 from qdrant_lander.features import LevelInputs
 from qdrant_lander.knn import knn_graph
 
@@ -71,6 +71,38 @@ def test_label_scorer_recovers_blobs_with_peak_ids_and_paths():
     assert (y[res.labels] == y).all()  # a cluster id is the index of a point of that cluster (its peak)
     assert res.peak.sum() == 3 and (res.labels[res.peak] == np.flatnonzero(res.peak)).all()
     assert res.paths.shape == (len(x), res.n_levels) and (res.paths[:, -1] == res.labels).all()
+
+
+def test_fragments_join_the_larger_cluster_their_links_favour_and_chains_resolve():
+    # clusters: A = 0-4 (5 points), B = 5-7 (3), C = 8-9 (2), singleton 10, singleton 11
+    labels = np.array([0, 0, 0, 0, 0, 5, 5, 5, 8, 8, 10, 11])
+    nbr = np.array([[1, 2]] * 5 + [[6, 7]] * 2 + [[6, 0], [5, 0], [6, 1], [8, 0], [10, 8]])
+    link = np.full(nbr.shape, 0.9, dtype=np.float32)
+    link[8] = [0.2, 0.9]  # C's links: 0.2 + 0.4 to B, 0.9 to A -> C joins A
+    link[9] = [0.4, 0.1]
+    link[10] = [0.8, 0.1]  # 10 -> C (larger), which itself moves to A
+    link[11] = [0.9, 0.5]  # 11 -> 10 is not larger than 11 (both size 1); 11 -> C: C moves on, so 11 ends in A
+    got = absorb_fragments(labels, nbr, link, max_size=2)
+    assert got.tolist() == [0] * 5 + [5] * 3 + [0] * 4
+    assert (absorb_fragments(labels, nbr, link, max_size=0) == labels).all()
+    assert absorb_fragments(labels, nbr, link, max_size=3)[5:8].tolist() == [0, 0, 0]  # B small too: its one link out
+
+
+def test_absorb_size_is_applied_after_the_last_level_and_keeps_ids_peaks():
+    x, y = _blobs()
+    split = y.copy()
+    split[:3] = 3  # the scorer sees a fourth "class": three points of blob 0 that no same-blob link reaches
+    def scorer(inputs: LevelInputs):
+        lab = split[inputs.peak_index]
+        link = np.where(lab[:, None] == lab[inputs.nbr], 0.9, 0.3 * (y[inputs.peak_index][:, None] == y[inputs.peak_index][inputs.nbr]))
+        return link.astype(np.float32), -inputs.peak_index.astype(np.float32)
+    graph = knn_graph(x, 5)
+    plain = cluster_hierarchy(x, graph, scorer, S5)
+    assert plain.n_clusters == 4
+    res = cluster_hierarchy(x, graph, scorer, S5.model_copy(update={"absorb_size": 3}))
+    assert res.n_clusters == 3 and all(np.unique(res.labels[y == c]).size == 1 for c in range(3))
+    assert (res.paths[:, -1] == res.labels).all() and (res.labels[res.peak] == np.flatnonzero(res.peak)).all()
+    assert res.peak.sum() == 3
 
 
 def test_stops_when_nothing_links():

@@ -1,4 +1,5 @@
-"""Choosing the decoding settings (tau, k, early stop, merge support) for the user, on held-out training classes.
+"""Choosing the decoding settings (tau, k, early stop, merge support, fragment absorption) for the user, on
+held-out training classes.
 
 The trainer splits off a share of the *training classes* before training; the decoder is then run
 on them with the trained model over a small grid, and the setting with the best pairwise F is stored
@@ -12,7 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..decode import AUTO_TAUS, DecodeSettings, Scorer, agreement, cluster_hierarchy, decode_levels, score_level0
+from ..decode import (AUTO_TAUS, DecodeSettings, Scorer, absorb_fragments, agreement, decode_levels,
+                      score_level0)
 from ..features import NodeMode
 from ..knn import knn_graph
 from ..metrics import score
@@ -22,6 +24,7 @@ DECODE_K = (10, 20, 30)
 TAUS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
 MIN_MERGE_RATIOS = (0.0, 0.05)
 MIN_SUPPORTS = (0.0, 1.0, 2.0)
+ABSORB_SIZES = (0, 1, 2, 5, 10, 20, 50)  # fragment sizes (0 = off); the next, 100, collapsed text in session 24
 """The grid the trainer (``TrainConfig`` defaults) and :meth:`~qdrant_lander.lander.Lander.calibrate` search."""
 
 
@@ -38,36 +41,50 @@ class DecodeChoice(DecodeSettings):
 def choose_decoding(scorer: Scorer, x: np.ndarray, y: np.ndarray, *, node_mode: NodeMode, max_levels: int,
                     k_choices: Sequence[int] = DECODE_K, taus: Sequence[float] = TAUS,
                     min_merge_ratios: Sequence[float] = MIN_MERGE_RATIOS, min_supports: Sequence[float] = MIN_SUPPORTS,
-                    tolerance: float = 0.005) -> tuple[DecodeChoice, list[DecodeChoice]]:
+                    absorb_sizes: Sequence[int] = ABSORB_SIZES, tolerance: float = 0.005) -> tuple[DecodeChoice, list[DecodeChoice]]:
     """Best setting by pairwise F on (x, y), and every setting tried (the grid defaults to the
     trainer's); see :func:`pick`."""
     tried: list[DecodeChoice] = []
     for k in k_choices:
         k = min(k, x.shape[0] - 1)
         graph = knn_graph(x, k)
+        level0 = score_level0(x, graph, scorer, node_mode)  # does not depend on the rest of the grid: scored once
         for tau, ratio, support in itertools.product(taus, min_merge_ratios, min_supports):
             settings = DecodeSettings(node_mode=node_mode, k=k, tau=tau, max_levels=max_levels,
                                       min_merge_ratio=ratio, min_support=support)
-            res = cluster_hierarchy(x, graph, scorer, settings)
-            s = score(y, res.labels)
-            tried.append(DecodeChoice(**settings.model_dump(), fp=s.fp, fb=s.fb, n_clusters=s.n_clusters,
-                                      n_classes=s.n_classes, n_levels=res.n_levels))
+            res = decode_levels(x, graph, scorer, settings, level0)
+            for size in absorb_sizes:
+                labels = absorb_fragments(res.labels, level0.inputs.nbr, level0.link, size) if size else res.labels
+                s = score(y, labels)
+                tried.append(DecodeChoice(**settings.model_dump(exclude={"absorb_size"}), absorb_size=size, fp=s.fp,
+                                          fb=s.fb, n_clusters=s.n_clusters, n_classes=s.n_classes, n_levels=res.n_levels))
     return pick(tried, tolerance), tried
 
 
 def pick(tried: list[DecodeChoice], tolerance: float = 0.005) -> DecodeChoice:
     """The middle tau of the plateau around the best pairwise F (within ``tolerance``), with the
-    strictest merge support that reaches that F.
+    strictest merge support that reaches that F; fragment absorption only where it beats every
+    setting without it by more than ``tolerance``.
 
     A held-out split has fewer classes than the data users cluster, so it is easier: Fp often
     saturates over a wide range of tau, and its edge (the first grid point) over-merges on larger
     sets. The middle of the plateau keeps the most margin on both sides; for the same reason, of
     supports that score alike, the strictest guards best against the wrong merges that more classes bring.
+    Absorption is judged apart so that, where it does not win, the choice is the one made without it.
     """
+    plain = [c for c in tried if c.absorb_size == 0]
+    absorbing = [c for c in tried if c.absorb_size > 0]
+    if absorbing and (not plain or max(c.fp for c in absorbing) > max(c.fp for c in plain) + tolerance):
+        return _plateau_middle(absorbing, tolerance)
+    return _plateau_middle(plain, tolerance)
+
+
+def _plateau_middle(tried: list[DecodeChoice], tolerance: float) -> DecodeChoice:
     top = max(c.fp for c in tried)
-    best = max((c for c in tried if c.fp >= top - tolerance), key=lambda c: (c.min_support, c.fp))
+    best = max((c for c in tried if c.fp >= top - tolerance), key=lambda c: (c.min_support, -c.absorb_size, c.fp))
     plateau = sorted((c for c in tried if c.k == best.k and c.min_merge_ratio == best.min_merge_ratio
-                      and c.min_support == best.min_support and c.fp >= top - tolerance), key=lambda c: c.tau)
+                      and c.min_support == best.min_support and c.absorb_size == best.absorb_size
+                      and c.fp >= top - tolerance), key=lambda c: c.tau)
     return plateau[len(plateau) // 2]
 
 
