@@ -1,7 +1,7 @@
 """Calibration: a model's own decoding settings against settings chosen on a few labeled classes of the target space.
 
     OMP_NUM_THREADS=1 python -m benchmarks.calibrate_bench [--model M] [--tasks clinc75,omniglot,lfw]
-        [--classes 20] [--seeds 0 1 2] [--baselines leiden-cpm,hdbscan] [--json]
+        [--classes 20] [--seeds 0 --seeds 1 ...] [--baselines leiden-cpm,hdbscan] [--json]
 
 For each task: the model clusters the test part once with its card (what a user without labels
 gets), then ``Lander.calibrate`` chooses k / tau / merge support on ``--classes`` whole classes of
@@ -32,7 +32,8 @@ from qdrant_lander.metrics import score
 def _scored(lander: Lander, x: np.ndarray, y: np.ndarray) -> dict:
     res = lander.predict(x)
     s = score(y, res.labels)
-    return {"k": lander.card.k, "tau": res.tau, "support": lander.card.min_support, "fp": round(s.fp, 4),
+    return {"k": lander.card.k, "tau": res.tau, "support": lander.card.min_support, "absorb": lander.card.absorb_size,
+            "fp": round(s.fp, 4),
             "fb": round(s.fb, 4), "clusters": s.n_clusters}
 
 
