@@ -257,11 +257,21 @@ def decode_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings
     paths = [step.inputs.peak_index[step.root][node_of_point]
              for step, node_of_point in hierarchy_levels(vectors, graph, scorer, settings, level0)]
     path_arr = np.stack(paths, axis=1)
-    if settings.absorb_size:
-        path_arr[:, -1] = absorb_fragments(path_arr[:, -1], level0.inputs.nbr, level0.link, settings.absorb_size)
     labels = path_arr[:, -1]
-    return ClusterResult(labels=labels, paths=path_arr, density=level0.density.astype(np.float32),
-                         peak=labels == np.arange(vectors.shape[0]), tau=settings.tau)
+    result = ClusterResult(labels=labels, paths=path_arr, density=level0.density.astype(np.float32),
+                           peak=labels == np.arange(vectors.shape[0]), tau=settings.tau)
+    return absorbed(result, level0, settings.absorb_size)
+
+
+def absorbed(result: ClusterResult, level0: LevelStep, max_size: int) -> ClusterResult:
+    """``result`` with its fragments of at most ``max_size`` points absorbed (:func:`absorb_fragments`; 0:
+    ``result`` itself): the last level's column of ``paths`` holds the moves, so paths stay nested."""
+    if not max_size:
+        return result
+    paths = result.paths.copy()
+    paths[:, -1] = labels = absorb_fragments(result.labels, level0.inputs.nbr, level0.link, max_size)
+    return ClusterResult(labels=labels, paths=paths, density=result.density,
+                         peak=labels == np.arange(labels.size), tau=result.tau)
 
 
 def cluster_hierarchy(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings: DecodeSettings) -> ClusterResult:

@@ -162,8 +162,8 @@ class Lander:
         return self
 
     def calibrate(self, x: np.ndarray, y: np.ndarray, *, out_dir: str | Path) -> Lander:
-        """Choose this model's decoding (k, tau, early stop, merge support, fragment absorption) on a labeled sample of the
-        space you will cluster, and write a model directory that uses it (same weights).
+        """Choose this model's decoding (k, tau, early stop, merge support, fragment absorption) on a labeled
+        sample of the space you will cluster, and write a model directory that uses it (same weights).
 
         A model's links transfer to embedding spaces it was not trained on far better than its tau
         does: the default model's tau, chosen on its training domains, merges a face collection it

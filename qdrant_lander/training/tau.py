@@ -13,8 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..decode import (AUTO_TAUS, DecodeSettings, Scorer, absorb_fragments, agreement, decode_levels,
-                      score_level0)
+from ..decode import AUTO_TAUS, DecodeSettings, Scorer, absorbed, agreement, decode_levels, score_level0
 from ..features import NodeMode
 from ..knn import knn_graph
 from ..metrics import score
@@ -41,7 +40,8 @@ class DecodeChoice(DecodeSettings):
 def choose_decoding(scorer: Scorer, x: np.ndarray, y: np.ndarray, *, node_mode: NodeMode, max_levels: int,
                     k_choices: Sequence[int] = DECODE_K, taus: Sequence[float] = TAUS,
                     min_merge_ratios: Sequence[float] = MIN_MERGE_RATIOS, min_supports: Sequence[float] = MIN_SUPPORTS,
-                    absorb_sizes: Sequence[int] = ABSORB_SIZES, tolerance: float = 0.005) -> tuple[DecodeChoice, list[DecodeChoice]]:
+                    absorb_sizes: Sequence[int] = ABSORB_SIZES,
+                    tolerance: float = 0.005) -> tuple[DecodeChoice, list[DecodeChoice]]:
     """Best setting by pairwise F on (x, y), and every setting tried (the grid defaults to the
     trainer's); see :func:`pick`."""
     tried: list[DecodeChoice] = []
@@ -54,8 +54,7 @@ def choose_decoding(scorer: Scorer, x: np.ndarray, y: np.ndarray, *, node_mode: 
                                       min_merge_ratio=ratio, min_support=support)
             res = decode_levels(x, graph, scorer, settings, level0)
             for size in absorb_sizes:
-                labels = absorb_fragments(res.labels, level0.inputs.nbr, level0.link, size) if size else res.labels
-                s = score(y, labels)
+                s = score(y, absorbed(res, level0, size).labels)
                 tried.append(DecodeChoice(**settings.model_dump(exclude={"absorb_size"}), absorb_size=size, fp=s.fp,
                                           fb=s.fb, n_clusters=s.n_clusters, n_classes=s.n_classes, n_levels=res.n_levels))
     return pick(tried, tolerance), tried
