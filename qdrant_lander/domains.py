@@ -149,7 +149,8 @@ def nearest_preset(profile: SpaceProfile) -> tuple[str, float]:
 
 def with_domain(card: ModelCard, domain: str) -> ModelCard:
     """``card`` decoded with ``domain``'s preset (``any``, and ``auto`` before it is resolved: unchanged);
-    refuses a model the presets were not chosen for, since another model's links need another tau."""
+    refuses a model the presets were not chosen for, since another model's links need another tau. Presets
+    absorb no fragments: they were chosen without it (``scripts/choose_domain_presets.py`` says why)."""
     if check_domain(domain) in ("any", "auto"):
         return card
     preset = load_presets()[domain]
@@ -157,4 +158,4 @@ def with_domain(card: ModelCard, domain: str) -> ModelCard:
         raise InputError(f"domain presets belong to the default model '{preset.model}', not '{card.name}'; "
                          "use `qdrant-lander calibrate` to fit your own model's tau to your data")
     return card.model_copy(update={"k": preset.k, "tau": preset.tau, "min_merge_ratio": preset.min_merge_ratio,
-                                   "min_support": preset.min_support, "tau_bias": None})
+                                   "min_support": preset.min_support, "absorb_size": 0, "tau_bias": None})
