@@ -33,8 +33,7 @@ def _scored(lander: Lander, x: np.ndarray, y: np.ndarray) -> dict:
     res = lander.predict(x)
     s = score(y, res.labels)
     return {"k": lander.card.k, "tau": res.tau, "support": lander.card.min_support, "absorb": lander.card.absorb_size,
-            "fp": round(s.fp, 4),
-            "fb": round(s.fb, 4), "clusters": s.n_clusters}
+            "fp": round(s.fp, 4), "fb": round(s.fb, 4), "clusters": s.n_clusters}
 
 
 @click.command(help=__doc__)

@@ -93,8 +93,8 @@ def test_absorb_size_is_applied_after_the_last_level_and_keeps_ids_peaks():
     split = y.copy()
     split[:3] = 3  # the scorer sees a fourth "class": three points of blob 0 that no same-blob link reaches
     def scorer(inputs: LevelInputs):
-        lab = split[inputs.peak_index]
-        link = np.where(lab[:, None] == lab[inputs.nbr], 0.9, 0.3 * (y[inputs.peak_index][:, None] == y[inputs.peak_index][inputs.nbr]))
+        lab, blob = split[inputs.peak_index], y[inputs.peak_index]
+        link = np.where(lab[:, None] == lab[inputs.nbr], 0.9, 0.3 * (blob[:, None] == blob[inputs.nbr]))
         return link.astype(np.float32), -inputs.peak_index.astype(np.float32)
     graph = knn_graph(x, 5)
     plain = cluster_hierarchy(x, graph, scorer, S5)

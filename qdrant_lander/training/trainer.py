@@ -31,8 +31,8 @@ from ..synthetic import generate, random_spec
 from .episodes import CandidateNeighbours, sample_episode
 from .evaluate import TorchScorer, level0_diagnostics
 from .model import Head, LanderNet, NetConfig
-from .tau import (ABSORB_SIZES, DECODE_K, MIN_MERGE_RATIOS, MIN_SUPPORTS, TAUS, DecodeChoice, choose_decoding, choose_tau_bias,
-                  pick)
+from .tau import (ABSORB_SIZES, DECODE_K, MIN_MERGE_RATIOS, MIN_SUPPORTS, TAUS, DecodeChoice, choose_decoding,
+                  choose_tau_bias, pick)
 
 log = logging.getLogger(__name__)
 
