@@ -32,7 +32,7 @@ from qdrant_lander.metrics import score
 def _scored(lander: Lander, x: np.ndarray, y: np.ndarray) -> dict:
     res = lander.predict(x)
     s = score(y, res.labels)
-    return {"k": lander.card.k, "tau": res.tau, "support": lander.card.min_support, "absorb": lander.card.absorb_size,
+    return {"k": lander.card.k, "tau": res.tau, "support": lander.card.min_support, "absorb": lander.card.absorb_share,
             "fp": round(s.fp, 4), "fb": round(s.fb, 4), "clusters": s.n_clusters}
 
 

@@ -146,8 +146,8 @@ def lander(*candidates: dict[str, Any], adapt: bool = False) -> Callable[[Part, 
                 labels = model.predict(test.x).labels
             card = model.card
         params = {"k": card.k, "tau": card.tau, "min_support": card.min_support}
-        if card.absorb_size:
-            params["absorb_size"] = card.absorb_size
+        if card.absorb_share:
+            params["absorb_share"] = card.absorb_share
         if candidates:
             chosen = int(card.notes["recipe_chosen"])
             params["recipe"] = "default" if chosen == 0 else candidates[chosen - 1]

@@ -69,7 +69,7 @@ class UniqueRows:
             return res
         labels = self.rep[res.labels][self.inverse]
         return ClusterResult(labels=labels, paths=self.rep[res.paths][self.inverse], density=res.density[self.inverse],
-                             peak=labels == np.arange(len(labels)), tau=res.tau)
+                             peak=labels == np.arange(len(labels)), tau=res.tau, absorb_size=res.absorb_size)
 
 
 HASH_BLOCK_ROWS = 1 << 14

@@ -77,6 +77,7 @@ class PassReport(BaseModel):
     new: int = 0
     attached: int = 0
     created: int = 0
+    absorbed: int = 0  # clusters the pass started that joined a larger one (cards with absorb_size > 0)
     merged: int = 0
     relabelled: int = 0  # stored points a merge rewrote (on the embedded store they leave the vector index)
     deleted_seen: int = 0
@@ -92,8 +93,9 @@ class PassReport(BaseModel):
     def log_line(self) -> str:
         kind = "full" if self.full else "incremental"
         domain = f" domain={self.domain}" if self.domain else ""
-        return (f"{kind} pass: new={self.new} attached={self.attached} created={self.created} merged={self.merged} "
-                f"relabelled={self.relabelled} field={self.field} waiting={self.waiting} "
+        return (f"{kind} pass: new={self.new} attached={self.attached} created={self.created} "
+                f"absorbed={self.absorbed} merged={self.merged} relabelled={self.relabelled} field={self.field} "
+                f"waiting={self.waiting} "
                 f"seconds={self.seconds:.3f}{domain}")
 
 
@@ -195,6 +197,43 @@ class _Groups:
         for g in list(self.parent):
             out.setdefault(self.find(g), []).append(g)
         return out
+
+
+def _absorb_new(groups: _Groups, group: np.ndarray, known: np.ndarray, nbr: np.ndarray, link: np.ndarray, n_new: int,
+                max_size: int, stored_sizes: Callable[[list[int]], dict[int, int]]) -> tuple[int, dict[int, int]]:
+    """A pass's :func:`~qdrant_lander.decode.absorb_fragments`: every cluster of at most ``max_size`` points
+    (the full sync's resolved size) that this pass started, with no old member, joins, in ``groups``, the
+    larger cluster that receives most of its new points' links (``nbr``, ``link``: the new rows'). Why only
+    those: the full pass judged the old clusters; without this a stream keeps the small clusters a full sync
+    absorbs (benchmarks/RESULTS.md, session 25). Returns how many moved and the stored sizes it read."""
+    rows = np.flatnonzero(known)  # new rows are known; an unknown row's group is undefined
+    vals, inv = np.unique(group[rows], return_inverse=True)
+    comp = np.zeros(len(group), dtype=np.int64)
+    comp[rows] = np.asarray([groups.find(int(v)) for v in vals.tolist()], dtype=np.int64)[inv]
+    members = groups.components()
+    new_count: dict[int, int] = {}
+    for c in comp[:n_new].tolist():
+        new_count[c] = new_count.get(c, 0) + 1
+    small = {c for c, m in members.items() if new_count.get(c, 0) <= max_size and all(g < 0 for g in m)}
+    src = np.repeat(np.arange(n_new), nbr.shape[1])
+    dst = nbr.reshape(-1)
+    edge = np.isin(comp[src], list(small)) & known[dst] & (comp[dst] != comp[src])
+    if not edge.any():
+        return 0, {}
+    src_c, dst_c, w = comp[src[edge]], comp[dst[edge]], link.reshape(-1)[edge].astype(np.float64)
+    targets = np.unique(dst_c).tolist()
+    sizes = stored_sizes([g for t in targets for g in members[t] if g >= 0])
+    size = {c: new_count.get(c, 0) + sum(sizes.get(g, 0) for g in members[c] if g >= 0) for c in targets}
+    mass: dict[tuple[int, int], float] = {}
+    for a, b, x in zip(src_c.tolist(), dst_c.tolist(), w.tolist()):
+        if size[b] > new_count[a]:
+            mass[a, b] = mass.get((a, b), 0.0) + x
+    best: dict[int, tuple[float, int]] = {}
+    for (a, b), x in mass.items():
+        best[a] = max(best.get(a, (x, b)), (x, b))
+    for a, (_, b) in best.items():  # targets are larger, so chains end: union-find resolves them
+        groups.union(a, b)
+    return len(best), sizes
 
 
 def _read_new(col: Collection, max_new: int | None, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -442,12 +481,18 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
             for b in graph.nbr[r][ok[r]].tolist():
                 groups.union(int(new_group[r]), int(group[b]))
 
+    read_sizes: dict[int, int] = {}
+    if card.absorb_share and state.absorb_size and state.model == card.name:  # the size the full sync resolved
+        report.absorbed, read_sizes = _absorb_new(groups, group, known, graph.nbr[:n_new], usable[:n_new], n_new,
+                                                  state.absorb_size, lambda clusters: _sizes(col, clusters))
+
     # One id per component: the largest member keeps its id (old clusters by their stored size).
     new_size: dict[int, int] = {}
     for g in new_group.tolist():
         new_size[g] = new_size.get(g, 0) + 1
     comps = groups.components()
-    old_size = _sizes(col, [g for members in comps.values() if len(members) > 1 for g in members if g >= 0])
+    need = [g for members in comps.values() if len(members) > 1 for g in members if g >= 0 and g not in read_sizes]
+    old_size = read_sizes | _sizes(col, need)
     inc = load_state(col)
     roots_new = sorted(g for g in new_size if g < 0)
     taken = _ids_in_use(col, [int(ids[-1 - g]) for g in roots_new])

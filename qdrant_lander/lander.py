@@ -180,7 +180,7 @@ class Lander:
         best, _ = choose_decoding(self.scorer, x, y, node_mode=card.node_mode, max_levels=card.max_levels)
         calibrated = card.model_copy(update={
             "k": best.k, "tau": best.tau, "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
-            "absorb_size": best.absorb_size, "tau_bias": None,
+            "absorb_share": best.absorb_share, "tau_bias": None,
             "notes": {**card.notes, "calibrated_fp": round(best.fp, 4), "calibrated_points": float(len(x)),
                       "calibrated_classes": float(np.unique(y).size)}})
         out = Path(out_dir)

@@ -52,6 +52,7 @@ class SyncState(BaseModel):
     finished_at: datetime | None = None
     tau: float | None = None  # decoded with (chosen for this collection if the card has tau_bias); None: not recorded
     domain: str | None = None  # decoding preset used (auto resolved), kept by incremental passes; None: not recorded
+    absorb_size: int = 0  # fragments of at most this many points were absorbed (the card's share, resolved): passes too
 
 
 def cluster_filter(cluster_id: int) -> models.Filter:

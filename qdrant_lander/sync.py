@@ -192,7 +192,7 @@ def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: st
     generation = (SyncState(**prev).generation if prev else 0) + 1
     state = SyncState(state="writing", generation=generation, model=model, points=len(ids),
                       clusters=res.n_clusters, started_at=datetime.now(timezone.utc), tau=res.tau,
-                      domain=domain)
+                      domain=domain, absorb_size=res.absorb_size)
     col.set_meta(SYNC_META, state.model_dump(mode="json"))
     for field in (CLUSTER_FIELD, PATH_FIELD):  # cluster: relabels, new-point scans; path: id collision checks
         col.create_index(field, models.PayloadSchemaType.INTEGER)

@@ -79,7 +79,7 @@ def main() -> None:
 
         def grid(a, b):  # no fragment absorption: chosen here it cost characters 0.029 Fp (RESULTS.md, session 24)
             return choose_decoding(lander.scorer, a, b, node_mode=card.node_mode, max_levels=card.max_levels,
-                                   k_choices=DECODE_K, absorb_sizes=(0,))[1]
+                                   k_choices=DECODE_K, absorb_shares=(0.0,))[1]
 
         presets[domain] = preset([grid(x, y)], space_profile(x), f"{on}, {len(x)} points")
         print(domain, presets[domain], flush=True)

@@ -115,8 +115,8 @@ def test_calibrate_chooses_the_decoding_on_the_labels_and_the_directory_uses_it(
     x, y = np.load(slices / "xte.npy"), np.load(slices / "yte.npy")
     want, _ = choose_decoding(before.scorer, x / np.linalg.norm(x, axis=1, keepdims=True), y,
                               node_mode=before.card.node_mode, max_levels=before.card.max_levels)  # the trainer's grid
-    assert (card["k"], card["tau"], card["min_support"], card["absorb_size"]) == (want.k, want.tau, want.min_support,
-                                                                                 want.absorb_size)
+    got = (card["k"], card["tau"], card["min_support"], card["absorb_share"])
+    assert got == (want.k, want.tau, want.min_support, want.absorb_share)
     assert card["notes"]["calibrated_points"] == 200 and card["notes"]["calibrated_fp"] == round(want.fp, 4)
     assert (out / "model.onnx").read_bytes() == (model_dir / "model.onnx").read_bytes()
     after = Lander(out, device="cpu")

@@ -3,7 +3,8 @@
 import numpy as np
 
 from qdrant_lander.decode import (AUTO_TAUS, DecodeSettings, absorb_fragments, agreement, cluster_hierarchy,
-                                  decode_level, forest_roots, hierarchy_levels, link_support, score_level0, _member_means)
+                                  decode_level, forest_roots, fragment_size, hierarchy_levels, link_support,
+                                  score_level0, _member_means)
 from qdrant_lander.features import LevelInputs
 from qdrant_lander.knn import knn_graph
 
@@ -88,7 +89,7 @@ def test_fragments_join_the_larger_cluster_their_links_favour_and_chains_resolve
     assert absorb_fragments(labels, nbr, link, max_size=3)[5:8].tolist() == [0, 0, 0]  # B small too: its one link out
 
 
-def test_absorb_size_is_applied_after_the_last_level_and_keeps_ids_peaks():
+def test_absorb_share_is_applied_after_the_last_level_and_keeps_ids_peaks():
     x, y = _blobs()
     split = y.copy()
     split[:3] = 3  # the scorer sees a fourth "class": three points of blob 0 that no same-blob link reaches
@@ -99,10 +100,21 @@ def test_absorb_size_is_applied_after_the_last_level_and_keeps_ids_peaks():
     graph = knn_graph(x, 5)
     plain = cluster_hierarchy(x, graph, scorer, S5)
     assert plain.n_clusters == 4
-    res = cluster_hierarchy(x, graph, scorer, S5.model_copy(update={"absorb_size": 3}))
+    # the median point is in a cluster of 20: a share of 0.1 moves clusters of up to 2 points, 0.2 up to 4
+    assert cluster_hierarchy(x, graph, scorer, S5.model_copy(update={"absorb_share": 0.1})).n_clusters == 4
+    res = cluster_hierarchy(x, graph, scorer, S5.model_copy(update={"absorb_share": 0.2}))
+    assert res.absorb_size == 4 and plain.absorb_size == 0
     assert res.n_clusters == 3 and all(np.unique(res.labels[y == c]).size == 1 for c in range(3))
     assert (res.paths[:, -1] == res.labels).all() and (res.labels[res.peak] == np.flatnonzero(res.peak)).all()
     assert res.peak.sum() == 3
+
+
+def test_fragment_size_follows_the_typical_cluster_not_the_collection_size():
+    small = np.repeat(np.arange(10), 20)  # ten clusters of 20 points
+    assert fragment_size(small, 0.3) == 6 and fragment_size(small, 0.0) == 0
+    assert fragment_size(np.repeat(np.arange(10), 60), 0.3) == 18  # the same classes, three times the points
+    # the size of the median *point's* cluster: 100 singletons beside two clusters of 150 do not shrink it
+    assert fragment_size(np.r_[np.repeat([0, 1], 150), np.arange(2, 102)], 0.2) == 30
 
 
 def test_stops_when_nothing_links():

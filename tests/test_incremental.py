@@ -6,6 +6,7 @@ collections stay at a few hundred points. ``QLANDER_TEST_MODEL`` may name anothe
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from qdrant_lander.caches import Label, LabelCache, NeighbourCache
 from qdrant_lander.incremental import (FRESH_ID_START, INCREMENTAL_META, IncrementalState, NeedsFullSync, _check_cached,
                                        _ids_in_use, _score_parents, incremental_pass, replay_journal)
 from qdrant_lander.metrics import score
+from qdrant_lander.model_card import CARD_FILE, ONNX_FILE
 from qdrant_lander.payload import KEY, SYNC_META, LanderPayload, cluster_filter, unclustered_filter
 from qdrant_lander.stable_ids import stable_ids
 from qdrant_lander.stores.edge import EdgeStore
@@ -290,6 +292,33 @@ def test_passes_reuse_the_full_syncs_tau_only_when_it_was_chosen_for_the_collect
     col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "model": lander.card.name})
     rep = incremental_pass(col, lander.scorer, per_dataset)  # the tau chosen for the collection: 1.0
     assert rep.new == 10 and rep.attached == 0 and rep.created == 10  # no link is above 1.0
+
+
+def test_clusters_a_pass_starts_are_absorbed_as_the_full_sync_absorbed(store, tmp_path, data, lander):
+    x, y = data
+    (tmp_path / "m").mkdir()  # the shipped weights with a card that absorbs fragments, as `calibrate` writes one
+    shutil.copyfile(lander.scorer.path, tmp_path / "m" / ONNX_FILE)
+    card = lander.card.model_copy(update={"absorb_share": 0.3})
+    (tmp_path / "m" / CARD_FILE).write_text(card.model_dump_json())
+    absorbing = Lander(tmp_path / "m", device="cpu", threads=1)
+    col = import_points(store, "docs", x[:300], progress=False)
+    full_sync(col, absorbing, progress=False)
+    assert col.get_meta(SYNC_META)["absorb_size"] >= 1  # the share, resolved in points for the passes
+    ids, old = read_labels(col)
+    import_points(store, "docs", x[300:320], start_id=300, progress=False)
+    # tau 1.0: no link attaches, so every new point starts a cluster of one, which joins a larger one
+    rep = incremental_pass(col, absorbing.scorer, card.model_copy(update={"tau": 1.0}))
+    assert (rep.new, rep.attached, rep.created, rep.absorbed) == (20, 0, 0, 20)
+    labels = {pid: lp for pid, lp in check_consistent(col).items() if pid >= 300}
+    assert all(lp.cluster in set(old.tolist()) and not lp.peak for lp in labels.values())
+    # each joins the cluster that holds most of its intent (links favour it): nearly all of them
+    main = {c: int(np.bincount(np.unique(old, return_inverse=True)[1][y[ids] == c]).argmax()) for c in np.unique(y)}
+    main = {c: int(np.unique(old)[i]) for c, i in main.items()}
+    assert sum(labels[pid].cluster == main[y[pid]] for pid in labels) >= 18
+    # a card that does not absorb starts them as clusters, whatever the sync recorded
+    import_points(store, "docs", x[320:330], start_id=320, progress=False)
+    plain = incremental_pass(col, absorbing.scorer, card.model_copy(update={"tau": 1.0, "absorb_share": 0.0}))
+    assert (plain.created, plain.absorbed) == (10, 0)
 
 
 def test_needs_a_complete_full_sync(store, data, lander):

@@ -97,10 +97,10 @@ def test_a_small_set_chooses_on_every_class_once_over_folds(omni):
     per_fold = [m.decode_grid[f * size:(f + 1) * size] for f in range(4)]
     assert sum(g[0].n_classes for g in per_fold) == 40 == m.card.notes["heldout_classes"]
     assert m.card.notes["folds"] == 4 and len(m.losses) == 4 * SMALL["steps"]
-    card = (m.card.k, m.card.tau, m.card.min_support, m.card.absorb_size)
-    at = [c for g in per_fold for c in g if (c.k, c.tau, c.min_support, c.absorb_size) == card]
+    card = (m.card.k, m.card.tau, m.card.min_support, m.card.absorb_share)
+    at = [c for g in per_fold for c in g if (c.k, c.tau, c.min_support, c.absorb_share) == card]
     assert len(at) == 4 and m.card.notes["heldout_fp"] == round(float(np.mean([c.fp for c in at])), 4)
-    kind = [i for i in range(size) if (per_fold[0][i].absorb_size > 0) == (m.card.absorb_size > 0)]  # judged apart
+    kind = [i for i in range(size) if (per_fold[0][i].absorb_share > 0) == (m.card.absorb_share > 0)]  # apart
     assert m.card.notes["heldout_fp"] >= max(np.mean([g[i].fp for g in per_fold]) for i in kind) - 0.005
     held = _fold_classes(omni[1], 4, np.random.RandomState(3))[0]  # the trainer's first draw: fold 0's classes
     x0, y0 = omni[0][held], omni[1][held]
@@ -233,15 +233,15 @@ def test_pick_prefers_the_strictest_merge_support_among_equals():
 
 def test_pick_takes_fragment_absorption_only_where_it_beats_the_plain_choice():
     def grid(rows):
-        return [DecodeChoice(node_mode="structure", tau=t, k=10, absorb_size=a, fp=fp, fb=fp, n_clusters=1, n_classes=1,
-                             n_levels=1) for a, t, fp in rows]
+        return [DecodeChoice(node_mode="structure", tau=t, k=10, absorb_share=a, fp=fp, fb=fp, n_clusters=1,
+                             n_classes=1, n_levels=1) for a, t, fp in rows]
     plain = [(0, 0.3, 0.90), (0, 0.5, 0.90), (0, 0.7, 0.90)]
     # within tolerance of the plain best: absorption is not taken, and it does not narrow the plain plateau
-    chosen = pick(grid(plain + [(5, 0.3, 0.904)]))
-    assert (chosen.absorb_size, chosen.tau) == (0, 0.5)
-    # clearly better: the absorbing settings are chosen among themselves, the smallest size among equals
-    chosen = pick(grid(plain + [(5, 0.3, 0.95), (20, 0.3, 0.95), (5, 0.5, 0.6)]))
-    assert (chosen.absorb_size, chosen.tau) == (5, 0.3)
+    chosen = pick(grid(plain + [(0.1, 0.3, 0.904)]))
+    assert (chosen.absorb_share, chosen.tau) == (0, 0.5)
+    # clearly better: the absorbing settings are chosen among themselves, the smallest share among equals
+    chosen = pick(grid(plain + [(0.1, 0.3, 0.95), (0.3, 0.3, 0.95), (0.1, 0.5, 0.6)]))
+    assert (chosen.absorb_share, chosen.tau) == (0.1, 0.3)
 
 
 def test_a_model_of_an_older_format_is_refused(trained, tmp_path):

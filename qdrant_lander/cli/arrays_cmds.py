@@ -122,8 +122,8 @@ def calibrate(embeddings: Path, labels: Path, out_dir: Path, model: Path | None,
     else:
         click.echo(f"model '{card.name}' calibrated on {int(card.notes['calibrated_points'])} points of "
                    f"{int(card.notes['calibrated_classes'])} classes: tau {before.card.tau} -> {card.tau}, "
-                   f"k {before.card.k} -> {card.k}, merge support {card.min_support}, fragments of up to "
-                   f"{card.absorb_size} points absorbed (Fp on the sample "
+                   f"k {before.card.k} -> {card.k}, merge support {card.min_support}, clusters under "
+                   f"{card.absorb_share:.0%} of the typical size absorbed (Fp on the sample "
                    f"{card.notes['calibrated_fp']:.3f}); written to {out_dir}, use --model {out_dir}")
 
 

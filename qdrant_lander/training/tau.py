@@ -23,7 +23,7 @@ DECODE_K = (10, 20, 30)
 TAUS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
 MIN_MERGE_RATIOS = (0.0, 0.05)
 MIN_SUPPORTS = (0.0, 1.0, 2.0)
-ABSORB_SIZES = (0, 1, 2, 5, 10, 20, 50)  # fragment sizes (0 = off); the next, 100, collapsed text in session 24
+ABSORB_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5)  # of the typical cluster's size (0 = off): 0.75 collapsed text, session 25
 """The grid the trainer (``TrainConfig`` defaults) and :meth:`~qdrant_lander.lander.Lander.calibrate` search."""
 
 
@@ -40,7 +40,7 @@ class DecodeChoice(DecodeSettings):
 def choose_decoding(scorer: Scorer, x: np.ndarray, y: np.ndarray, *, node_mode: NodeMode, max_levels: int,
                     k_choices: Sequence[int] = DECODE_K, taus: Sequence[float] = TAUS,
                     min_merge_ratios: Sequence[float] = MIN_MERGE_RATIOS, min_supports: Sequence[float] = MIN_SUPPORTS,
-                    absorb_sizes: Sequence[int] = ABSORB_SIZES,
+                    absorb_shares: Sequence[float] = ABSORB_SHARES,
                     tolerance: float = 0.005) -> tuple[DecodeChoice, list[DecodeChoice]]:
     """Best setting by pairwise F on (x, y), and every setting tried (the grid defaults to the
     trainer's); see :func:`pick`."""
@@ -53,10 +53,11 @@ def choose_decoding(scorer: Scorer, x: np.ndarray, y: np.ndarray, *, node_mode: 
             settings = DecodeSettings(node_mode=node_mode, k=k, tau=tau, max_levels=max_levels,
                                       min_merge_ratio=ratio, min_support=support)
             res = decode_levels(x, graph, scorer, settings, level0)
-            for size in absorb_sizes:
-                s = score(y, absorbed(res, level0, size).labels)
-                tried.append(DecodeChoice(**settings.model_dump(exclude={"absorb_size"}), absorb_size=size, fp=s.fp,
-                                          fb=s.fb, n_clusters=s.n_clusters, n_classes=s.n_classes, n_levels=res.n_levels))
+            for share in absorb_shares:
+                s = score(y, absorbed(res, level0, share).labels)
+                tried.append(DecodeChoice(**settings.model_dump(exclude={"absorb_share"}), absorb_share=share,
+                                          fp=s.fp, fb=s.fb, n_clusters=s.n_clusters, n_classes=s.n_classes,
+                                          n_levels=res.n_levels))
     return pick(tried, tolerance), tried
 
 
@@ -71,8 +72,8 @@ def pick(tried: list[DecodeChoice], tolerance: float = 0.005) -> DecodeChoice:
     supports that score alike, the strictest guards best against the wrong merges that more classes bring.
     Absorption is judged apart so that, where it does not win, the choice is the one made without it.
     """
-    plain = [c for c in tried if c.absorb_size == 0]
-    absorbing = [c for c in tried if c.absorb_size > 0]
+    plain = [c for c in tried if c.absorb_share == 0]
+    absorbing = [c for c in tried if c.absorb_share > 0]
     if absorbing and (not plain or max(c.fp for c in absorbing) > max(c.fp for c in plain) + tolerance):
         return _plateau_middle(absorbing, tolerance)
     return _plateau_middle(plain, tolerance)
@@ -80,9 +81,9 @@ def pick(tried: list[DecodeChoice], tolerance: float = 0.005) -> DecodeChoice:
 
 def _plateau_middle(tried: list[DecodeChoice], tolerance: float) -> DecodeChoice:
     top = max(c.fp for c in tried)
-    best = max((c for c in tried if c.fp >= top - tolerance), key=lambda c: (c.min_support, -c.absorb_size, c.fp))
+    best = max((c for c in tried if c.fp >= top - tolerance), key=lambda c: (c.min_support, -c.absorb_share, c.fp))
     plateau = sorted((c for c in tried if c.k == best.k and c.min_merge_ratio == best.min_merge_ratio
-                      and c.min_support == best.min_support and c.absorb_size == best.absorb_size
+                      and c.min_support == best.min_support and c.absorb_share == best.absorb_share
                       and c.fp >= top - tolerance), key=lambda c: c.tau)
     return plateau[len(plateau) // 2]
 

@@ -31,7 +31,7 @@ from ..synthetic import generate, random_spec
 from .episodes import CandidateNeighbours, sample_episode
 from .evaluate import TorchScorer, level0_diagnostics
 from .model import Head, LanderNet, NetConfig
-from .tau import (ABSORB_SIZES, DECODE_K, MIN_MERGE_RATIOS, MIN_SUPPORTS, TAUS, DecodeChoice, choose_decoding,
+from .tau import (ABSORB_SHARES, DECODE_K, MIN_MERGE_RATIOS, MIN_SUPPORTS, TAUS, DecodeChoice, choose_decoding,
                   choose_tau_bias, pick)
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,9 @@ class TrainConfig(BaseModel):
     min_merge_ratios: list[float] = Field(list(MIN_MERGE_RATIOS), min_length=1)
     min_supports: list[float] = Field(list(MIN_SUPPORTS), min_length=1, description="Merge supports tried when choosing "
                                       "the decoding (strong point links per point of the smaller supernode)")
-    absorb_sizes: list[int] = Field(list(ABSORB_SIZES), min_length=1, description="Fragment sizes tried when choosing "
-                                    "the decoding (clusters this small join the cluster their links favour; 0 = off)")
+    absorb_shares: list[float] = Field(list(ABSORB_SHARES), min_length=1, description="Fragment sizes tried when "
+                                       "choosing the decoding, as shares of the typical cluster's size (clusters this "
+                                       "small join the cluster their links favour; 0 = off)")
     tau_biases: list[float] = Field([], description="Models trained on several labeled sets: agreement biases to try "
                                     "for a tau chosen per dataset without labels, e.g. [-2,-1,-0.5,0,0.5,1,2] (kept only "
                                     "if it beats one fixed tau on the held-out classes). Off by default: it helped in "
@@ -271,7 +272,7 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
         for a, b, m in zip(xs, ys, held_masks):
             grids.append(choose_decoding(scorer, a[m], b[m], node_mode=config.node_mode, k_choices=config.decode_k,
                                          taus=config.taus, min_merge_ratios=config.min_merge_ratios,
-                                         min_supports=config.min_supports, absorb_sizes=config.absorb_sizes,
+                                         min_supports=config.min_supports, absorb_shares=config.absorb_shares,
                                          max_levels=config.max_levels)[1])
         held_out.append((scorer, held_masks))
         train_s, choose_s = train_s + t1 - t0, choose_s + time.perf_counter() - t1
