@@ -216,6 +216,18 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, setti
         graph = knn_graph(mean_vec, min(s.k, roots.size - 1))
 
 
+def heaviest_targets(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each cluster in ``src`` (indices below ``n``), the ``dst`` cluster its edges' summed weights ``w``
+    favour most, ties to the lowest index: (sources, their targets). The attachment rule of fragment
+    absorption, shared by full decoding and daemon passes."""
+    keys, pos = np.unique(src.astype(np.int64) * n + dst, return_inverse=True)
+    mass = np.bincount(pos, weights=w)
+    small, big = keys // n, keys % n
+    order = np.lexsort((-mass, small))  # per source, its heaviest target first
+    first = order[np.r_[True, small[order][1:] != small[order][:-1]]]
+    return small[first], big[first]
+
+
 def absorb_fragments(labels: np.ndarray, nbr: np.ndarray, link: np.ndarray, max_size: int) -> np.ndarray:
     """Clusters of at most ``max_size`` points moved, whole, into the larger cluster that receives the
     largest share of their level-0 link mass, until none moves. Why: the density-peak decoder leaves
@@ -230,14 +242,9 @@ def absorb_fragments(labels: np.ndarray, nbr: np.ndarray, link: np.ndarray, max_
         m = (size[src] <= max_size) & (size[dst] > size[src])
         if not m.any():
             break
-        key = inv[src[m]].astype(np.int64) * ids.size + inv[dst[m]]
-        keys, pos = np.unique(key, return_inverse=True)
-        mass = np.bincount(pos, weights=w[m])
-        small, big = keys // ids.size, keys % ids.size
-        order = np.lexsort((-mass, small))  # per small cluster, its heaviest target first
-        first = order[np.r_[True, small[order][1:] != small[order][:-1]]]
+        small, big = heaviest_targets(inv[src[m]], inv[dst[m]], w[m], ids.size)
         target = np.arange(ids.size)
-        target[small[first]] = big[first]
+        target[small] = big
         target = forest_roots(np.where(target == np.arange(ids.size), -1, target))  # targets are larger: no cycles
         lab = ids[target][inv]
     return lab

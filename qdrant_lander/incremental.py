@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel
 from qdrant_client import models
 
-from .decode import decode_level, forest_roots
+from .decode import decode_level, forest_roots, heaviest_targets
 from .dedup import unique_rows
 from .errors import StoreError
 from .features import edge_features, node_terms
@@ -77,7 +77,7 @@ class PassReport(BaseModel):
     new: int = 0
     attached: int = 0
     created: int = 0
-    absorbed: int = 0  # clusters the pass started that joined a larger one (cards with absorb_size > 0)
+    absorbed: int = 0  # clusters the pass started that joined a larger one (cards with absorb_share > 0)
     merged: int = 0
     relabelled: int = 0  # stored points a merge rewrote (on the embedded store they leave the vector index)
     deleted_seen: int = 0
@@ -220,20 +220,17 @@ def _absorb_new(groups: _Groups, group: np.ndarray, known: np.ndarray, nbr: np.n
     edge = np.isin(comp[src], list(small)) & known[dst] & (comp[dst] != comp[src])
     if not edge.any():
         return 0, {}
-    src_c, dst_c, w = comp[src[edge]], comp[dst[edge]], link.reshape(-1)[edge].astype(np.float64)
-    targets = np.unique(dst_c).tolist()
-    sizes = stored_sizes([g for t in targets for g in members[t] if g >= 0])
-    size = {c: new_count.get(c, 0) + sum(sizes.get(g, 0) for g in members[c] if g >= 0) for c in targets}
-    mass: dict[tuple[int, int], float] = {}
-    for a, b, x in zip(src_c.tolist(), dst_c.tolist(), w.tolist()):
-        if size[b] > new_count[a]:
-            mass[a, b] = mass.get((a, b), 0.0) + x
-    best: dict[int, tuple[float, int]] = {}
-    for (a, b), x in mass.items():
-        best[a] = max(best.get(a, (x, b)), (x, b))
-    for a, (_, b) in best.items():  # targets are larger, so chains end: union-find resolves them
+    n_edges = int(edge.sum())
+    ids, inv = np.unique(np.r_[comp[src[edge]], comp[dst[edge]]], return_inverse=True)  # compact cluster indices
+    src_c, dst_c = inv[:n_edges], inv[n_edges:]
+    sizes = stored_sizes([g for t in np.unique(dst_c).tolist() for g in members[int(ids[t])] if g >= 0])
+    size = np.asarray([new_count.get(c, 0) + sum(sizes.get(g, 0) for g in members[c] if g >= 0)
+                       for c in ids.tolist()])
+    larger = size[dst_c] > size[src_c]  # a small cluster's size is its new points: it has no old member
+    sources, targets = heaviest_targets(src_c[larger], dst_c[larger], link.reshape(-1)[edge][larger], ids.size)
+    for a, b in zip(ids[sources].tolist(), ids[targets].tolist()):  # targets are larger: union-find ends chains
         groups.union(a, b)
-    return len(best), sizes
+    return len(sources), sizes
 
 
 def _read_new(col: Collection, max_new: int | None, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
