@@ -199,23 +199,23 @@ class _Groups:
         return out
 
 
-def _absorb_new(groups: _Groups, group: np.ndarray, known: np.ndarray, nbr: np.ndarray, link: np.ndarray, n_new: int,
-                max_size: int, stored_sizes: Callable[[list[int]], dict[int, int]]) -> tuple[int, dict[int, int]]:
+def _absorb_new(groups: _Groups, group: np.ndarray, known: np.ndarray, nbr: np.ndarray, link: np.ndarray,
+                new_size: dict[int, int], max_size: int,
+                stored_sizes: Callable[[list[int]], dict[int, int]]) -> tuple[int, dict[int, int]]:
     """A pass's :func:`~qdrant_lander.decode.absorb_fragments`: every cluster of at most ``max_size`` points
     (the full sync's resolved size) that this pass started, with no old member, joins, in ``groups``, the
     larger cluster that receives most of its new points' links (``nbr``, ``link``: the new rows'). Why only
     those: the full pass judged the old clusters; without this a stream keeps the small clusters a full sync
-    absorbs (benchmarks/RESULTS.md, session 25). Returns how many moved and the stored sizes it read."""
+    absorbs (benchmarks/RESULTS.md, session 25). ``new_size``: new points per group. Returns how many moved and
+    the stored sizes it read."""
     rows = np.flatnonzero(known)  # new rows are known; an unknown row's group is undefined
     vals, inv = np.unique(group[rows], return_inverse=True)
     comp = np.zeros(len(group), dtype=np.int64)
     comp[rows] = np.asarray([groups.find(int(v)) for v in vals.tolist()], dtype=np.int64)[inv]
     members = groups.components()
-    new_count: dict[int, int] = {}
-    for c in comp[:n_new].tolist():
-        new_count[c] = new_count.get(c, 0) + 1
-    small = {c for c, m in members.items() if new_count.get(c, 0) <= max_size and all(g < 0 for g in m)}
-    src = np.repeat(np.arange(n_new), nbr.shape[1])
+    new_count = {c: sum(new_size.get(g, 0) for g in m) for c, m in members.items()}
+    small = {c for c, m in members.items() if new_count[c] <= max_size and all(g < 0 for g in m)}
+    src = np.repeat(np.arange(nbr.shape[0]), nbr.shape[1])
     dst = nbr.reshape(-1)
     edge = np.isin(comp[src], list(small)) & known[dst] & (comp[dst] != comp[src])
     if not edge.any():
@@ -224,7 +224,7 @@ def _absorb_new(groups: _Groups, group: np.ndarray, known: np.ndarray, nbr: np.n
     ids, inv = np.unique(np.r_[comp[src[edge]], comp[dst[edge]]], return_inverse=True)  # compact cluster indices
     src_c, dst_c = inv[:n_edges], inv[n_edges:]
     sizes = stored_sizes([g for t in np.unique(dst_c).tolist() for g in members[int(ids[t])] if g >= 0])
-    size = np.asarray([new_count.get(c, 0) + sum(sizes.get(g, 0) for g in members[c] if g >= 0)
+    size = np.asarray([new_count[c] + sum(sizes.get(g, 0) for g in members[c] if g >= 0)
                        for c in ids.tolist()])
     larger = size[dst_c] > size[src_c]  # a small cluster's size is its new points: it has no old member
     sources, targets = heaviest_targets(src_c[larger], dst_c[larger], link.reshape(-1)[edge][larger], ids.size)
@@ -478,15 +478,15 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
             for b in graph.nbr[r][ok[r]].tolist():
                 groups.union(int(new_group[r]), int(group[b]))
 
-    read_sizes: dict[int, int] = {}
-    if card.absorb_share and state.absorb_size and state.model == card.name:  # the size the full sync resolved
-        report.absorbed, read_sizes = _absorb_new(groups, group, known, graph.nbr[:n_new], usable[:n_new], n_new,
-                                                  state.absorb_size, lambda clusters: _sizes(col, clusters))
-
-    # One id per component: the largest member keeps its id (old clusters by their stored size).
     new_size: dict[int, int] = {}
     for g in new_group.tolist():
         new_size[g] = new_size.get(g, 0) + 1
+    read_sizes: dict[int, int] = {}
+    if card.absorb_share and state.absorb_size and state.model == card.name:  # the size the full sync resolved
+        report.absorbed, read_sizes = _absorb_new(groups, group, known, graph.nbr[:n_new], usable[:n_new], new_size,
+                                                  state.absorb_size, lambda clusters: _sizes(col, clusters))
+
+    # One id per component: the largest member keeps its id (old clusters by their stored size).
     comps = groups.components()
     need = [g for members in comps.values() if len(members) > 1 for g in members if g >= 0 and g not in read_sizes]
     old_size = read_sizes | _sizes(col, need)
