@@ -29,7 +29,8 @@ from .validate import check_embeddings, check_labels
 
 
 log = logging.getLogger(__name__)
-ONE_CLUSTER_WARNING = 50  # points from which a single cluster is reported as a likely misfit
+ONE_CLUSTER_WARNING = 50  # points from which one cluster holding nearly all of them is reported as a likely misfit
+ONE_CLUSTER_SHARE = 0.9  # "nearly all": a few points split off from a collapse must not hide it
 
 
 def _labeled_sample(x: np.ndarray, y: np.ndarray, *, min_points: int, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -219,9 +220,11 @@ class Lander:
         if graph.n != vectors.shape[0]:
             raise InputError(f"kNN graph has {graph.n} rows but there are {vectors.shape[0]} vectors")
         result = cluster_hierarchy(vectors, graph, self.scorer, card)
-        if result.n_clusters == 1 and len(vectors) >= ONE_CLUSTER_WARNING:
+        largest = int(np.unique(result.labels, return_counts=True)[1].max())
+        if len(vectors) >= ONE_CLUSTER_WARNING and largest >= ONE_CLUSTER_SHARE * len(vectors):
             # The usual sign of a tau that does not fit the space (e.g. faces under the default model's `any`).
             hint = " (faces, text or characters: pass domain/--domain)" if self.model is None else ""
-            log.warning("all %d points fell into one cluster at tau %s: the model's tau may not fit this space%s; "
-                        "a few labeled classes fit it with `qdrant-lander calibrate`", len(vectors), result.tau, hint)
+            log.warning("%d of %d points fell into one cluster at tau %s: the model's tau may not fit this space%s; "
+                        "a few labeled classes fit it with `qdrant-lander calibrate`", largest, len(vectors),
+                        result.tau, hint)
         return result

@@ -18,7 +18,7 @@ class ModelCard(DecodeSettings):
     settings (the inherited fields), chosen at training time on held-out classes so users never tune them."""
 
     format_version: int = FORMAT_VERSION
-    name: str = Field(description="Short id written into payloads, e.g. 'lander-universal-v1'")
+    name: str = Field(description="Short id written into payloads, e.g. 'lander-universal-v2'")
     head: Literal["relative", "paper"] = "relative"
     input_dim: int | Literal["any"] = Field(description="Embedding dimension, or 'any' for structure-only models")
     trained_on: list[str] = Field(default_factory=list)

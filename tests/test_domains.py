@@ -74,11 +74,13 @@ def test_cli_domain_option(tmp_path, few_faces):
 
 
 def test_one_cluster_is_reported_with_a_hint(caplog):
-    """ORL's 40 people (never seen by the default model) all fall into one cluster under `any`: say so."""
+    """ORL's 40 people (never seen by the default model) nearly all fall into one cluster under `any` (a
+    couple of faces split off): say so."""
     orl = orl_to_lfw().train
     with caplog.at_level("WARNING", logger="qdrant_lander.lander"):
-        assert Lander(domain="any").predict(orl.x).n_clusters == 1
-    assert "one cluster" in caplog.text and "--domain" in caplog.text
+        labels = Lander(domain="any").predict(orl.x).labels
+    assert np.unique(labels, return_counts=True)[1].max() >= 0.9 * len(labels)
+    assert "of 400 points fell into one cluster" in caplog.text and "--domain" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="qdrant_lander.lander"):
         assert score(orl.y, Lander(domain="faces").predict(orl.x).labels).fp > 0.95
