@@ -74,8 +74,8 @@ def test_cli_domain_option(tmp_path, few_faces):
 
 
 def test_one_cluster_is_reported_with_a_hint(caplog):
-    """ORL's 40 people (never seen by the default model) nearly all fall into one cluster under `any` (a
-    couple of faces split off): say so."""
+    """ORL's 40 people (never seen by the default model) nearly all fall into one cluster under `any` (v2
+    splits 10 of the 400 faces off): say so."""
     orl = orl_to_lfw().train
     with caplog.at_level("WARNING", logger="qdrant_lander.lander"):
         labels = Lander(domain="any").predict(orl.x).labels
