@@ -130,10 +130,11 @@ def fixed_baseline(cls: type[Baseline], **params: Any) -> Callable[[Part, Part, 
     return run
 
 
-def lander(*candidates: dict[str, Any], adapt: bool = False) -> Callable[[Part, Part, Part], Run]:
-    """LANDER meta-trained on the whole train part with default options (and, given ``candidates``, those
-    recipes too, keeping the best on held-out train classes), then run once on test. With ``adapt`` it is
-    trained again on its own clusters of the test vectors (never their labels) as extra classes."""
+def lander(*candidates: dict[str, Any], adapt: bool = False, **options: Any) -> Callable[[Part, Part, Part], Run]:
+    """LANDER meta-trained on the whole train part with default options (``options``: other TrainConfig
+    fields; given ``candidates``, those recipes too, keeping the best on held-out train classes), then run
+    once on test. With ``adapt`` it is trained again on its own clusters of the test vectors (never their
+    labels) as extra classes."""
 
     def run(tune_part: Part, train: Part, test: Part) -> Run:
         from qdrant_lander import Lander
@@ -141,11 +142,11 @@ def lander(*candidates: dict[str, Any], adapt: bool = False) -> Callable[[Part, 
         with tempfile.TemporaryDirectory(prefix="lander-quality-") as model_dir:  # one model per run, not kept
             with timed() as fitting:
                 model = Lander().fit(train.x, train.y, out_dir=model_dir, candidates=candidates,
-                                     adapt_to=test.x if adapt else None)
+                                     adapt_to=test.x if adapt else None, **options)
             with timed() as clustering:
                 labels = model.predict(test.x).labels
             card = model.card
-        params = {"k": card.k, "tau": card.tau, "min_support": card.min_support}
+        params = {**options, "k": card.k, "tau": card.tau, "min_support": card.min_support}
         if card.absorb_share:
             params["absorb_share"] = card.absorb_share
         if candidates:
@@ -187,6 +188,8 @@ METHODS: dict[str, Method] = {
     "ours-select": Method("ours-select", lander({"confusable_share": 0.5})),
     # the default recipe or look-alike episodes with the parent-choice loss (the pair that helped LFW)
     "ours-select-lp": Method("ours-select-lp", lander({"confusable_share": 0.5, "parent_weight": 1.0})),
+    # the default recipe starting from the shipped universal model's weights (fine-tuning) instead of random ones
+    "ours-ft": Method("ours-ft", lander(init="default")),
     # the default recipe, trained again with its own clusters of the test vectors as extra classes
     "ours-adapt": Method("ours-adapt", lander(adapt=True)),
     "default-model": Method("default-model", shipped()),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -478,9 +479,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
             for b in graph.nbr[r][ok[r]].tolist():
                 groups.union(int(new_group[r]), int(group[b]))
 
-    new_size: dict[int, int] = {}
-    for g in new_group.tolist():
-        new_size[g] = new_size.get(g, 0) + 1
+    new_size: dict[int, int] = Counter(new_group.tolist())
     read_sizes: dict[int, int] = {}
     if card.absorb_share and state.absorb_size and state.model == card.name:  # the size the full sync resolved
         report.absorbed, read_sizes = _absorb_new(groups, group, known, graph.nbr[:n_new], usable[:n_new], new_size,

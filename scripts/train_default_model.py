@@ -28,7 +28,7 @@ from benchmarks.tasks import TASKS  # noqa: E402
 from qdrant_lander.cli.inputs import parse_set_options  # noqa: E402
 from qdrant_lander.lander import Lander  # noqa: E402
 from qdrant_lander.metrics import score  # noqa: E402
-from qdrant_lander.training.trainer import TrainConfig, load_trained, train  # noqa: E402
+from qdrant_lander.training.trainer import DEFAULT_WEIGHTS, MODEL_FILE, TrainConfig, load_trained, train  # noqa: E402
 
 MODELS = ROOT / "qdrant_lander" / "models"
 TRAIN_TASKS = ("clinc75", "omniglot", "lfw")
@@ -67,6 +67,7 @@ def main(settings: tuple[str, ...], name: str, trained: Path | None) -> None:
         train_s = model.card.notes["train_seconds"] + model.card.notes["choose_seconds"]
     MODELS.mkdir(exist_ok=True)
     shutil.copy(trained / "model.onnx", MODELS / "default.onnx")
+    shutil.copy(trained / MODEL_FILE, MODELS / DEFAULT_WEIGHTS)  # what training with init='default' starts from
 
     lander = Lander(MODELS / "default.onnx")
     rows = []

@@ -1,11 +1,15 @@
 """Meta-training on a small real subset: the loss falls, seeds reproduce, tau comes from held-out
 classes, a saved model rebuilds exactly, and the structure-only model ignores the embedding's axes."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import qdrant_lander
 from benchmarks.tasks import TASKS, subsample_classes
+from qdrant_lander import Lander
 from qdrant_lander.decode import cluster_hierarchy
 from qdrant_lander.errors import InputError, ModelError
 from qdrant_lander.features import level_inputs
@@ -13,11 +17,11 @@ from qdrant_lander.knn import knn_graph
 from qdrant_lander.metrics import score
 from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs, nearest_classes, sample_episode
 from qdrant_lander.training.evaluate import TorchScorer, auc, parent_precision
-from qdrant_lander.training.model import LanderNet
+from qdrant_lander.training.model import LanderNet, NetConfig
 from qdrant_lander.training.gt import GroundTruthScorer
 from qdrant_lander.training.tau import DecodeChoice, choose_tau_bias, pick
-from qdrant_lander.training.trainer import (MODEL_FILE, TrainConfig, _balanced_bce, _fold_classes, episode_loss,
-                                           load_trained, parent_loss, train, train_best)
+from qdrant_lander.training.trainer import (DEFAULT_WEIGHTS, MODEL_FILE, TrainConfig, _balanced_bce, _fold_classes,
+                                           episode_loss, load_trained, parent_loss, train, train_best)
 from torch_geometric.data import Batch
 
 torch.set_num_threads(1)
@@ -123,6 +127,37 @@ def test_saved_model_rebuilds_identically(omni, trained, tmp_path):
     inp = _inputs(omni[0])
     for got, want in zip(TorchScorer(loaded.net)(inp), TorchScorer(trained.net)(inp)):
         np.testing.assert_array_equal(got, want)
+
+
+def _shipped_weights() -> dict:
+    return torch.load(Path(qdrant_lander.__file__).parent / "models" / DEFAULT_WEIGHTS, weights_only=True)
+
+
+def test_the_shipped_torch_weights_are_the_shipped_onnx_model(omni):
+    """init='default' must start from the model users get served, not from another one."""
+    blob = _shipped_weights()
+    net = LanderNet(NetConfig(**blob["net_config"]))
+    net.load_state_dict(blob["state_dict"])
+    net.eval()
+    inp = _inputs(omni[0])
+    for got, want in zip(Lander().scorer(inp), TorchScorer(net)(inp)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_init_default_fine_tunes_the_universal_weights(omni):
+    """A near-zero learning rate leaves the weights where init put them; without init they start elsewhere."""
+    options = SMALL | {"hidden": 64, "steps": 1, "lr": 1e-12, "weight_decay": 0.0}
+    tuned = train(*omni, TrainConfig(**options, init="default"), progress=False).net.state_dict()
+    fresh = train(*omni, TrainConfig(**options), progress=False).net.state_dict()
+    shipped = _shipped_weights()["state_dict"]
+    for key, value in shipped.items():
+        np.testing.assert_allclose(tuned[key].numpy(), value.numpy(), atol=1e-6)
+    assert not all(torch.allclose(fresh[key], value) for key, value in shipped.items())
+
+
+def test_init_refuses_weights_of_another_network_shape(omni):
+    with pytest.raises(InputError, match="init: .*network"):
+        train(*omni, TrainConfig(**SMALL | {"steps": 1}, init="default"), progress=False)  # hidden 16, not 64
 
 
 def test_structure_model_is_blind_to_rotations_of_the_space(omni, trained):
