@@ -30,15 +30,14 @@ space's (text's) overrules the quantiles.
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel
 
-from .errors import InputError, ModelError
-from .model_card import ModelCard
+from .errors import InputError
+from .model_card import ModelCard, packaged_file
 
 Domain = Literal["auto", "any", "faces", "faces-large", "text", "text-small", "characters", "characters-small"]
 DOMAINS: tuple[str, ...] = get_args(Domain)
@@ -111,10 +110,8 @@ class DomainPreset(BaseModel):
 
 def load_presets() -> dict[str, DomainPreset]:
     """The presets shipped with the package, by name (``text``, ``text-small``, ...)."""
-    ref = importlib.resources.files("qdrant_lander") / "models" / PRESETS_FILE
-    if not ref.is_file():
-        raise ModelError(f"no domain presets in this installation (qdrant_lander/models/{PRESETS_FILE} is missing)")
-    return {name: DomainPreset(**value) for name, value in json.loads(ref.read_text()).items()}
+    presets = json.loads(packaged_file(PRESETS_FILE, "domain presets").read_text())
+    return {name: DomainPreset(**value) for name, value in presets.items()}
 
 
 def check_domain(domain: str) -> str:

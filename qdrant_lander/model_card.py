@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.resources
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -11,6 +13,15 @@ from .errors import ModelError
 
 FORMAT_VERSION = 2  # 2: similarity features standardised per level (format-1 weights read raw cosines)
 CARD_FILE, ONNX_FILE = "card.json", "model.onnx"  # in a model directory (its card.json is the card in force)
+
+
+def packaged_file(name: str, what: str, hint: str = "") -> Path:
+    """A file shipped in ``qdrant_lander/models`` with the default model (its ONNX file, torch weights, presets);
+    a broken installation without it gets an error that names it."""
+    ref = importlib.resources.files("qdrant_lander") / "models" / name
+    if not ref.is_file():
+        raise ModelError(f"no {what} in this installation (qdrant_lander/models/{name} is missing){hint}")
+    return Path(str(ref))
 
 
 class ModelCard(DecodeSettings):

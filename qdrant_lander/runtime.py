@@ -8,7 +8,6 @@ per-node results between stages, so memory grows with ``N * hidden``, not ``N * 
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import logging
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from pydantic import ValidationError
 
 from .errors import InputError, MissingExtraError, ModelError
 from .features import LevelInputs
-from .model_card import ModelCard, check_format
+from .model_card import ModelCard, check_format, packaged_file
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +44,8 @@ def _onnxruntime(device: Device):
 
 def default_model_path() -> Path:
     """The model shipped in the package (``qdrant_lander/models/default.onnx``)."""
-    ref = importlib.resources.files("qdrant_lander") / "models" / "default.onnx"
-    if not ref.is_file():
-        raise ModelError("no default model in this installation (qdrant_lander/models/default.onnx is missing); "
-                         "pass a model file or directory, or train one with `qdrant-lander train`")
-    return Path(str(ref))
+    return packaged_file("default.onnx", "default model",
+                         "; pass a model file or directory, or train one with `qdrant-lander train`")
 
 
 def _session(ort, path: Path, device: Device, threads: int | None):

@@ -11,6 +11,7 @@ import onnx.helper
 import onnxruntime as ort
 import pytest
 
+import qdrant_lander.model_card as model_card
 import qdrant_lander.runtime as runtime
 from qdrant_lander.decode import score_level0
 from qdrant_lander.errors import InputError, MissingExtraError, ModelError
@@ -163,7 +164,7 @@ def test_models_of_another_format_are_refused(model_path, tmp_path, version, say
 
 def test_default_model_lookup(model_path, tmp_path, monkeypatch):
     """The default model is package data; a missing one is a clear ModelError, a present one loads."""
-    monkeypatch.setattr(runtime.importlib.resources, "files", lambda package: tmp_path)
+    monkeypatch.setattr(model_card.importlib.resources, "files", lambda package: tmp_path)
     with pytest.raises(ModelError, match="no default model"):
         OnnxScorer.default()
     (tmp_path / "models").mkdir()

@@ -1,13 +1,10 @@
 """Meta-training on a small real subset: the loss falls, seeds reproduce, tau comes from held-out
 classes, a saved model rebuilds exactly, and the structure-only model ignores the embedding's axes."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-import qdrant_lander
 from benchmarks.tasks import TASKS, subsample_classes
 from qdrant_lander import Lander
 from qdrant_lander.decode import cluster_hierarchy
@@ -15,6 +12,7 @@ from qdrant_lander.errors import InputError, ModelError
 from qdrant_lander.features import level_inputs
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.metrics import score
+from qdrant_lander.model_card import packaged_file
 from qdrant_lander.training.episodes import CandidateNeighbours, level_graphs, nearest_classes, sample_episode
 from qdrant_lander.training.evaluate import TorchScorer, auc, parent_precision
 from qdrant_lander.training.model import LanderNet, NetConfig
@@ -130,7 +128,7 @@ def test_saved_model_rebuilds_identically(omni, trained, tmp_path):
 
 
 def _shipped_weights() -> dict:
-    return torch.load(Path(qdrant_lander.__file__).parent / "models" / DEFAULT_WEIGHTS, weights_only=True)
+    return torch.load(packaged_file(DEFAULT_WEIGHTS, "default model weights"), weights_only=True)
 
 
 def test_the_shipped_torch_weights_are_the_shipped_onnx_model(omni):

@@ -9,7 +9,6 @@ density diagnostics there next to plain cosine. Small labeled sets repeat this o
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import logging
 import time
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 from ..decode import DecodeSettings
 from ..errors import InputError, ModelError
 from ..features import EDGE_FEATURES, STRUCTURE_NODE_FEATURES, NodeMode
-from ..model_card import CARD_FILE, ONNX_FILE, ModelCard, check_format
+from ..model_card import CARD_FILE, ONNX_FILE, ModelCard, check_format, packaged_file
 from ..synthetic import generate, random_spec
 from .episodes import CandidateNeighbours, sample_episode
 from .evaluate import TorchScorer, level0_diagnostics
@@ -178,8 +177,7 @@ def load_trained(model_dir: str | Path) -> TrainedModel:
 def initial_weights(init: str, net_config: NetConfig) -> dict[str, torch.Tensor]:
     """The weights ``TrainConfig.init`` names ('default': the shipped universal model, whose torch weights sit
     next to ``default.onnx``), refused unless they fit the network this training builds."""
-    path = (Path(str(importlib.resources.files("qdrant_lander") / "models" / DEFAULT_WEIGHTS)) if init == "default"
-            else Path(init) / MODEL_FILE)
+    path = packaged_file(DEFAULT_WEIGHTS, "default model weights") if init == "default" else Path(init) / MODEL_FILE
     blob = _read_model_file(path)
     if NetConfig(**blob["net_config"]) != net_config:
         raise InputError(f"init: {path} holds a network {blob['net_config']}, but this training builds "
