@@ -153,20 +153,20 @@ class TrainedModel:
         return out
 
 
-def _read_model_file(path: Path) -> dict:
+def _read_model_file(path: Path) -> tuple[ModelCard, NetConfig, dict]:
+    """A saved model file's card (format checked), network shape and raw contents (with ``state_dict``)."""
     if not path.is_file():
         raise ModelError(f"{path} does not exist: not a trained model directory")
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    check_format(ModelCard(**blob["card"]), path)
-    return blob
+    card = ModelCard(**blob["card"])
+    check_format(card, path)
+    return card, NetConfig(**blob["net_config"]), blob
 
 
 def load_trained(model_dir: str | Path) -> TrainedModel:
     """Rebuild a :class:`TrainedModel` from a directory written by :meth:`TrainedModel.save`."""
-    path = Path(model_dir) / MODEL_FILE
-    blob = _read_model_file(path)
-    card = ModelCard(**blob["card"])
-    net = LanderNet(NetConfig(**blob["net_config"]))
+    card, net_config, blob = _read_model_file(Path(model_dir) / MODEL_FILE)
+    net = LanderNet(net_config)
     net.load_state_dict(blob["state_dict"])
     net.eval()
     # The training config is a record of how the model was made; settings this version no longer has are dropped.
@@ -178,8 +178,8 @@ def initial_weights(init: str, net_config: NetConfig) -> dict[str, torch.Tensor]
     """The weights ``TrainConfig.init`` names ('default': the shipped universal model, whose torch weights sit
     next to ``default.onnx``), refused unless they fit the network this training builds."""
     path = packaged_file(DEFAULT_WEIGHTS, "default model weights") if init == "default" else Path(init) / MODEL_FILE
-    blob = _read_model_file(path)
-    if NetConfig(**blob["net_config"]) != net_config:
+    _, saved, blob = _read_model_file(path)
+    if saved != net_config:
         raise InputError(f"init: {path} holds a network {blob['net_config']}, but this training builds "
                          f"{net_config.model_dump()}: train with that model's node_mode, hidden, layers and head, "
                          "or leave init unset")
