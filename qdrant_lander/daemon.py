@@ -77,9 +77,12 @@ def _stable_rename(col: Collection, batch_size: int):
 
 def _as_last_synced(col: Collection, lander: Lander) -> Lander:
     """``lander`` with ``auto`` resolved as the collection's last full sync resolved it, so incremental
-    passes decode like it; unresolved when there is none (the first pass is then a full one)."""
+    passes decode like it; unresolved when there is none (the first pass is then a full one). Only the
+    default model has presets: any other decodes with its own card, whichever model synced last."""
     if lander.domain != "auto":
         return lander
+    if lander.model is not None:
+        return lander.for_domain("any")
     try:
         return lander.for_domain(sync_state(col).domain or "any")  # not recorded: synced before auto existed
     except NeedsFullSync:

@@ -356,6 +356,14 @@ def test_auto_domain_is_resolved_by_the_full_sync_and_kept_by_later_passes(tmp_p
         assert later.once(full=True).full and later.lander.domain == "text"  # a full pass decides again
         col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "domain": None})  # synced before auto existed
         assert Daemon(col, auto).lander.domain == "any"  # the decoding such a sync used
+        col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "domain": "text"})
+        (tmp_path / "m").mkdir()  # a model of one's own (as `calibrate` writes one), after the default synced
+        shutil.copyfile(auto.scorer.path, tmp_path / "m" / ONNX_FILE)
+        (tmp_path / "m" / CARD_FILE).write_text(auto.card.model_copy(update={"tau": 0.7}).model_dump_json())
+        own = Daemon(col, Lander(tmp_path / "m", device="cpu", threads=1), DaemonOptions(lease_ttl=5, growth=0))
+        assert own.lander.domain == "any" and own.lander.card.tau == 0.7  # its own card, not the default's preset
+        import_points(store, "docs", x[330:340], start_id=330, progress=False)
+        assert own.once().new == 10
 
 
 def test_stable_ids_greedy_by_overlap():
