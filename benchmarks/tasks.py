@@ -1,7 +1,7 @@
 """The dev tasks: labeled sets from ``../shared/data`` split into class-disjoint train and test parts.
 
 Shared by the tests and the benchmarks so both measure the same splits. Data is read in place from
-``../shared`` (or ``$QLANDER_SHARED_DATA``); it is never copied into the project.
+``../shared`` (or ``$LANDER_SHARED_DATA``); it is never copied into the project.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_DIR = Path(os.environ.get("QLANDER_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+DATA_DIR = Path(os.environ.get("LANDER_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from qdrant_lander.stores.edge import EdgeStore
 from qdrant_lander.sync import import_points
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = os.environ.get("QLANDER_TEST_MODEL")
+MODEL = os.environ.get("LANDER_TEST_MODEL")
 
 # The daemon as an application embeds it, in its own process: a thread upserts new points (in
 # chunks, as they arrive) while the daemon watches; a full re-clustering every 2nd pass with new points.

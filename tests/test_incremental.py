@@ -1,7 +1,7 @@
 """Incremental passes on real stores (Qdrant Edge and qdrant-client local mode) with the shipped model.
 
 Data: a few whole CLINC150 test intents arriving in random order; local mode is brute force, so the
-collections stay at a few hundred points. ``QLANDER_TEST_MODEL`` may name another model file.
+collections stay at a few hundred points. ``LANDER_TEST_MODEL`` may name another model file.
 """
 
 import json
@@ -38,7 +38,7 @@ def data():
 @pytest.fixture(scope="module")
 def lander(data):
     """Resolved for the data (``auto`` -> text) so that the tests' own cards are the ones the syncs use."""
-    return Lander(os.environ.get("QLANDER_TEST_MODEL"), device="cpu", threads=1).for_data(data[0])
+    return Lander(os.environ.get("LANDER_TEST_MODEL"), device="cpu", threads=1).for_data(data[0])
 
 
 def payloads(col) -> dict[int, dict]:
@@ -439,8 +439,8 @@ def test_cli_once_and_full(tmp_path, data):
     x, _ = data
     np.save(tmp_path / "a.npy", x[:300])
     np.save(tmp_path / "b.npy", x[300:360])
-    store = ["--path", str(tmp_path / "d")] + (["--model", os.environ["QLANDER_TEST_MODEL"]]
-                                               if os.environ.get("QLANDER_TEST_MODEL") else [])
+    store = ["--path", str(tmp_path / "d")] + (["--model", os.environ["LANDER_TEST_MODEL"]]
+                                               if os.environ.get("LANDER_TEST_MODEL") else [])
     run = CliRunner().invoke
     assert run(main, ["import", "docs", str(tmp_path / "a.npy"), "--path", str(tmp_path / "d")]).exit_code == 0
     first = run(main, ["sync", "docs", "--once", *store])

@@ -67,7 +67,7 @@ def test_waiting_for_a_lease(col):
 
 
 def test_two_daemons_on_one_collection(col):
-    lander = Lander(os.environ.get("QLANDER_TEST_MODEL"), device="cpu", threads=1)
+    lander = Lander(os.environ.get("LANDER_TEST_MODEL"), device="cpu", threads=1)
     opts = DaemonOptions(interval=0.05, lease_ttl=30)
     first, second = Daemon(col, lander, opts, owner="first"), Daemon(col, lander, opts, owner="second")
     stop = threading.Event()
@@ -117,7 +117,7 @@ def test_watch_logs_one_line_per_pass_and_stops_on_sigterm(tmp_path):
     x = subsample_classes(clinc_75_75().test, 1, seed=3).x
     with EdgeStore(tmp_path / "d") as store:
         import_points(store, "docs", x, progress=False)
-    model = ["--model", os.environ["QLANDER_TEST_MODEL"]] if os.environ.get("QLANDER_TEST_MODEL") else []
+    model = ["--model", os.environ["LANDER_TEST_MODEL"]] if os.environ.get("LANDER_TEST_MODEL") else []
     cli = [sys.executable, "-c", "from qdrant_lander.cli import main; main()"]
     proc = subprocess.Popen([*cli, "sync", "docs", "--watch", "--interval", "0.1",
                              "--path", str(tmp_path / "d"), *model], cwd=ROOT, stderr=subprocess.PIPE, text=True)
