@@ -25,7 +25,7 @@ from .errors import InputError, MissingExtraError, ModelError
 from .knn import KnnGraph, knn_graph
 from .model_card import CARD_FILE, ONNX_FILE, ModelCard
 from .runtime import OnnxScorer
-from .validate import check_embeddings, check_labels
+from .validate import check_embeddings, check_labels, check_neighbours
 
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,7 @@ class Lander:
                              f"dimension {card.input_dim}")
         if graph.n != vectors.shape[0]:
             raise InputError(f"kNN graph has {graph.n} rows but there are {vectors.shape[0]} vectors")
+        check_neighbours(graph.nbr, graph.n, graph.sim)
         result = cluster_hierarchy(vectors, graph, self.scorer, card)
         largest = int(np.unique(result.labels, return_counts=True)[1].max())
         if len(vectors) >= ONE_CLUSTER_WARNING and largest >= ONE_CLUSTER_SHARE * len(vectors):

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from .errors import InputError, MissingExtraError, ModelError
 from .features import LevelInputs
 from .model_card import ModelCard, check_format, packaged_file
+from .validate import check_neighbours
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,7 @@ class OnnxScorer:
             got = getattr(inputs, name).shape
             if got != shape:
                 raise ModelError(f"model '{self.card.name}' expects {name} of shape {shape}, got {got}")
-        if inputs.nbr.size and (inputs.nbr.min() < 0 or inputs.nbr.max() >= n):
-            raise InputError(f"neighbour indices must be row numbers in [0, {n}), got [{inputs.nbr.min()}, "
-                             f"{inputs.nbr.max()}]")
+        check_neighbours(inputs.nbr, n)
 
     def _run(self, stage: dict, table: np.ndarray, rows: np.ndarray | None, edges: dict[str, np.ndarray],
              shared: object | None) -> list[np.ndarray]:

@@ -50,3 +50,12 @@ def check_labels(labels: np.ndarray, n: int) -> np.ndarray:
     if not np.issubdtype(y.dtype, np.integer):
         raise InputError(f"labels must be integers, got dtype {y.dtype}")
     return y.astype(np.int64)
+
+
+def check_neighbours(nbr: np.ndarray, n: int, sim: np.ndarray | None = None) -> None:
+    """Raise unless ``nbr`` holds row numbers in ``[0, n)`` (and ``sim`` has its shape): a -1 for a missing
+    neighbour would otherwise wrap around to the last row in a gather and cluster silently wrong."""
+    if sim is not None and sim.shape != nbr.shape:
+        raise InputError(f"kNN similarities have shape {sim.shape}, but the neighbour indices {nbr.shape}")
+    if nbr.size and (nbr.min() < 0 or nbr.max() >= n):
+        raise InputError(f"neighbour indices must be row numbers in [0, {n}), got [{nbr.min()}, {nbr.max()}]")

@@ -69,3 +69,19 @@ def test_labels_must_match_embeddings():
         check_labels(np.array([0, 1]), 3)
     with pytest.raises(InputError, match="integers"):
         check_labels(np.array([0.5, 1.0, 2.0]), 3)
+
+
+def test_a_given_graph_with_missing_or_foreign_neighbours_is_refused_before_any_scoring():
+    """``predict_graph`` takes graphs users build; a -1 for "no neighbour" would wrap to the last row."""
+    from qdrant_lander import Lander, KnnGraph
+
+    x = _unit(60, 12)
+    lander = Lander(domain="text", device="cpu", threads=1)
+    g = knn_graph(x, lander.card.k)
+    assert len(lander.predict_graph(x, g).labels) == 60
+    missing = g.nbr.copy()
+    missing[3, -1] = -1
+    for nbr, sim, message in [(missing, g.sim, r"\[0, 60\), got \[-1"), (g.nbr + 1, g.sim, r"got \[\d+, 60\]"),
+                              (g.nbr, g.sim[:, :-1], "similarities have shape")]:
+        with pytest.raises(InputError, match=message):
+            lander.predict_graph(x, KnnGraph(nbr, sim))
