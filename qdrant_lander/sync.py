@@ -270,8 +270,10 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
 
 
 def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None, *,
-                  start_id: int = 0, batch_size: int = 1024, progress: bool = True) -> Collection:
-    """Upsert ``x`` as points ``start_id .. start_id+N-1`` (creating a cosine collection if needed).
+                  start_id: int = 0, batch_size: int = 1024, progress: bool = True,
+                  vector: str | None = None) -> Collection:
+    """Upsert ``x`` as points ``start_id .. start_id+N-1`` (creating a cosine collection if needed), as
+    the named ``vector`` of an existing collection that has several.
 
     Everything is checked before the first write: finite non-zero vectors, payload count, and the
     dimension of an existing collection.
@@ -282,9 +284,12 @@ def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dic
     if start_id < 0:
         raise InputError(f"--start-id must be >= 0, got {start_id}")
     if name in store.collections():
-        col = store.open(name)
+        col = store.open(name, vector=vector)
         if col.info().dim != x.shape[1]:
             raise InputError(f"collection '{name}' has vectors of size {col.info().dim}, the array has {x.shape[1]}")
+    elif vector is not None:
+        raise InputError(f"collection '{name}' does not exist: a vector name picks a vector of an existing collection "
+                         "(the collection import creates has one unnamed vector)")
     else:
         col = store.create(name, x.shape[1])
     with _bar(len(x), "import", progress) as bar:

@@ -137,13 +137,13 @@ def test_vector_config_errors(store):
         store.open("sparse")
     with pytest.raises(StoreError, match="uses Euclid distance"):
         store.open("euclid")
-    col = store.open("named", vector="txt")
     v = np.array([[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0]], dtype=np.float32)
-    if isinstance(store, EdgeStore):  # Edge needs every named vector on upsert
-        col.shard.update(qe.UpdateOperation.upsert_points(
-            [qe.Point(i, {"txt": v[i].tolist(), "img": [1, 0, 0, 0]}) for i in range(3)]))
-    else:
-        col.upsert(np.arange(3), v)
+    with pytest.raises(StoreError, match="choose one with --vector NAME"):
+        import_points(store, "named", v, progress=False)
+    with pytest.raises(InputError, match="'nope' does not exist: a vector name picks"):
+        import_points(store, "nope", v, vector="txt", progress=False)
+    col = import_points(store, "named", v, vector="txt", progress=False)  # the other named vector stays unset
+    assert col.vector == "txt" and "nope" not in store.collections()
     ids, got = read_vectors(col, progress=False)
     assert got.shape == (3, 3)
     assert col.knn(ids[:1], got[:1], 1).ids.tolist() == [[2]]

@@ -60,20 +60,19 @@ def collection_from_settings(settings: Settings, name: str) -> Iterator[Collecti
               help="JSON Lines file, one object per row of EMBEDDINGS, stored as each point's payload.")
 @click.option("--start-id", default=0, show_default=True, type=int, help="Point id of the first row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@settings_options(*_STORE)
+@settings_options(*_STORE, "vector")
 def import_(collection: str, embeddings: Path, labels_path: Path | None, label_key: str, payload_path: Path | None,
             start_id: int, as_json: bool, settings: Settings) -> None:
     """Upsert EMBEDDINGS (.npy [N, D]) into COLLECTION as points START_ID .. START_ID+N-1.
 
-    Creates the collection (cosine distance) if it does not exist. Vectors are checked first (no NaN,
-    inf or all-zero rows) and stored at unit length; nothing is written if any input is bad.
+    Creates the collection (cosine distance, one unnamed vector) if it does not exist; into an existing
+    collection with several named vectors, --vector NAME says which one EMBEDDINGS are. Vectors are checked
+    first (no NaN, inf or all-zero rows) and stored at unit length; nothing is written if any input is bad.
     """
     from ..sync import import_points
     from ..validate import check_labels
 
     x = load_npy(embeddings, "embeddings")
-    if x.ndim != 2:
-        raise InputError(f"embeddings must be a 2-D array [N, D], got shape {x.shape}")
     payloads = load_jsonl(payload_path) if payload_path else None
     if payloads is not None and len(payloads) != len(x):
         raise InputError(f"{payload_path} has {len(payloads)} objects but {embeddings} has {len(x)} rows")
@@ -81,7 +80,8 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
         y = check_labels(load_npy(labels_path, "labels"), len(x))
         payloads = [{**(payloads[i] if payloads else {}), label_key: int(y[i])} for i in range(len(x))]
     with store_from_settings(settings) as store:
-        col = import_points(store, collection, x, payloads, start_id=start_id, batch_size=settings.batch_size)
+        col = import_points(store, collection, x, payloads, start_id=start_id, batch_size=settings.batch_size,
+                            vector=settings.vector)
         total = col.count()
     summary = {"collection": collection, "imported": int(len(x)), "first_id": start_id,
                "last_id": start_id + len(x) - 1, "points": total, "store": store.description}
