@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .errors import InputError, LanderError, MissingExtraError, ModelError
+from .errors import CollectionNotReady, InputError, LanderError, MissingExtraError, ModelError
 from .caches import LabelCache, NeighbourCache
 from .incremental import (FRESH_ID_START, INCREMENTAL_META, NeedsFullSync, PassReport, incremental_pass, load_state,
                           replay_journal, sync_state)
@@ -157,6 +157,8 @@ class Daemon:
                     t1 = time.perf_counter()
                     self.col.index_arrivals()
                     report.seconds = round(report.seconds + time.perf_counter() - t1, 4)
+        except CollectionNotReady:
+            raise  # not a failure: too few points yet
         except Exception as e:
             if self.metrics is not None:
                 self.metrics.record_failure(e, seconds=time.perf_counter() - t0)
@@ -198,18 +200,22 @@ class Daemon:
         except LeaseHeld as e:
             log.error("%s", e)
             return EXIT_LEASE
-        failures = 0
+        failures, waiting = 0, False
         try:
             while not stop.is_set():
                 started = time.monotonic()
                 try:
                     self.lease.renew()
                     report = self.run_pass(full=0 < o.rebuild_every <= self.since_full)
-                    failures = 0
+                    failures, waiting = 0, False
                 except LeaseHeld as e:
                     log.error("%s", e)
                     return EXIT_LEASE
-                except (InputError, ModelError, MissingExtraError) as e:
+                except CollectionNotReady as e:  # a daemon started before the data: wait for it
+                    if not waiting:
+                        log.info("waiting for points: %s", e)
+                    waiting, report = True, None
+                except (InputError, ModelError, MissingExtraError) as e:  # stored vectors that cannot be clustered too
                     log.error("%s", e)
                     return EXIT_INPUT
                 except Exception as e:  # the store's own errors (network, timeouts) are retried

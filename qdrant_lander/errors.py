@@ -25,5 +25,14 @@ class StoreError(LanderError):
     """A collection that is missing, empty, or shaped differently from what we need."""
 
 
+class StoredDataError(StoreError, InputError):
+    """Stored vectors that cannot be clustered as they are (wrong size, NaN/inf/zero): retrying a pass cannot
+    help, so watch mode stops with the input exit code instead of retrying."""
+
+
+class CollectionNotReady(StoreError):
+    """A collection with too few (distinct) points to cluster yet: watch mode waits for more to arrive."""
+
+
 class StoreBusy(StoreError):
     """Another process has the collection open (the embedded store allows one process per collection)."""

@@ -40,7 +40,7 @@ from qdrant_client import models
 
 from .decode import decode_level, forest_roots, heaviest_targets
 from .dedup import unique_rows
-from .errors import StoreError
+from .errors import CollectionNotReady, StoreError, StoredDataError
 from .features import edge_features, node_terms
 from .caches import Label, LabelCache, Labels, NeighbourCache
 from .knn import KnnGraph, first_kept, rows_of
@@ -318,7 +318,7 @@ def _knn_without(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, skip: 
         todo = todo[~done]
         if not len(todo):
             return Neighbours(nbr, sim)
-    raise StoreError(f"collection '{col.name}' has too few points besides copies for k={k} neighbours")
+    raise CollectionNotReady(f"collection '{col.name}' has too few points besides copies for k={k} neighbours")
 
 
 def _old_copies(graph: KnnGraph, x: np.ndarray, known: np.ndarray, n_new: int) -> tuple[np.ndarray, np.ndarray]:
@@ -381,7 +381,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         report.seconds = round(time.perf_counter() - t0, 4)
         return report
     if card.input_dim != "any" and x_new.shape[1] != card.input_dim:
-        raise StoreError(f"collection '{col.name}' has vectors of size {x_new.shape[1]}, but model '{card.name}' "
+        raise StoredDataError(f"collection '{col.name}' has vectors of size {x_new.shape[1]}, but model '{card.name}' "
                          f"takes size {card.input_dim}")
     # Copies among the new points (as in a full sync, qdrant_lander.dedup): the first of each vector is decided
     # with the others left out of every list, and the others take its label.

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .decode import ClusterResult
 from .dedup import unique_rows
-from .errors import InputError, StoreError
+from .errors import CollectionNotReady, InputError, StoreError, StoredDataError
 from .knn import KnnGraph, rows_of
 from .model_card import ModelCard
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, unclustered_filter
@@ -112,7 +112,7 @@ def stored_unit_vectors(ids: np.ndarray, v: np.ndarray, collection: str) -> np.n
         return check_embeddings(v, min_points=1)
     except InputError:
         bad = ids[~np.isfinite(v).all(axis=1) | ~np.any(v != 0, axis=1)]
-        raise StoreError(f"collection '{collection}' has {bad.size} vectors with NaN, inf or all zeros "
+        raise StoredDataError(f"collection '{collection}' has {bad.size} vectors with NaN, inf or all zeros "
                          f"(point ids {bad[:5].tolist()}); fix or delete them and sync again") from None
 
 
@@ -161,12 +161,12 @@ def check_fits(col: Collection, card: ModelCard) -> int:
     """Number of points, after checking the collection can be clustered by this model at all."""
     info = col.info()
     if card.input_dim != "any" and info.dim != card.input_dim:
-        raise StoreError(f"collection '{col.name}' has vectors of size {info.dim}, but model '{card.name}' takes "
+        raise StoredDataError(f"collection '{col.name}' has vectors of size {info.dim}, but model '{card.name}' takes "
                          f"size {card.input_dim}; pass a model trained for size {info.dim} (--model)")
     if info.points == 0:
-        raise StoreError(f"collection '{col.name}' is empty; import points first")
+        raise CollectionNotReady(f"collection '{col.name}' is empty; import points first")
     if info.points <= card.k:
-        raise StoreError(f"collection '{col.name}' has {info.points} points; clustering needs more than k={card.k}")
+        raise CollectionNotReady(f"collection '{col.name}' has {info.points} points; clustering needs more than k={card.k}")
     return info.points
 
 
@@ -240,7 +240,7 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
         lander = lander.for_data(xu)  # auto: the preset whose space these vectors resemble
         card = lander.card
         if len(distinct.rep) <= card.k:
-            raise StoreError(f"collection '{col.name}' has {len(distinct.rep)} distinct vectors among {n} points; "
+            raise CollectionNotReady(f"collection '{col.name}' has {len(distinct.rep)} distinct vectors among {n} points; "
                              f"clustering needs more than k={card.k}")
         if distinct.copies:
             log.info("%d points of '%s' repeat another point's vector: each vector is clustered once and its copies "

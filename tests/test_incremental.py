@@ -7,6 +7,8 @@ collections stay at a few hundred points. ``LANDER_TEST_MODEL`` may name another
 import json
 import os
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from qdrant_client import models
 
 from benchmarks.tasks import clinc_75_75, subsample_classes
 from qdrant_lander import Lander
-from qdrant_lander.daemon import Daemon, DaemonOptions
+from qdrant_lander.daemon import EXIT_INPUT, EXIT_OK, Daemon, DaemonOptions
 from qdrant_lander.domains import load_presets
 from qdrant_lander.decode import decode_level
 from qdrant_lander.caches import Label, LabelCache, NeighbourCache
@@ -364,6 +366,40 @@ def test_auto_domain_is_resolved_by_the_full_sync_and_kept_by_later_passes(tmp_p
         assert own.lander.domain == "any" and own.lander.card.tau == 0.7  # its own card, not the default's preset
         import_points(store, "docs", x[330:340], start_id=330, progress=False)
         assert own.once().new == 10
+
+
+def test_watch_waits_for_points_and_stops_on_vectors_it_cannot_cluster(tmp_path, data, caplog):
+    """A daemon started before the data waits (an empty collection is no failure, however many passes find
+    it so); stored vectors that no pass can cluster stop it at once with the input exit code (2), which
+    the systemd unit does not restart, instead of failing pass after pass until it gives up (4)."""
+    x, _ = data
+    caplog.set_level("INFO", logger="qdrant_lander")
+    lander = Lander(device="cpu", threads=1)
+    opts = DaemonOptions(interval=0.05, lease_ttl=30, max_failures=2)
+    with EdgeStore(tmp_path / "d") as store:
+        col = store.create("docs", x.shape[1])
+        daemon, stop, codes = Daemon(col, lander, opts), threading.Event(), []
+        runner = threading.Thread(target=lambda: codes.append(daemon.watch(stop)))
+        runner.start()
+        try:
+            deadline = time.monotonic() + 30
+            while "waiting for points: collection 'docs' is empty" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # ~10 more intervals on the empty collection, max_failures 2
+            assert runner.is_alive() and daemon.passes == 0
+            import_points(store, "docs", x[:100], progress=False)
+            while daemon.passes == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            runner.join(30)
+        assert codes == [EXIT_OK] and col.count(unclustered_filter()) == 0
+        assert caplog.text.count("waiting for points") == 1 and "pass failed" not in caplog.text
+        bad = store.create("bad", 4)
+        v = np.ones((30, 4), dtype=np.float32) + np.arange(30)[:, None] * np.eye(4)[0]
+        v[7] = np.nan
+        bad.upsert(np.arange(30), v)  # written past import's checks, as another tool could
+        assert Daemon(bad, lander, opts).watch(threading.Event()) == EXIT_INPUT
 
 
 def test_stable_ids_greedy_by_overlap():

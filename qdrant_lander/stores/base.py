@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import models
 
-from ..errors import StoreError
+from ..errors import StoreError, StoredDataError
 
 META_COLLECTION = "_lander_meta"
 
@@ -84,12 +84,12 @@ def check_vector_config(collection: str, dense: dict[str, tuple[int, str]], spar
 
 
 def point_ids(ids: Sequence[Any], collection: str) -> np.ndarray:
-    """Ids as int64, or a StoreError: lander keys its arrays by integer point id."""
+    """Ids as int64, or a StoredDataError: lander keys its arrays by integer point id."""
     try:
         return np.fromiter((int(i) for i in ids), dtype=np.int64, count=len(ids))
     except (TypeError, ValueError):
-        raise StoreError(f"collection '{collection}' has non-integer point ids (e.g. {ids[0]!r}); "
-                         "lander needs integer ids") from None
+        raise StoredDataError(f"collection '{collection}' has non-integer point ids (e.g. {ids[0]!r}); "
+                              "lander needs integer ids") from None
 
 
 def drop_self(ids: np.ndarray, rows: list[list[tuple[Any, float]]], k: int, name: str) -> Neighbours:
