@@ -38,7 +38,8 @@ class Settings(BaseModel):
     model: Path | None = Field(None, description="ONNX model file or model directory (e.g. from `calibrate`); unset = "
                                "the model shipped in the package.")
     domain: Domain = Field("auto", description="What the default model clusters: faces, text or characters use "
-                           "the decoding chosen for that kind of data; auto picks the one whose space the data "
+                           "the decoding chosen for that kind of data (-small / -large: for its small or large "
+                           "classes); auto picks the one whose space the data "
                            "resembles; any keeps the model's one-for-all setting.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
     threads: int | None = Field(None, ge=1, description="CPU threads for the model; unset = onnxruntime's choice.")

@@ -163,3 +163,19 @@ def test_train_refuses_bad_unlabeled_vectors_before_training(slices, tmp_path):
                                        str(tmp_path / "m"), "--adapt-to", str(tmp_path / "bad.npy")])
     assert result.exit_code == 2 and "NaN or inf" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_array_commands_take_the_model_settings_from_the_environment_and_a_config_file(slices, model_dir, tmp_path):
+    """cluster / eval / calibrate read --model, --domain, --device, --threads as every command does:
+    flag > QLANDER_* > TOML file."""
+    run = CliRunner().invoke
+    args = ["cluster", str(slices / "xte.npy"), "--out", str(tmp_path / "p.npy"), "--json"]
+    by_env = run(main, args, env={"QLANDER_DOMAIN": "characters-small", "QLANDER_THREADS": "1"})
+    assert by_env.exit_code == 0, by_env.output
+    assert json.loads(by_env.stdout)["domain"] == "characters-small"
+    (tmp_path / "c.toml").write_text(f'model = "{model_dir}"\n')
+    by_file = run(main, ["eval", str(slices / "xte.npy"), str(slices / "yte.npy"), "--json", "--config",
+                         str(tmp_path / "c.toml")])
+    assert by_file.exit_code == 0 and json.loads(by_file.stdout)["model"] == "cli-test"
+    missing = run(main, [*args, "--model", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "nope" in missing.output and "Traceback" not in missing.output

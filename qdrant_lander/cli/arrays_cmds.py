@@ -11,39 +11,20 @@ import numpy as np
 
 from . import main
 from ..config import Settings
-from ..domains import DOMAINS
 from ..errors import MissingExtraError
 from ..validate import check_embeddings, check_labels
 from .inputs import load_npy, parse_set_options
+from .settings_options import lander_from_settings, settings_options
 
-_model_option = click.option(
-    "--model", "model", type=click.Path(exists=True, path_type=Path), default=None,
-    help="ONNX model file or model directory (default: the model shipped with the package).")
-_device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-                              show_default=True, help="Where the model runs; auto picks CUDA only if it really works.")
-_threads_option = click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads.")
-_domain_option = click.option("--domain", type=click.Choice(DOMAINS), default="auto", show_default=True,
-                              help=Settings.model_fields["domain"].description)
+_MODEL = ("model", "domain", "device", "threads")  # the settings of every command that runs a model
 
 
-def _lander(model: Path | None, device: str, threads: int | None, domain: str = "auto"):
-    from ..lander import Lander
-
-    return Lander(model, domain=domain, device=device, threads=threads)
-
-
-def _model_options(command):
-    """--model/--domain/--device/--threads, shared by every command that runs a model."""
-    return _model_option(_domain_option(_device_option(_threads_option(command))))
-
-
-def _predict_timed(embeddings: Path, model: Path | None, domain: str, device: str, threads: int | None,
-                   labels: np.ndarray | None = None):
+def _predict_timed(embeddings: Path, settings: Settings, labels: np.ndarray | None = None):
     """Load, cluster and time; ``labels`` are checked against the rows before any work starts."""
     x = load_npy(embeddings, "embeddings")
     if labels is not None:
         check_labels(labels, len(x))
-    lander = _lander(model, device, threads, domain).for_data(check_embeddings(x))  # auto: name the preset used
+    lander = lander_from_settings(settings).for_data(check_embeddings(x))  # auto: name the preset used
     start = time.perf_counter()
     result = lander.predict(x)
     return lander, result, time.perf_counter() - start
@@ -81,7 +62,9 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
     """
     options = parse_set_options(settings)
     candidates = [parse_set_options(t.split()) for t in tries]
-    lander = _lander(None, "cpu", None).fit(load_npy(embeddings, "embeddings"), load_npy(labels, "labels"),
+    from ..lander import Lander
+
+    lander = Lander(device="cpu").fit(load_npy(embeddings, "embeddings"), load_npy(labels, "labels"),
                                              out_dir=out_dir, name=name or "lander-custom",
                                              trained_on=[embeddings.name], candidates=candidates,
                                              adapt_to=load_npy(adapt_to, "embeddings") if adapt_to else None, **options)
@@ -104,10 +87,9 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
 @click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model directory to write (model.onnx + the calibrated card.json); pass it as --model.")
-@_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the calibrated model card as JSON.")
-def calibrate(embeddings: Path, labels: Path, out_dir: Path, model: Path | None, domain: str, device: str,
-              threads: int | None, as_json: bool) -> None:
+@settings_options(*_MODEL)
+def calibrate(embeddings: Path, labels: Path, out_dir: Path, as_json: bool, settings: Settings) -> None:
     """Fit a model's tau (and k, merge support) to your embedding space with a few labeled points.
 
     EMBEDDINGS is a float32 .npy [N, D] from the space you will cluster, LABELS an int .npy [N]: a
@@ -117,7 +99,7 @@ def calibrate(embeddings: Path, labels: Path, out_dir: Path, model: Path | None,
     often does not. Needs no torch.
     """
     y, x = load_npy(labels, "labels"), load_npy(embeddings, "embeddings")
-    before = _lander(model, device, threads, domain).for_data(check_embeddings(x))
+    before = lander_from_settings(settings).for_data(check_embeddings(x))
     after = before.calibrate(x, y, out_dir=out_dir)
     card = after.card
     if as_json:
@@ -136,16 +118,15 @@ def calibrate(embeddings: Path, labels: Path, out_dir: Path, model: Path | None,
               help="Where to write the cluster id of each row (int64 .npy).")
 @click.option("--levels-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the supernode id of each row at every level (int64 .npy [N, levels]).")
-@_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def cluster(embeddings: Path, out: Path, levels_out: Path | None, model: Path | None, domain: str, device: str,
-            threads: int | None, as_json: bool) -> None:
+@settings_options(*_MODEL)
+def cluster(embeddings: Path, out: Path, levels_out: Path | None, as_json: bool, settings: Settings) -> None:
     """Cluster an array of embeddings into a hierarchy.
 
     Cluster ids are the row index of each cluster's peak (its densest point), so they are stable
     and meaningful: row i's cluster is represented by row labels[i].
     """
-    lander, result, seconds = _predict_timed(embeddings, model, domain, device, threads)
+    lander, result, seconds = _predict_timed(embeddings, settings)
     np.save(out, result.labels)
     if levels_out is not None:
         np.save(levels_out, result.paths)
@@ -161,10 +142,9 @@ def cluster(embeddings: Path, out: Path, levels_out: Path | None, model: Path | 
 @main.command(name="eval")
 @click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
-def evaluate(embeddings: Path, labels: Path, model: Path | None, domain: str, device: str, threads: int | None,
-             as_json: bool) -> None:
+@settings_options(*_MODEL)
+def evaluate(embeddings: Path, labels: Path, as_json: bool, settings: Settings) -> None:
     """Cluster labeled embeddings and score the result against the labels.
 
     Prints pairwise F (Fp), BCubed F (Fb), NMI, their precision/recall, the number of clusters and
@@ -173,7 +153,7 @@ def evaluate(embeddings: Path, labels: Path, model: Path | None, domain: str, de
     from ..metrics import score
 
     y = load_npy(labels, "labels")
-    lander, result, seconds = _predict_timed(embeddings, model, domain, device, threads, labels=y)
+    lander, result, seconds = _predict_timed(embeddings, settings, labels=y)
     s = score(y, result.labels)
     report = {**s.model_dump(), "levels": result.n_levels, "seconds": round(seconds, 3), "model": lander.card.name,
               "domain": lander.domain}

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import click
 import numpy as np
@@ -20,10 +20,7 @@ from ..config import Settings
 from ..errors import InputError
 from ..stores import Collection, Store, open_store
 from .inputs import load_jsonl, load_npy
-from .settings_options import settings_options
-
-if TYPE_CHECKING:
-    from ..lander import Lander
+from .settings_options import lander_from_settings, settings_options
 
 _STORE = ("url", "api_key", "path", "batch_size")
 
@@ -34,13 +31,6 @@ def store_from_settings(settings: Settings) -> Iterator[Store]:
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     with open_store(settings.url, api_key, settings.path) as store:
         yield store
-
-
-def lander_from_settings(settings: Settings) -> Lander:
-    """The model the settings name (``--model``, ``--domain``, device, threads), for every command that runs one."""
-    from ..lander import Lander
-
-    return Lander(settings.model, domain=settings.domain, device=settings.device, threads=settings.threads)
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import click
 
 from . import main
 from ..config import Settings
-from .settings_options import settings_options
+from .settings_options import lander_from_settings, settings_options
 
 
 @main.command()
@@ -22,7 +22,7 @@ def demo(name: str, as_json: bool, settings: Settings) -> None:
     --url http://localhost:6333 to do the same there.
     """
     from ..demo import run_demo
-    from .collection_cmds import lander_from_settings, store_from_settings
+    from .collection_cmds import store_from_settings
 
     lander = lander_from_settings(settings)
     with store_from_settings(settings) as store:

@@ -11,12 +11,15 @@ import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import SecretStr
 
 from ..config import CONFIG_ENV, ENV_PREFIX, Settings, load_settings
+
+if TYPE_CHECKING:
+    from ..lander import Lander
 
 
 def _click_type(annotation: Any) -> Any:
@@ -66,3 +69,10 @@ def settings_options(*names: str) -> Callable:
         )(wrapper)
 
     return decorate
+
+
+def lander_from_settings(settings: Settings) -> Lander:
+    """The model the settings name (``--model``, ``--domain``, device, threads), for every command that runs one."""
+    from ..lander import Lander
+
+    return Lander(settings.model, domain=settings.domain, device=settings.device, threads=settings.threads)
