@@ -36,7 +36,7 @@ from .incremental import (FRESH_ID_START, INCREMENTAL_META, NeedsFullSync, PassR
                           replay_journal, sync_state)
 from .knn import KnnGraph, rows_of
 from .lander import Lander
-from .lease import Lease, LeaseHeld
+from .lease import LEASE_TTL, Lease, LeaseHeld
 from .observability import Metrics
 from .payload import unclustered_filter
 from .stable_ids import stable_ids
@@ -59,7 +59,7 @@ class DaemonOptions(BaseModel):
     max_new: int = Field(20_000, ge=1, description="New points per incremental pass (bounds memory and latency)")
     knn: Literal["auto", "exact", "index"] = Field("auto", description="Neighbours of full passes (see full_sync)")
     batch_size: int = Field(1024, ge=1)
-    lease_ttl: float = Field(300.0, gt=0, description="Seconds a lease lasts without renewal (above the longest pass)")
+    lease_ttl: float = Field(LEASE_TTL, gt=0, description="Seconds a lease lasts without renewal (above the longest pass)")
     wait_lease: float = Field(0.0, ge=0, description="Seconds to wait for another writer's lease")
     max_failures: int = Field(5, ge=1, description="Failed passes in a row before watch mode gives up")
     progress: bool = False

@@ -31,6 +31,7 @@ from .stores.base import Collection
 log = logging.getLogger(__name__)
 
 LEASE_META = "lease"
+LEASE_TTL = 300.0  # seconds a lease lasts without renewal: keep it above the longest pass (a full sync of 100k: ~2 min)
 
 
 class LeaseHeld(LanderError):
@@ -61,7 +62,7 @@ def _alive(pid: int) -> bool:
 class Lease:
     """The lease of one collection for one owner (a daemon)."""
 
-    def __init__(self, col: Collection, *, ttl: float = 60.0, settle: float = 0.5, owner: str | None = None):
+    def __init__(self, col: Collection, *, ttl: float = LEASE_TTL, settle: float = 0.5, owner: str | None = None):
         self.col, self.ttl, self.settle = col, ttl, settle
         self.owner = owner or f"lander-{uuid.uuid4().hex[:12]}"
         self.held = False
@@ -124,10 +125,3 @@ class Lease:
         if rec is not None and rec.owner == self.owner:
             self._write(time.time())
         self.held = False
-
-    def __enter__(self) -> Lease:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

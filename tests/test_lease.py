@@ -19,6 +19,7 @@ from qdrant_lander.cli import main
 from qdrant_lander.daemon import EXIT_LEASE, EXIT_OK, Daemon, DaemonOptions
 from qdrant_lander.errors import StoreBusy
 from qdrant_lander.lease import LEASE_META, Lease, LeaseHeld
+from qdrant_lander.payload import unclustered_filter
 from qdrant_lander.stores.client import ServerStore
 from qdrant_lander.stores.edge import EdgeStore
 from qdrant_lander.sync import import_points
@@ -131,3 +132,24 @@ def test_watch_logs_one_line_per_pass_and_stops_on_sigterm(tmp_path):
         assert proc.wait(30) == EXIT_OK
     finally:
         proc.kill()
+
+
+def test_a_one_shot_sync_takes_the_lease_too(tmp_path):
+    """Plain `sync` rewrites every payload: it must not race a daemon that holds the collection."""
+    x = subsample_classes(clinc_75_75().test, 1, seed=3).x
+    with EdgeStore(tmp_path / "d") as store:
+        daemon = Lease(import_points(store, "docs", x, progress=False), ttl=30, settle=0.01, owner="daemon")
+        daemon.acquire()
+    run = ["sync", "docs", "--path", str(tmp_path / "d"), "--json"]
+    held = CliRunner().invoke(main, run)
+    assert held.exit_code == EXIT_LEASE and "being clustered by daemon" in held.output
+    with EdgeStore(tmp_path / "d") as store:
+        col = store.open("docs")
+        assert col.count(unclustered_filter()) == len(x)  # nothing written
+        daemon = Lease(col, ttl=30, settle=0.01, owner="daemon")
+        daemon.acquire()  # its own lease: taken again, then given back as a daemon does when it stops
+        daemon.release()
+    done = CliRunner().invoke(main, run)
+    assert done.exit_code == EXIT_OK, done.output
+    with EdgeStore(tmp_path / "d") as store:
+        assert store.open("docs").get_meta(LEASE_META)["expires_at"] <= time.time()  # given back when it finished

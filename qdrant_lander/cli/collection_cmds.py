@@ -7,6 +7,7 @@ with ``--url``/``--api-key``; the same settings come from ``QLANDER_*`` variable
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,7 +95,7 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
 @click.option("--full", "mode", flag_value="full",
               help="Re-cluster everything, keeping cluster ids stable (each takes the old id it overlaps most).")
 @click.option("--wait-lease", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="--once/--watch/--full: seconds to wait while another daemon holds the collection (else exit 3).")
+              help="Seconds to wait while another writer (a daemon, another sync) holds the collection (else exit 3).")
 @click.option("--growth", type=click.FloatRange(0), default=0.25, show_default=True,
               help="--once/--watch: re-cluster everything once the collection grew by this share since the last "
                    "full sync (0 = never).")
@@ -123,11 +124,17 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
     """
     if mode is not None:
         _sync_daemon(collection, mode, knn, wait_lease, growth, as_json, settings)
+    from ..lease import Lease
     from ..sync import full_sync
 
     lander = lander_from_settings(settings)
-    with collection_from_settings(settings, collection) as col:
-        report = full_sync(col, lander, batch_size=settings.batch_size, knn=knn)
+    with _one_writer(), collection_from_settings(settings, collection) as col:
+        lease = Lease(col)  # a daemon may be relabelling this collection: wait for it or refuse, never race it
+        lease.acquire(wait=wait_lease)
+        try:
+            report = full_sync(col, lander, batch_size=settings.batch_size, knn=knn)
+        finally:
+            lease.release()
     if as_json:
         click.echo(report.model_dump_json())
         return
@@ -138,27 +145,35 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
                f"{stages}" + (f"; peak memory {report.peak_rss_mb:,.0f} MB" if report.peak_rss_mb else ""))
 
 
+@contextmanager
+def _one_writer() -> Iterator[None]:
+    """Exit 3 with one line when another writer holds the collection: by its lease, or by the embedded
+    store's process lock."""
+    from ..daemon import EXIT_LEASE
+    from ..errors import StoreBusy
+    from ..lease import LeaseHeld
+
+    try:
+        yield
+    except (LeaseHeld, StoreBusy) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(EXIT_LEASE)
+
+
 def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth: float, as_json: bool,
                  settings: Settings) -> NoReturn:
     """``sync --once/--full/--watch``: the incremental daemon (qdrant_lander.daemon); exits with its code."""
     import logging
-    import sys
 
-    from ..daemon import EXIT_LEASE, DaemonOptions, run
-    from ..errors import StoreBusy
-    from ..lease import LeaseHeld
+    from ..daemon import DaemonOptions, run
 
     if mode == "watch":
         logging.getLogger("qdrant_lander").setLevel(settings.log_level)  # one line per pass at INFO
     options = DaemonOptions(interval=settings.interval, rebuild_every=settings.rebuild_every, growth=growth,
                             wait_lease=wait_lease, knn=knn, batch_size=settings.batch_size, progress=mode == "full")
     lander = lander_from_settings(settings)
-    try:
-        with collection_from_settings(settings, collection) as col:
-            code, report = run(col, lander, mode, options, settings.metrics_port)
-    except (LeaseHeld, StoreBusy) as e:  # another daemon: by our lease, or by the embedded store's process lock
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(EXIT_LEASE)
+    with _one_writer(), collection_from_settings(settings, collection) as col:
+        code, report = run(col, lander, mode, options, settings.metrics_port)
     if report is not None:
         click.echo(report.model_dump_json() if as_json else report.log_line())
     sys.exit(code)
