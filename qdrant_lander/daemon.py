@@ -55,7 +55,6 @@ class DaemonOptions(BaseModel):
     growth: float = Field(0.25, ge=0, description="Full re-clustering once the collection grew by this share "
                                                   "since the last full one (0 = never)")
     hops: int = Field(1, ge=1, description="Rings of neighbours scored around new points")
-    bridge: bool = Field(False, description="Also merge clusters a new point links into above tau")
     max_new: int = Field(20_000, ge=1, description="New points per incremental pass (bounds memory and latency)")
     knn: Literal["auto", "exact", "index"] = Field("auto", description="Neighbours of full passes (see full_sync)")
     batch_size: int = Field(1024, ge=1)
@@ -151,7 +150,7 @@ class Daemon:
             else:
                 o = self.options
                 report = incremental_pass(self.col, self.lander.scorer, self.lander.card, cache=self.cache,
-                                          labels=self.labels, hops=o.hops, bridge=o.bridge, max_new=o.max_new,
+                                          labels=self.labels, hops=o.hops, max_new=o.max_new,
                                           batch_size=o.batch_size)
                 if report.new:  # else the next passes' queries scan every arrival since the last full pass
                     t1 = time.perf_counter()

@@ -10,8 +10,8 @@ the outermost ring, whose lists are cut at the field's edge). Every new point th
   point's ``cluster`` and ``path``; chains of new points resolve to the old point they end at;
 * **starts a cluster** when no such neighbour exists (id = its own point id, as in a full sync);
 * **merges** clusters when the decoder's rule, re-applied to a cluster's peak with today's
-  neighbourhood, now gives that peak a parent in another cluster (and, with ``bridge=True``, when a new
-  point links above tau to denser points of several clusters). The smaller cluster is relabelled with
+  neighbourhood, now gives that peak a parent in another cluster: new points that bridge two clusters
+  do so by becoming the denser neighbour a peak now links to. The smaller cluster is relabelled with
   one filtered payload update; the larger keeps its id.
 
 Crash safety: decisions are computed before anything is written; merges and freshly allocated ids
@@ -69,7 +69,6 @@ class IncrementalState(BaseModel):
 
     pending_merges: list[tuple[int, int]] = []  # (absorbed cluster, surviving cluster), not yet relabelled
     next_fresh_id: int = FRESH_ID_START
-    passes: int = 0
 
 
 class PassReport(BaseModel):
@@ -358,8 +357,8 @@ def _score_parents(score: Callable[[np.ndarray], None], nbr: np.ndarray, link: n
 
 
 def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, cache: NeighbourCache | None = None,
-                     labels: LabelCache | None = None, hops: int = 1, bridge: bool = False,
-                     max_new: int | None = None, batch_size: int = 1024) -> PassReport:
+                     labels: LabelCache | None = None, hops: int = 1, max_new: int | None = None,
+                     batch_size: int = 1024) -> PassReport:
     """Label the collection's unlabelled points (at most ``max_new`` of them) from their neighbourhood.
 
     ``hops`` rings of neighbours around the new points are scored with their true kNN lists; rows of
@@ -449,10 +448,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     score(decided)
     # Points that arrived after this pass began have no label yet: they cannot be parents until the next pass.
     usable = np.where(known[graph.nbr], link, 0.0)
-    if bridge:  # bridging reads every denser neighbour above tau
-        score(np.setdiff1d(graph.nbr[decided][usable[decided] > tau], decided))
-    else:
-        _score_parents(score, graph.nbr[decided], usable[decided], density, decided, tau)
+    _score_parents(score, graph.nbr[decided], usable[decided], density, decided, tau)
     report.model_seconds = round(time.perf_counter() - tm, 4)
 
     rule = decode_level(graph.nbr, usable, density, tau)  # the decoder's parent choice (read for `decided` rows)
@@ -473,11 +469,6 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         for q, b in zip(peak_rows.tolist(), rule[peak_rows].tolist()):
             if b >= 0:
                 groups.union(int(group[q]), int(group[b]))
-    if bridge:  # a new point linked above tau to denser points of several clusters joins them
-        ok = (density[graph.nbr[:n_new]] > density[:n_new, None]) & (usable[:n_new] > tau)
-        for r in range(n_new):
-            for b in graph.nbr[r][ok[r]].tolist():
-                groups.union(int(new_group[r]), int(group[b]))
 
     new_size: dict[int, int] = Counter(new_group.tolist())
     read_sizes: dict[int, int] = {}
@@ -510,7 +501,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
                 merges.append((g, win_id))
 
     # Writes: journal, relabel merged clusters, new payloads, flush, clear the journal.
-    inc = inc.model_copy(update={"pending_merges": merges, "next_fresh_id": next_fresh, "passes": inc.passes + 1})
+    inc = inc.model_copy(update={"pending_merges": merges, "next_fresh_id": next_fresh})
     if merges or taken:
         col.set_meta(INCREMENTAL_META, inc.model_dump())
     for absorbed, survivor in merges:

@@ -36,7 +36,8 @@ class Metrics:
         r = self.registry
         self.points = Counter("qlander_points_clustered", "Points given a cluster id.", registry=r)
         self.passes = Counter("qlander_passes", "Clustering passes, by outcome.", ["outcome"], registry=r)
-        self.merges = Counter("qlander_merges", "Clusters merged into another by bridging points.", registry=r)
+        self.merges = Counter("qlander_merges", "Clusters merged into another (new points gave a peak a denser parent "
+                              "in another cluster).", registry=r)
         self.created = Counter("qlander_clusters_created", "New clusters started.", registry=r)
         self.pass_seconds = Histogram(
             "qlander_pass_seconds", "Wall time of one pass.", buckets=PASS_BUCKETS, registry=r

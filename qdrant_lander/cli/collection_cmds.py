@@ -23,7 +23,7 @@ from ..stores import Collection, Store, open_store
 from .inputs import load_jsonl, load_npy
 from .settings_options import lander_from_settings, settings_options
 
-_STORE = ("url", "api_key", "path", "batch_size")
+_STORE = ("url", "api_key", "path")
 
 
 @contextmanager
@@ -51,7 +51,7 @@ def collection_from_settings(settings: Settings, name: str) -> Iterator[Collecti
               help="JSON Lines file, one object per row of EMBEDDINGS, stored as each point's payload.")
 @click.option("--start-id", default=0, show_default=True, type=int, help="Point id of the first row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@settings_options(*_STORE, "vector")
+@settings_options(*_STORE, "batch_size", "vector")
 def import_(collection: str, embeddings: Path, labels_path: Path | None, label_key: str, payload_path: Path | None,
             start_id: int, as_json: bool, settings: Settings) -> None:
     """Upsert EMBEDDINGS (.npy [N, D]) into COLLECTION as points START_ID .. START_ID+N-1.
@@ -99,8 +99,8 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
 @click.option("--growth", type=click.FloatRange(0), default=0.25, show_default=True,
               help="--once/--watch: re-cluster everything once the collection grew by this share since the last "
                    "full sync (0 = never).")
-@settings_options(*_STORE, "vector", "model", "domain", "device", "threads", "interval", "rebuild_every", "metrics_port",
-                  "log_level")
+@settings_options(*_STORE, "batch_size", "vector", "model", "domain", "device", "threads", "interval", "rebuild_every",
+                  "metrics_port", "log_level")
 def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease: float, growth: float,
          settings: Settings) -> None:
     """Cluster every point of COLLECTION and write the result as payload.
@@ -229,7 +229,7 @@ def search(collection: str, cluster_id: int, like: int | None, vector_file: Path
 @click.option("--ids-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the point ids (int64 .npy) in the same order, for collections whose ids have gaps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@settings_options(*_STORE, "vector")
+@settings_options(*_STORE, "batch_size", "vector")
 def labels(collection: str, out: Path, ids_out: Path | None, as_json: bool, settings: Settings) -> None:
     """Write the cluster id of every point of COLLECTION (for evaluation and your own analysis)."""
     from ..sync import read_labels
