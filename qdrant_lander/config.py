@@ -34,7 +34,8 @@ class Settings(BaseModel):
     url: str | None = Field(None, description="Qdrant server URL; unset = the embedded store at --path.")
     api_key: SecretStr | None = Field(None, description="Qdrant API key (never printed or logged).")
     path: Path = Field(Path("./qdrant_data"), description="Directory of the embedded (Qdrant Edge) store.")
-    collection: str | None = Field(None, description="Collection to work on when a command takes none.")
+    collection: str | None = Field(None, description="Collection the deployment files sync (`sync ${QLANDER_COLLECTION}`"
+                                   " in deploy/); commands take the name as their argument.")
     model: Path | None = Field(None, description="ONNX model file or model directory (e.g. from `calibrate`); unset = "
                                "the model shipped in the package.")
     domain: Domain = Field("auto", description="What the default model clusters: faces, text or characters use "

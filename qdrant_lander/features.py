@@ -3,7 +3,7 @@
 Training (torch) and serving (onnxruntime) both call :func:`level_inputs`, so the model sees exactly
 the same features in both places. Edge features describe the kNN *structure* (similarities, ranks,
 shared neighbours) rather than absolute coordinates: a head that reads coordinates memorises the
-training classes' regions and fails on unseen classes (METHOD.md, prototype notes).
+training classes' regions and fails on unseen classes (shared/design/METHOD.md, prototype notes).
 
 Every similarity-valued feature is standardised by the mean and spread of the level's own kNN
 similarities: encoders put their cosines on very different scales (faces 0.8-1.0, text 0.2-0.9), and

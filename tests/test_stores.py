@@ -144,6 +144,7 @@ def test_vector_config_errors(store):
         import_points(store, "nope", v, vector="txt", progress=False)
     col = import_points(store, "named", v, vector="txt", progress=False)  # the other named vector stays unset
     assert col.vector == "txt" and "nope" not in store.collections()
+    assert store.open("named", vector="img").info().dim == 4 and store.open("named", vector="txt").info().dim == 3
     ids, got = read_vectors(col, progress=False)
     assert got.shape == (3, 3)
     assert col.knn(ids[:1], got[:1], 1).ids.tolist() == [[2]]

@@ -206,6 +206,15 @@ def test_cli_bad_collections(odd_store, args, message):
     assert _files(odd_store) == before
 
 
+@pytest.mark.parametrize("query, message", [(np.zeros(4), "1 rows are all zeros"), (np.full(4, np.nan), "NaN or inf"),
+                                            (np.ones(3), "query vector has size 3, collection 'named' has 4")])
+def test_cli_search_refuses_a_query_vector_it_cannot_score(odd_store, tmp_path, query, message):
+    np.save(tmp_path / "q.npy", query.astype(np.float32))
+    code, _, err = run(["search", "named", "--vector", "a", "--cluster", "1", "--vector-file", str(tmp_path / "q.npy"),
+                        "--path", str(odd_store)])
+    assert code == 2 and message in err and "Traceback" not in err, err
+
+
 def test_cli_import_rejects_nan_and_writes_nothing(files, part):
     x = part.x.copy()
     x[4, 1] = np.nan

@@ -13,7 +13,7 @@ from . import main
 from ..config import Settings
 from ..errors import MissingExtraError
 from ..validate import check_embeddings, check_labels
-from .inputs import load_npy, parse_set_options
+from .inputs import check_outputs, load_npy, parse_set_options
 from .settings_options import lander_from_settings, settings_options
 
 _MODEL = ("model", "domain", "device", "threads")  # the settings of every command that runs a model
@@ -126,6 +126,7 @@ def cluster(embeddings: Path, out: Path, levels_out: Path | None, as_json: bool,
     Cluster ids are the row index of each cluster's peak (its densest point), so they are stable
     and meaningful: row i's cluster is represented by row labels[i].
     """
+    check_outputs(out, levels_out)
     lander, result, seconds = _predict_timed(embeddings, settings)
     np.save(out, result.labels)
     if levels_out is not None:

@@ -20,7 +20,7 @@ from . import main
 from ..config import Settings
 from ..errors import InputError
 from ..stores import Collection, Store, open_store
-from .inputs import load_jsonl, load_npy
+from .inputs import check_outputs, load_jsonl, load_npy
 from .settings_options import lander_from_settings, settings_options
 
 _STORE = ("url", "api_key", "path")
@@ -196,6 +196,7 @@ def search(collection: str, cluster_id: int, like: int | None, vector_file: Path
     qdrant_lander.payload.cluster_filter(ID), a qdrant-client Filter for query_points/scroll/count.
     """
     from ..payload import cluster_filter
+    from ..validate import check_embeddings
 
     if (like is None) == (vector_file is None):
         raise InputError("give exactly one query: --like POINT_ID or --vector-file FILE")
@@ -209,8 +210,10 @@ def search(collection: str, cluster_id: int, like: int | None, vector_file: Path
             query = load_npy(vector_file, "query vector").astype(np.float32).reshape(-1)
             if query.size != col.info().dim:
                 raise InputError(f"query vector has size {query.size}, collection '{collection}' has {col.info().dim}")
-            if not np.isfinite(query).all():
-                raise InputError("query vector contains NaN or inf")
+            try:  # NaN, inf, all zeros: the embeddings' own checks
+                check_embeddings(query[None], min_points=1)
+            except InputError as e:
+                raise InputError(f"query vector from {vector_file}: {e}") from None
         hits = col.search(query, limit=limit, filter=cluster_filter(cluster_id))
     if as_json:
         click.echo(json.dumps([{"id": h.id, "score": h.score, "payload": h.payload} for h in hits]))
@@ -234,6 +237,7 @@ def labels(collection: str, out: Path, ids_out: Path | None, as_json: bool, sett
     """Write the cluster id of every point of COLLECTION (for evaluation and your own analysis)."""
     from ..sync import read_labels
 
+    check_outputs(out, ids_out)
     with collection_from_settings(settings, collection) as col:
         ids, lab = read_labels(col, batch_size=settings.batch_size)
     np.save(out, lab)

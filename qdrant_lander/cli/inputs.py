@@ -1,4 +1,4 @@
-"""Reading what users hand the CLI: .npy arrays, JSON Lines payloads, ``--set KEY=VALUE`` options.
+"""Reading what users hand the CLI: .npy arrays, JSON Lines payloads, ``--set KEY=VALUE`` options, output paths.
 
 Each failure is an :class:`~qdrant_lander.errors.InputError` that names the file or option, so
 every command reports bad files the same way.
@@ -21,6 +21,13 @@ def load_npy(path: Path, what: str) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
         raise InputError(f"cannot read {what} from {path}: {e}") from None
+
+
+def check_outputs(*paths: Path | None) -> None:
+    """Refuse an output file whose directory does not exist before the work starts, not after it (lost)."""
+    for path in paths:
+        if path is not None and not path.resolve().parent.is_dir():
+            raise InputError(f"cannot write {path}: the directory {path.parent} does not exist")
 
 
 def load_jsonl(path: Path) -> list[dict[str, Any]]:

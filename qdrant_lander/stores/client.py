@@ -18,12 +18,11 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from ..errors import StoreError
-from .base import (META_COLLECTION, Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config,
-                   drop_self, in_asked_order, point_ids)
+from .base import (HNSW_EF, META_COLLECTION, Collection, CollectionInfo, Hit, Neighbours, Points, Store,
+                   check_vector_config, drop_self, in_asked_order, point_ids)
 
 log = logging.getLogger(__name__)
 
-HNSW_EF = 128  # search breadth for kNN; the server default (100) is close, this makes it explicit
 INDEX_WAIT_S = 600  # longest wait for the server's background indexing before kNN starts anyway
 
 

@@ -25,14 +25,13 @@ import qdrant_edge as qe
 from qdrant_client import models
 
 from ..errors import StoreBusy, StoreError
-from .base import (Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config, drop_self,
-                   in_asked_order, point_ids)
+from .base import (HNSW_EF, Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config,
+                   drop_self, in_asked_order, point_ids)
 
 log = logging.getLogger(__name__)
 
 SHARD_DIR = "shard"
 META_FILE = "lander_meta.json"
-HNSW_EF = 128  # search breadth for kNN: default ef misses ~15% of true neighbours on hard data
 # Collections we create keep an int8 copy of the vectors in RAM: HNSW walks it (~2x faster per query at
 # 100k x 256) and the best `OVERSAMPLING * limit` candidates are rescored with the float vectors, so
 # the recall matches float search (0.934 vs 0.933 of the exact 11 nearest, synthetic 100k x 256, ef 128).
@@ -270,16 +269,17 @@ class EdgeStore(Store):
             raise _edge_error(e, f"collection '{name}' in the {self.description}") from None
 
     def open(self, name: str, *, vector: str | None = None) -> EdgeCollection:
-        if name not in self._open:
-            root = self.path / name
-            if name not in self.collections():
-                raise self._missing(name)
-            cfg = json.loads((root / SHARD_DIR / "edge_config.json").read_text())
-            dense = {n: (p["size"], p["distance"]) for n, p in cfg.get("vectors", {}).items()}
-            vec, dim = check_vector_config(name, dense, list(cfg.get("sparse_vectors", {})), vector)
+        root = self.path / name
+        if name not in self._open and name not in self.collections():
+            raise self._missing(name)
+        cfg = json.loads((root / SHARD_DIR / "edge_config.json").read_text())
+        dense = {n: (p["size"], p["distance"]) for n, p in cfg.get("vectors", {}).items()}
+        vec, dim = check_vector_config(name, dense, list(cfg.get("sparse_vectors", {})), vector)
+        col = self._open.get(name)
+        if col is None or col.vector != vec:  # one shard per collection (the OS lock allows one), a view per vector
             segments = (cfg.get("optimizers") or {}).get("default_segment_number")
-            self._open[name] = EdgeCollection(name, root, self._load(name), vec, dim, segments)
-        return self._open[name]
+            col = self._open[name] = EdgeCollection(name, root, col.shard if col else self._load(name), vec, dim, segments)
+        return col
 
     def create(self, name: str, dim: int) -> EdgeCollection:
         if name in self.collections():

@@ -2,7 +2,7 @@
 
 Each step sees different classes and a different k, so the model cannot memorise where the
 training classes live and has to learn what a same-class link *looks like* in the kNN structure
-(METHOD.md, second prototype). The levels come from the real decoder driven by the ground-truth
+(shared/design/METHOD.md, second prototype). The levels come from the real decoder driven by the ground-truth
 scorer, so supernode graphs at level >= 1 look like the ones decoded at inference.
 """
 

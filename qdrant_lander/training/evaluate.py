@@ -1,7 +1,7 @@
 """How good are a scorer's links and densities on labeled data: the first diagnostic for any model.
 
 A learned link scorer whose AUC on unseen classes does not beat plain cosine cannot beat a tuned
-graph clustering, whatever the decoder does (METHOD.md), so every trained model reports both.
+graph clustering, whatever the decoder does (shared/design/METHOD.md), so every trained model reports both.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The graph is the ``[N, k]`` neighbour layout of :class:`~qdrant_lander.knn.KnnGraph`, so message
 passing is a gather (``index_select``), a reshape and a sum over ``k``: no scatter ops, which export
 to ONNX exactly and run the same in onnxruntime. The density is *derived* from the link
-probabilities (density_i = mean_m sim_im * (2 p_im - 1), METHOD.md), so links and density come from
+probabilities (density_i = mean_m sim_im * (2 p_im - 1), shared/design/METHOD.md), so links and density come from
 one model and cannot disagree.
 """
 
@@ -75,7 +75,7 @@ class LanderNet(nn.Module):
     ``head="relative"`` decides links from the edge structure plus *relative* node terms (products
     and absolute differences of L2-normalised projections of both endpoints), never from absolute
     coordinates: a head reading coordinates memorises the training classes' regions and fails on
-    unseen ones (METHOD.md). ``head="paper"`` is the paper's MLP(src_proj(h_j) + dst_proj(h_i)), kept
+    unseen ones (shared/design/METHOD.md). ``head="paper"`` is the paper's MLP(src_proj(h_j) + dst_proj(h_i)), kept
     for comparison.
     """
 

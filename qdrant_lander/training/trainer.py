@@ -1,6 +1,6 @@
 """Episodic meta-training of :class:`LanderNet`, then tau chosen on held-out training classes.
 
-Protocol (METHOD.md, last section): split off ``heldout_fraction`` of the training classes; train on
+Protocol (shared/design/METHOD.md, last section): split off ``heldout_fraction`` of the training classes; train on
 the rest with episodes (each step a random share of the classes, a random k, and the levels the
 decoder produces on them); choose tau/k/early stop on the held-out classes; record the link and
 density diagnostics there next to plain cosine. Small labeled sets repeat this over folds of classes
