@@ -172,11 +172,13 @@ def test_density_is_derived_from_links(trained, omni):
     assert (link >= 0).all() and (link <= 1).all()
 
 
-def test_episode_graph_matches_exact_knn_and_batches_with_offsets(omni):
+@pytest.mark.parametrize("depth", [12, 3])  # 3 < k: every row's neighbours come from the exact search
+def test_episode_graph_matches_exact_knn_and_batches_with_offsets(omni, depth):
     x, y = omni
     keep = np.isin(y, np.unique(y)[:5])
-    got, want = CandidateNeighbours(x, depth=12).subgraph(keep, 5), knn_graph(x[keep], 5)
+    got, want = CandidateNeighbours(x, depth=depth).subgraph(keep, 5), knn_graph(x[keep], 5)
     np.testing.assert_array_equal(got.nbr, want.nbr)
+    np.testing.assert_allclose(got.sim, want.sim, atol=1e-6)
     levels = level_graphs(x[keep], y[keep], 5, node_mode="structure", max_levels=2)
     batch = Batch.from_data_list(levels)
     n0 = levels[0].num_nodes

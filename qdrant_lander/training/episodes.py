@@ -16,7 +16,7 @@ from torch_geometric.data import Batch, Data
 
 from ..decode import DecodeSettings, Scorer, hierarchy_levels
 from ..features import NodeMode
-from ..knn import KnnGraph, knn_graph
+from ..knn import KnnGraph, first_kept, knn_graph, nearest_rows
 from .gt import GroundTruthScorer, edge_labels, gt_density
 
 
@@ -55,16 +55,14 @@ class CandidateNeighbours:
         new_id[idx] = np.arange(idx.size)
         cand = new_id[self.graph.nbr[idx]]
         valid = cand >= 0
-        order = np.argsort(~valid, axis=1, kind="stable")[:, :k]
-        nbr = np.take_along_axis(cand, order, axis=1)
-        sim = np.take_along_axis(self.graph.sim[idx], order, axis=1)
-        short = np.flatnonzero(valid.sum(axis=1) < k)
+        full = valid.sum(axis=1) >= k
+        nbr, sim = np.empty((idx.size, k), dtype=np.int64), np.empty((idx.size, k), dtype=np.float32)
+        nbr[full], sim[full] = first_kept(valid[full], k, cand[full], self.graph.sim[idx[full]])
+        short = np.flatnonzero(~full)
         if short.size:
-            s = self.x[idx[short]] @ self.x[idx].T
-            s[np.arange(short.size), short] = -np.inf
-            top = np.argsort(-s, axis=1, kind="stable")[:, :k]
-            nbr[short], sim[short] = top, np.take_along_axis(s, top, axis=1)
-        return KnnGraph(nbr=nbr, sim=sim.astype(np.float32))
+            exact = nearest_rows(self.x[idx], short, k)
+            nbr[short], sim[short] = exact.nbr, exact.sim
+        return KnnGraph(nbr=nbr, sim=sim)
 
 
 def level_graphs(x: np.ndarray, y: np.ndarray, k: int, *, node_mode: NodeMode, max_levels: int,
