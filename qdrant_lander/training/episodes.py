@@ -57,7 +57,8 @@ class CandidateNeighbours:
         valid = cand >= 0
         full = valid.sum(axis=1) >= k
         nbr, sim = np.empty((idx.size, k), dtype=np.int64), np.empty((idx.size, k), dtype=np.float32)
-        nbr[full], sim[full] = first_kept(valid[full], k, cand[full], self.graph.sim[idx[full]])
+        if full.any():
+            nbr[full], sim[full] = first_kept(valid[full], k, cand[full], self.graph.sim[idx[full]])
         short = np.flatnonzero(~full)
         if short.size:
             exact = nearest_rows(self.x[idx], short, k)
