@@ -22,6 +22,7 @@ from .domains import Domain
 from .errors import InputError
 
 ENV_PREFIX = "QLANDER_"
+DEFAULT_PATH = Path("./qdrant_data")  # the embedded store's directory when none is given
 CONFIG_ENV = ENV_PREFIX + "CONFIG"  # path of the TOML file when no --config flag is given
 MASK = "**********"
 
@@ -33,7 +34,7 @@ class Settings(BaseModel):
 
     url: str | None = Field(None, description="Qdrant server URL; unset = the embedded store at --path.")
     api_key: SecretStr | None = Field(None, description="Qdrant API key (never printed or logged).")
-    path: Path = Field(Path("./qdrant_data"), description="Directory of the embedded (Qdrant Edge) store.")
+    path: Path = Field(DEFAULT_PATH, description="Directory of the embedded (Qdrant Edge) store.")
     collection: str | None = Field(None, description="Collection the deployment files sync (`sync ${QLANDER_COLLECTION}`"
                                    " in deploy/); commands take the name as their argument.")
     model: Path | None = Field(None, description="ONNX model file or model directory (e.g. from `calibrate`); unset = "

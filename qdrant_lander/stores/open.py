@@ -7,11 +7,11 @@ from pathlib import Path
 
 from qdrant_client import QdrantClient
 
+from ..config import DEFAULT_PATH
 from .base import Store
 from .client import ServerStore
 from .edge import EdgeStore
 
-DEFAULT_PATH = Path("./qdrant_data")
 TIMEOUT_S = 300  # a batch of a thousand kNN queries or payload writes can take longer than the 5 s default
 
 
