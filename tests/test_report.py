@@ -147,6 +147,9 @@ def test_report_command_writes_the_page(tmp_path):
                                         "--path", str(tmp_path / "qd")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
     assert not (tmp_path / "x.html").exists()
+    nowhere = CliRunner().invoke(main, ["report", "docs", "--out", str(tmp_path / "no" / "r.html"),
+                                        "--path", str(tmp_path / "qd")])
+    assert nowhere.exit_code == 2 and "the directory" in nowhere.output and "no does not exist" in nowhere.output
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -51,8 +51,10 @@ def report(collection: str, out: Path, label_field: str | None, fields: str | No
     """
     from ..report import read_collection, require_extra, write_report
     from .collection_cmds import collection_from_settings
+    from .inputs import check_outputs
 
     require_extra()  # fail before reading a large collection
+    check_outputs(out)
     with collection_from_settings(settings, collection) as coll:
         data = read_collection(coll, label_field=label_field, top=top, examples=examples,
                                batch_size=settings.batch_size)

@@ -278,7 +278,8 @@ class EdgeStore(Store):
         col = self._open.get(name)
         if col is None or col.vector != vec:  # one shard per collection (the OS lock allows one), a view per vector
             segments = (cfg.get("optimizers") or {}).get("default_segment_number")
-            col = self._open[name] = EdgeCollection(name, root, col.shard if col else self._load(name), vec, dim, segments)
+            shard = col.shard if col else self._load(name)
+            col = self._open[name] = EdgeCollection(name, root, shard, vec, dim, segments)
         return col
 
     def create(self, name: str, dim: int) -> EdgeCollection:
