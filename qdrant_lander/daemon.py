@@ -58,7 +58,7 @@ class DaemonOptions(BaseModel):
     max_new: int = Field(20_000, ge=1, description="New points per incremental pass (bounds memory and latency)")
     knn: Literal["auto", "exact", "index"] = Field("auto", description="Neighbours of full passes (see full_sync)")
     batch_size: int = Field(1024, ge=1)
-    lease_ttl: float = Field(LEASE_TTL, gt=0, description="Seconds a lease lasts without renewal (above the longest pass)")
+    lease_ttl: float = Field(LEASE_TTL, gt=0, description="Seconds a lease lasts without renewal (renewed every third)")
     wait_lease: float = Field(0.0, ge=0, description="Seconds to wait for another writer's lease")
     max_failures: int = Field(5, ge=1, description="Failed passes in a row before watch mode gives up")
     progress: bool = False
@@ -183,7 +183,8 @@ class Daemon:
         """Take the lease, run one pass, give the lease back."""
         self._take_lease()
         try:
-            return self.run_pass(full=full)
+            with self.lease.kept():
+                return self.run_pass(full=full)
         finally:
             self.lease.release()
 
@@ -205,7 +206,8 @@ class Daemon:
                 started = time.monotonic()
                 try:
                     self.lease.renew()
-                    report = self.run_pass(full=0 < o.rebuild_every <= self.since_full)
+                    with self.lease.kept():  # a full pass of a large collection outlasts the ttl
+                        report = self.run_pass(full=0 < o.rebuild_every <= self.since_full)
                     failures, waiting = 0, False
                 except LeaseHeld as e:
                     log.error("%s", e)

@@ -1,7 +1,9 @@
 """One writer per collection: a lease with an expiry, kept in the store itself.
 
-Two daemons relabelling the same collection would race on merges and ids, so a daemon holds the
-``lease`` meta record (owner, expiry) while it works and renews it every pass. Qdrant has no
+Two daemons relabelling the same collection would race on merges and ids, so a writer holds the
+``lease`` meta record (owner, expiry) while it works: a daemon renews it every pass, and :meth:`Lease.kept`
+renews it from a background thread while one long piece of work runs (a full sync of a large collection
+outlasts the ttl inside single blocking calls such as the HNSW build). Qdrant has no
 compare-and-set, so taking the lease is write-then-confirm: read (free or expired?), write our owner
 and expiry, wait ``settle`` seconds, read again; only if our owner is still there do we hold it.
 Race window: two daemons that both read "free" and write within ``settle`` of each other both
@@ -20,8 +22,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pydantic import BaseModel
 
@@ -31,7 +36,7 @@ from .stores.base import Collection
 log = logging.getLogger(__name__)
 
 LEASE_META = "lease"
-LEASE_TTL = 300.0  # seconds a lease lasts without renewal: keep it above the longest pass (a full sync of 100k: ~2 min)
+LEASE_TTL = 300.0  # seconds a lease lasts without renewal; kept() renews it every third of that
 
 
 class LeaseHeld(LanderError):
@@ -116,6 +121,39 @@ class Lease:
             who = rec.describe() if rec else "nobody (the record was removed)"
             raise LeaseHeld(f"lost the lease on '{self.col.name}': it is now held by {who}")
         self._write(time.time() + self.ttl)
+
+    @contextmanager
+    def kept(self) -> Iterator[None]:
+        """Renew the lease every ``ttl / 3`` from a background thread while the block runs.
+
+        Renewal between passes cannot reach inside one call that outlasts the ttl, and a lease that
+        expires mid-sync lets a second writer in. A renewal that fails on the store is retried at the
+        next beat (the lease still has two thirds of its ttl); one that finds another owner stops the
+        beat, and the block's end raises :class:`LeaseHeld` so the loss is not silent.
+        """
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.ttl / 3):
+                try:
+                    self.renew()
+                except LeaseHeld as e:
+                    log.error("%s", e)
+                    return
+                except Exception as e:  # noqa: BLE001 - the store's own errors: try again at the next beat
+                    log.warning("could not renew the lease on '%s' (retrying in %.0f s): %s",
+                                self.col.name, self.ttl / 3, e)
+
+        thread = threading.Thread(target=beat, name=f"lease-{self.owner}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+        if not self.held:
+            raise LeaseHeld(f"lost the lease on '{self.col.name}' while writing: another writer may have written "
+                            "too; run `sync --full` again once it is done")
 
     def release(self) -> None:
         """Give the lease up now (expired record) so the next daemon need not wait for the expiry."""

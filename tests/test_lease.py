@@ -153,3 +153,41 @@ def test_a_one_shot_sync_takes_the_lease_too(tmp_path):
     assert done.exit_code == EXIT_OK, done.output
     with EdgeStore(tmp_path / "d") as store:
         assert store.open("docs").get_meta(LEASE_META)["expires_at"] <= time.time()  # given back when it finished
+
+
+def test_a_kept_lease_outlives_its_ttl_and_a_lost_one_is_reported(col):
+    """Work longer than the ttl (a large full sync) keeps the lease; one taken over meanwhile raises at the end."""
+    a, b = Lease(col, ttl=0.3, settle=0.01, owner="a"), Lease(col, ttl=30, settle=0.01, owner="b")
+    a.acquire()
+    with a.kept():
+        time.sleep(1.0)  # three ttls: without renewals b would find the lease expired
+        assert not b.try_acquire()
+    assert a.held and a.holder().owner == "a"
+    with pytest.raises(LeaseHeld, match="lost the lease on 'docs' while writing"):
+        with a.kept():
+            col.set_meta(LEASE_META, {**col.get_meta(LEASE_META), "owner": "b"})  # taken over (a stalled renewal)
+            time.sleep(0.3)
+    assert not a.held
+
+
+def test_edge_meta_writes_from_two_threads_keep_every_record(tmp_path):
+    """A lease renewal in Lease.kept's thread runs beside the sync's own meta writes: neither may undo the other."""
+    x = np.random.RandomState(0).rand(20, 8).astype(np.float32)
+    with EdgeStore(tmp_path / "d") as store:
+        edge = import_points(store, "docs", x, progress=False)
+        errors: list[Exception] = []
+
+        def write(prefix: str) -> None:
+            try:
+                for i in range(100):
+                    edge.set_meta(f"{prefix}{i}", {"i": i})
+            except Exception as e:  # noqa: BLE001 - reported by the assertion below
+                errors.append(e)
+
+        threads = [threading.Thread(target=write, args=(p,)) for p in "ab"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert all(edge.get_meta(f"{p}{i}") == {"i": i} for p in "ab" for i in range(100))

@@ -132,7 +132,8 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
         lease = Lease(col)  # a daemon may be relabelling this collection: wait for it or refuse, never race it
         lease.acquire(wait=wait_lease)
         try:
-            report = full_sync(col, lander, batch_size=settings.batch_size, knn=knn)
+            with lease.kept():  # a large collection's sync outlasts the lease's ttl
+                report = full_sync(col, lander, batch_size=settings.batch_size, knn=knn)
         finally:
             lease.release()
     if as_json:

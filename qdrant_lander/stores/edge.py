@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -100,6 +101,9 @@ def _edge_error(e: Exception, where: str) -> StoreError:
         return StoreBusy(f"{where} is open in another process (a running sync or watch daemon?); "
                           "the embedded store allows one process per collection")
     return StoreError(f"{where}: {msg}")
+
+
+_META_LOCK = threading.Lock()  # meta writes are rare: one lock for every collection of the process
 
 
 class EdgeCollection(Collection):
@@ -239,11 +243,12 @@ class EdgeCollection(Collection):
         return self._meta().get(key)
 
     def set_meta(self, key: str, value: dict[str, Any]) -> None:
-        meta = self._meta()
-        meta[key] = value
-        tmp = self.root / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, self.root / META_FILE)  # atomic: a crash leaves the old or the new file
+        with _META_LOCK:  # read-modify-write: a renewal in Lease.kept's thread must not undo a sync's record
+            meta = self._meta()
+            meta[key] = value
+            tmp = self.root / (META_FILE + ".tmp")
+            tmp.write_text(json.dumps(meta))
+            os.replace(tmp, self.root / META_FILE)  # atomic: a crash leaves the old or the new file
 
     def flush(self) -> None:
         self.shard.flush()
