@@ -390,6 +390,9 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     follower_ids = np.fromiter(followers, dtype=np.int64, count=len(followers))
     new_ids, x_new = new_ids[distinct.rep], distinct.take(x_new)
     nb = _knn_without(col, new_ids, x_new, card.k, follower_ids)
+    cached = cache.has(new_ids)  # re-upserted, or met as a neighbour while it waited for its pass
+    if cached.any():  # a changed vector: its list and every list naming it at the old similarity go
+        cache.forget(new_ids[cached][(cache.gather(new_ids[cached])[2] != x_new[cached]).any(axis=1)])
     cache.add_arrivals(new_ids, x_new, nb.ids.astype(np.int64), nb.sim.astype(np.float32))
 
     # The receptive field; cached lists that name deleted points are dropped and the field grown again.
@@ -401,9 +404,12 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         report.deleted_seen += len(gone)
         cache.forget(gone)
         labels.forget(gone)
+        new_ids = new_ids[~np.isin(new_ids, gone)]  # deleted since the scroll: nothing to label
     else:
         raise StoreError(f"points of '{col.name}' keep being deleted under the pass; run it again")
-    new_ids = field.rings[0]  # minus any deleted since the scroll
+    if not len(new_ids):
+        report.new, report.seconds = 0, round(time.perf_counter() - t0, 4)
+        return report
     ids, n, n_new = field.ids, len(field.ids), len(field.rings[0])
     report.new, report.field = n_new, n
 

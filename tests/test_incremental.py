@@ -538,3 +538,53 @@ def test_incremental_passes_keep_the_arrivals_indexed_on_the_embedded_store(tmp_
         rep = daemon.once()
         info = col.shard.info()
         assert not rep.full and rep.new == 2200 and info.indexed_vectors_count == info.points_count == 5200
+
+
+def test_arrivals_deleted_while_a_pass_reads_them_are_skipped(store, data, lander, monkeypatch):
+    """The user deletes fresh points right after the pass read them and their neighbours: the pass labels
+    the others (it used to re-find the deleted ones on every retry and fail)."""
+    import qdrant_lander.incremental as incremental
+
+    x, _ = data
+    col = import_points(store, "docs", x[:200], progress=False)
+    full_sync(col, lander, progress=False)
+    for arrivals, victims in ((x[200:203], [201]), (x[203:205], [203, 204])):
+        start = 200 if len(arrivals) == 3 else 203
+        import_points(store, "docs", arrivals, start_id=start, progress=False)
+        knn_without = incremental._knn_without
+
+        def read_then_delete(*args, **kwargs):
+            out = knn_without(*args, **kwargs)
+            if isinstance(store, EdgeStore):
+                import qdrant_edge as qe
+                col.shard.update(qe.UpdateOperation.delete_points(victims))
+            else:
+                col.client.delete(col.name, points_selector=models.PointIdsList(points=victims), wait=True)
+            return out
+
+        monkeypatch.setattr(incremental, "_knn_without", read_then_delete)
+        rep = incremental_pass(col, lander.scorer, lander.card, cache=NeighbourCache(lander.card.k))
+        monkeypatch.undo()
+        assert rep.new == len(arrivals) - len(victims) and rep.deleted_seen >= len(victims)
+        assert col.count(unclustered_filter()) == 0
+    check_consistent(col)
+
+
+def test_a_re_upserted_vector_leaves_no_stale_similarity_in_the_daemons_lists(store, data, lander):
+    """Points moved to another intent's vectors: the warm daemon's cached lists must hold today's similarities
+    (they feed the features and the peak re-checks that decide merges)."""
+    x, _ = data
+    col = import_points(store, "docs", x[:300], progress=False)
+    daemon = Daemon(col, lander, DaemonOptions(lease_ttl=30, growth=0))
+    daemon.once()
+    ids, lab = read_labels(col)
+    big = np.unique(lab, return_counts=True)
+    first, second = big[0][np.argsort(-big[1])[:2]]
+    movers, targets = ids[lab == first][:30], ids[lab == second][:30]
+    col.upsert(movers, x[targets] + 0.01)  # payload replaced: clustered again as new, at another place
+    daemon.once()
+    all_ids, xv = read_vectors(col, progress=False)
+    cached = all_ids[daemon.cache.has(all_ids)]
+    nbr, sim = daemon.cache.lists(cached)
+    true = np.einsum("rd,rkd->rk", xv[np.searchsorted(all_ids, cached)], xv[np.searchsorted(all_ids, nbr)])
+    assert len(cached) > 100 and np.abs(true - sim).max() < 1e-4
