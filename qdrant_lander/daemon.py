@@ -65,11 +65,20 @@ class DaemonOptions(BaseModel):
 
 
 def _stable_rename(col: Collection, batch_size: int):
-    """The previous generation's labels, as a ``rename`` hook for :func:`full_sync`."""
+    """The previous generation's labels, as a ``rename`` hook for :func:`full_sync`.
+
+    The hook also moves the fresh-id counter past every id it hands out, before the sync writes any
+    of them: were it moved after, a crash in between would let the next pass hand out one again."""
     old_ids, old_labels = read_labels(col, batch_size=batch_size)
 
     def rename(ids: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-        return stable_ids(np.append(old_labels, -1)[rows_of(old_ids, ids)], clusters)  # -1: no old label
+        out = stable_ids(np.append(old_labels, -1)[rows_of(old_ids, ids)], clusters)  # -1: no old label
+        state = load_state(col)
+        top = int(out.max(initial=-1))
+        nxt = max(state.next_fresh_id, top + 1) if top >= FRESH_ID_START else state.next_fresh_id
+        col.set_meta(INCREMENTAL_META,
+                     state.model_copy(update={"pending_merges": [], "next_fresh_id": nxt}).model_dump())
+        return out
 
     return rename, old_labels
 
@@ -117,11 +126,6 @@ class Daemon:
         # (copy-on-write), which would leave the next passes' neighbour queries as full scans.
         self.col.prepare_knn()
         labels = self.labels.load(self.col, batch_size=o.batch_size)  # the next passes read no labels
-        state = load_state(self.col)
-        top = int(labels.max(initial=-1))
-        nxt = max(state.next_fresh_id, top + 1) if top >= FRESH_ID_START else state.next_fresh_id
-        self.col.set_meta(INCREMENTAL_META, state.model_copy(update={"pending_merges": [], "next_fresh_id": nxt})
-                          .model_dump())
         kept = len(np.intersect1d(np.unique(labels), np.unique(old_labels[old_labels >= 0])))
         return PassReport(full=True, new=int((old_labels < 0).sum()) + rep.points - len(old_labels),
                           created=rep.clusters - kept, seconds=round(time.perf_counter() - t0, 4),

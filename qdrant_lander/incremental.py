@@ -69,6 +69,9 @@ class IncrementalState(BaseModel):
 
     pending_merges: list[tuple[int, int]] = []  # (absorbed cluster, surviving cluster), not yet relabelled
     next_fresh_id: int = FRESH_ID_START
+    # The full sync generation the journaled ids name: a full sync since then renamed the clusters, so its
+    # merges must not be replayed onto the new ones (None: a journal written before this was recorded).
+    generation: int | None = None
 
 
 class PassReport(BaseModel):
@@ -126,9 +129,17 @@ def relabel(col: Collection, absorbed: int, survivor: int) -> None:
 
 
 def replay_journal(col: Collection) -> int:
-    """Apply merges a crashed pass journaled but may not have finished; returns how many."""
+    """Apply merges a crashed pass journaled but may not have finished; returns how many. A journal of an
+    earlier generation (a full sync ran since the crash) is dropped: its ids may name other clusters now."""
     state = load_state(col)
     if not state.pending_merges:
+        return 0
+    sync = col.get_meta(SYNC_META)
+    current = SyncState(**sync).generation if sync else None
+    if state.generation is not None and state.generation != current:
+        col.set_meta(INCREMENTAL_META, state.model_copy(update={"pending_merges": []}).model_dump())
+        log.info("dropped %d journaled merge(s) of generation %d: generation %s re-clustered everything since",
+                 len(state.pending_merges), state.generation, current)
         return 0
     for absorbed, survivor in state.pending_merges:
         relabel(col, absorbed, survivor)
@@ -507,7 +518,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
                 merges.append((g, win_id))
 
     # Writes: journal, relabel merged clusters, new payloads, flush, clear the journal.
-    inc = inc.model_copy(update={"pending_merges": merges, "next_fresh_id": next_fresh})
+    inc = inc.model_copy(update={"pending_merges": merges, "next_fresh_id": next_fresh, "generation": state.generation})
     if merges or taken:
         col.set_meta(INCREMENTAL_META, inc.model_dump())
     for absorbed, survivor in merges:
