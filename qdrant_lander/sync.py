@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from .decode import ClusterResult
 from .dedup import unique_rows
-from .errors import CollectionNotReady, InputError, StoreError, StoredDataError
-from .knn import KnnGraph, rows_of
+from .errors import CollectionNotReady, InputError, StoredDataError
+from .knn import KnnGraph, first_kept, nearest_rows, rows_of
 from .model_card import ModelCard
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, unclustered_filter
 from .stores.base import Collection, Store
@@ -117,7 +117,8 @@ def stored_unit_vectors(ids: np.ndarray, v: np.ndarray, collection: str) -> np.n
 
 
 def read_vectors(col: Collection, *, batch_size: int = 1024, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """All point ids (ascending) and their unit-length vectors."""
+    """All point ids (ascending) and their unit-length vectors (points that arrive during the scroll may be
+    among them or not)."""
     n = col.count()
     ids = np.empty(n, dtype=np.int64)
     x = np.empty((n, col.info().dim), dtype=np.float32)
@@ -125,8 +126,10 @@ def read_vectors(col: Collection, *, batch_size: int = 1024, progress: bool = Tr
     with _bar(n, "read vectors", progress) as bar:
         for batch in col.scroll(batch_size=batch_size, vectors=True):
             m = len(batch.ids)
-            if filled + m > n:
-                raise StoreError(f"collection '{col.name}' grew during the sync; run it again")
+            if filled + m > len(ids):  # arrivals: room for an eighth more (preallocated to bound peak memory)
+                more = max(m, len(ids) // 8)
+                ids = np.concatenate([ids, np.empty(more, ids.dtype)])
+                x = np.concatenate([x, np.empty((more, x.shape[1]), x.dtype)])
             ids[filled:filled + m] = batch.ids
             x[filled:filled + m] = stored_unit_vectors(batch.ids, batch.vectors, col.name)
             filled += m
@@ -153,8 +156,31 @@ def fetch_knn(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, *, rows: 
             bar.update(e - s)
     nbr = rows_of(ids, nbr)  # point ids -> rows, once for all batches (its lookup table is built over all ids)
     if (nbr < 0).any():
-        raise StoreError(f"collection '{col.name}' changed during the sync (unknown neighbour ids); run it again")
+        _without_arrivals(col, ids, x, rows, nbr, sim, exact)
     return KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0))
+
+
+def _without_arrivals(col: Collection, ids: np.ndarray, x: np.ndarray, rows: np.ndarray, nbr: np.ndarray,
+                      sim: np.ndarray, exact: bool) -> None:
+    """Refill, in place, the lists that name points which arrived after the scroll (row -1): the sync
+    clusters what it read, and the next incremental pass labels the arrivals. Such rows are asked again
+    with room for more arrivals; a row still short after that gets its exact neighbours among the points read."""
+    k = nbr.shape[1]
+    todo = np.flatnonzero((nbr < 0).any(axis=1))
+    log.info("%d kNN lists of '%s' name points that arrived during the sync: asked again without them",
+             len(todo), col.name)
+    limit = k
+    for _ in range(3):
+        limit = min(2 * limit, col.count() - 1)
+        res = col.knn(ids[rows[todo]], x[rows[todo]], limit, exact=exact)
+        got = rows_of(ids, res.ids)
+        done = (got >= 0).sum(axis=1) >= k
+        nbr[todo[done]], sim[todo[done]] = first_kept(got[done] >= 0, k, got[done], res.sim[done])
+        todo = todo[~done]
+        if not len(todo):
+            return
+    exact_rows = nearest_rows(x, rows[todo], k)
+    nbr[todo], sim[todo] = exact_rows.nbr, exact_rows.sim
 
 
 def check_fits(col: Collection, card: ModelCard) -> int:

@@ -632,3 +632,34 @@ def test_the_fresh_id_counter_passes_every_id_a_full_pass_hands_out_before_it_wr
     out = rename(ids, new)
     assert out.max() >= FRESH_ID_START + 1
     assert load_state(col).next_fresh_id > out.max()
+
+
+def test_a_full_pass_finishes_while_points_keep_arriving(store, data, lander):
+    """A feeder upserts during the full pass's scroll and kNN stage (lists then name points the scroll did not
+    read): the pass clusters what it read, and the next incremental pass labels the arrivals. It used to fail on
+    every try, so a daemon with a feeder never got past a due full pass."""
+    x, y = data
+    col = import_points(store, "docs", x[:200], progress=False)
+    daemon = Daemon(col, lander, DaemonOptions(lease_ttl=30, growth=0))
+    daemon.once()
+    arrivals = iter(range(200, 300, 4))
+    scroll, knn = col.scroll, col.knn
+
+    def feed():
+        if (s := next(arrivals, None)) is not None:
+            import_points(store, "docs", x[s:s + 4] * 0.99 + x[s + 100:s + 104] * 0.01, start_id=s, progress=False)
+
+    def scroll_feeding(**kw):
+        feed()  # after the count the sync sized its arrays by: the scroll reads more points than that
+        yield from scroll(**kw)
+
+    col.scroll = scroll_feeding
+    col.knn = lambda *a, **kw: feed() or knn(*a, **kw)
+    try:
+        rep = daemon.once(full=True)
+    finally:
+        del col.scroll, col.knn
+    assert rep.full and rep.field >= 200
+    assert daemon.once().new == col.count() - rep.field  # the arrivals the full pass did not read
+    assert col.count(unclustered_filter()) == 0
+    check_consistent(col)
