@@ -198,47 +198,51 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
-        o = self.options
         try:
             self._take_lease()
         except LeaseHeld as e:
             log.error("%s", e)
             return EXIT_LEASE
-        failures, waiting = 0, False
         try:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    self.lease.renew()
-                    with self.lease.kept():  # a full pass of a large collection outlasts the ttl
-                        report = self.run_pass(full=0 < o.rebuild_every <= self.since_full)
-                    failures, waiting = 0, False
-                except LeaseHeld as e:
-                    log.error("%s", e)
-                    return EXIT_LEASE
-                except CollectionNotReady as e:  # a daemon started before the data: wait for it
-                    if not waiting:
-                        log.info("waiting for points: %s", e)
-                    waiting, report = True, None
-                except (InputError, ModelError, MissingExtraError) as e:  # stored vectors that cannot be clustered too
-                    log.error("%s", e)
-                    return EXIT_INPUT
-                except Exception as e:  # the store's own errors (network, timeouts) are retried
-                    failures += 1
-                    level = logging.ERROR if isinstance(e, LanderError) else logging.WARNING
-                    log.log(level, "pass failed (%d in a row): %s", failures, e,
-                            exc_info=log.isEnabledFor(logging.DEBUG))
-                    if failures >= o.max_failures:
-                        log.error("giving up after %d failed passes", failures)
-                        return EXIT_STORE
-                    report = None
-                if report is not None and not report.full and report.new >= o.max_new:
-                    continue  # a backlog: go on at once
-                stop.wait(max(0.0, o.interval - (time.monotonic() - started)))
-            log.info("stopped after %d passes", self.passes)
-            return EXIT_OK
+            with self.lease.kept():  # renewed while a pass runs (a full one can outlast the ttl) and between passes
+                return self._passes(stop)
+        except LeaseHeld as e:  # another writer took the collection over
+            log.error("%s", e)
+            return EXIT_LEASE
         finally:
             self.lease.release()
+
+    def _passes(self, stop: threading.Event) -> int:
+        o = self.options
+        failures, waiting = 0, False
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.lease.renew()  # re-reads the record: a takeover is noticed at the next pass
+                report = self.run_pass(full=0 < o.rebuild_every <= self.since_full)
+                failures, waiting = 0, False
+            except LeaseHeld:
+                raise  # watch() says so and exits EXIT_LEASE
+            except CollectionNotReady as e:  # a daemon started before the data: wait for it
+                if not waiting:
+                    log.info("waiting for points: %s", e)
+                waiting, report = True, None
+            except (InputError, ModelError, MissingExtraError) as e:  # stored vectors that cannot be clustered too
+                log.error("%s", e)
+                return EXIT_INPUT
+            except Exception as e:  # the store's own errors (network, timeouts) are retried
+                failures += 1
+                level = logging.ERROR if isinstance(e, LanderError) else logging.WARNING
+                log.log(level, "pass failed (%d in a row): %s", failures, e, exc_info=log.isEnabledFor(logging.DEBUG))
+                if failures >= o.max_failures:
+                    log.error("giving up after %d failed passes", failures)
+                    return EXIT_STORE
+                report = None
+            if report is not None and not report.full and report.new >= o.max_new:
+                continue  # a backlog: go on at once
+            stop.wait(max(0.0, o.interval - (time.monotonic() - started)))
+        log.info("stopped after %d passes", self.passes)
+        return EXIT_OK
 
 
 def run(col: Collection, lander: Lander, mode: str, options: DaemonOptions,

@@ -191,3 +191,43 @@ def test_edge_meta_writes_from_two_threads_keep_every_record(tmp_path):
             t.join()
         assert errors == []
         assert all(edge.get_meta(f"{p}{i}") == {"i": i} for p in "ab" for i in range(100))
+
+
+def test_a_watch_daemon_keeps_its_lease_while_it_waits_between_passes(col):
+    """An interval longer than the lease's ttl must not leave the collection free between two passes."""
+    lander = Lander(os.environ.get("LANDER_TEST_MODEL"), device="cpu", threads=1)
+    daemon = Daemon(col, lander, DaemonOptions(interval=2.0, lease_ttl=0.3), owner="daemon")
+    stop = threading.Event()
+    codes = []
+    runner = threading.Thread(target=lambda: codes.append(daemon.watch(stop)))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while daemon.passes == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.9)  # three ttls into the wait before the next pass
+        assert not Lease(col, ttl=30, settle=0.01, owner="other").try_acquire()
+    finally:
+        stop.set()
+        runner.join(30)
+    assert codes == [EXIT_OK]
+
+
+def test_two_writers_creating_the_meta_collection_at_once(col):
+    """The first meta record creates the meta collection; another writer that created it between our check and
+    our create must not turn that into an error (a server answers 409)."""
+    from qdrant_lander.stores.client import META_COLLECTION
+
+    exists, asked = col.client.collection_exists, []
+
+    def missing_at_first(name: str) -> bool:  # our check ran before the other writer's create
+        asked.append(name)
+        return False if len(asked) == 1 else exists(name)
+
+    col.client.create_collection(META_COLLECTION, vectors_config={})  # the other writer's create
+    col.client.collection_exists = missing_at_first
+    try:
+        col.set_meta(LEASE_META, {"owner": "a"})
+    finally:
+        del col.client.collection_exists
+    assert asked[0] == META_COLLECTION and col.get_meta(LEASE_META) == {"owner": "a"}

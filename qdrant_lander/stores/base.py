@@ -11,6 +11,7 @@ collection, ``_lander_meta``, never in the user's collection, so their counts an
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ from qdrant_client import models
 from ..errors import StoreError, StoredDataError
 
 META_COLLECTION = "_lander_meta"
+# Meta records are written by the main thread and by Lease.kept's renewal thread: one lock for every
+# collection of the process (meta writes are rare) keeps a read-modify-write or a store that is not
+# thread-safe (qdrant-client's local mode) from interleaving them.
+META_LOCK = threading.Lock()
 HNSW_EF = 128  # kNN search breadth of full syncs on either store: default ef misses ~15% of true neighbours on hard data
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from ..errors import StoreError
-from .base import (HNSW_EF, META_COLLECTION, Collection, CollectionInfo, Hit, Neighbours, Points, Store,
+from .base import (HNSW_EF, META_COLLECTION, META_LOCK, Collection, CollectionInfo, Hit, Neighbours, Points, Store,
                    check_vector_config, drop_self, in_asked_order, point_ids)
 
 log = logging.getLogger(__name__)
@@ -138,11 +138,17 @@ class ServerCollection(Collection):
         return rec[0].payload["value"] if rec else None
 
     def set_meta(self, key: str, value: dict[str, Any]) -> None:
-        if not self.client.collection_exists(META_COLLECTION):
-            self.client.create_collection(META_COLLECTION, vectors_config={})  # payload-only records
-        point = models.PointStruct(id=self._meta_id(key), vector={},
-                                   payload={"collection": self.name, "key": key, "value": value})
-        self.client.upsert(META_COLLECTION, points=[point], wait=True)
+        with META_LOCK:
+            if not self.client.collection_exists(META_COLLECTION):
+                try:
+                    self.client.create_collection(META_COLLECTION, vectors_config={})  # payload-only records
+                except Exception:
+                    if not self.client.collection_exists(META_COLLECTION):
+                        raise
+                    # another writer (a second daemon starting) created it between our check and our create
+            point = models.PointStruct(id=self._meta_id(key), vector={},
+                                       payload={"collection": self.name, "key": key, "value": value})
+            self.client.upsert(META_COLLECTION, points=[point], wait=True)
 
 
 class ServerStore(Store):

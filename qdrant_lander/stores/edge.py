@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ import qdrant_edge as qe
 from qdrant_client import models
 
 from ..errors import StoreBusy, StoreError
-from .base import (HNSW_EF, Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config,
+from .base import (HNSW_EF, META_LOCK, Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config,
                    drop_self, in_asked_order, point_ids)
 
 log = logging.getLogger(__name__)
@@ -101,9 +100,6 @@ def _edge_error(e: Exception, where: str) -> StoreError:
         return StoreBusy(f"{where} is open in another process (a running sync or watch daemon?); "
                           "the embedded store allows one process per collection")
     return StoreError(f"{where}: {msg}")
-
-
-_META_LOCK = threading.Lock()  # meta writes are rare: one lock for every collection of the process
 
 
 class EdgeCollection(Collection):
@@ -243,7 +239,7 @@ class EdgeCollection(Collection):
         return self._meta().get(key)
 
     def set_meta(self, key: str, value: dict[str, Any]) -> None:
-        with _META_LOCK:  # read-modify-write: a renewal in Lease.kept's thread must not undo a sync's record
+        with META_LOCK:  # read-modify-write: a renewal in Lease.kept's thread must not undo a sync's record
             meta = self._meta()
             meta[key] = value
             tmp = self.root / (META_FILE + ".tmp")
