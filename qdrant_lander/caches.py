@@ -13,9 +13,11 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
+from pydantic import ValidationError
 
+from .errors import StoredDataError
 from .knn import KnnGraph, repeated
-from .payload import LanderPayload
+from .payload import KEY, LanderPayload
 from .stores.base import Collection
 from .sync import scroll_lander, stored_unit_vectors
 
@@ -207,7 +209,12 @@ class Label(NamedTuple):
     @classmethod
     def of(cls, value: dict) -> Label:
         """From a stored ``lander`` value (validated: a malformed one raises instead of being trusted)."""
-        p = LanderPayload(**value)
+        try:
+            p = LanderPayload.model_validate(value)
+        except ValidationError as e:
+            raise StoredDataError(f"a stored '{KEY}' payload is not one qdrant-lander wrote ({str(value)[:80]}: "
+                                  f"{e.errors()[0]['msg']}); remove that key or run `sync --full` to rewrite every label"
+                                  ) from None
         return cls(p.cluster, p.peak, tuple(p.path))
 
 

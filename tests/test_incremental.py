@@ -663,3 +663,22 @@ def test_a_full_pass_finishes_while_points_keep_arriving(store, data, lander):
     assert daemon.once().new == col.count() - rep.field  # the arrivals the full pass did not read
     assert col.count(unclustered_filter()) == 0
     check_consistent(col)
+
+
+def test_a_malformed_lander_payload_stops_the_pass_with_a_clear_error(store, data, lander):
+    """A user's own ``lander`` key (or a damaged one) is bad stored data: exit 2 in watch mode, not 5 retries."""
+    from qdrant_lander.errors import StoredDataError
+
+    x, _ = data
+    col = import_points(store, "docs", x[:150], progress=False)
+    full_sync(col, lander, progress=False)
+    col.set_payloads([(list(range(150)), {KEY: {"cluster": "x"}})])
+    import_points(store, "docs", x[150:160], start_id=150, progress=False)
+    with pytest.raises(StoredDataError, match="not one qdrant-lander wrote.*sync --full"):
+        LabelCache().load(col)
+    stop = threading.Event()
+    threading.Timer(30, stop.set).start()  # a daemon that retried instead would return 0 here
+    try:
+        assert Daemon(col, lander, DaemonOptions(interval=0.05, lease_ttl=30, growth=0)).watch(stop) == EXIT_INPUT
+    finally:
+        stop.set()
