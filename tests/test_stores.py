@@ -6,7 +6,7 @@ import qdrant_edge as qe
 from qdrant_client import models
 
 from benchmarks.tasks import load_set
-from qdrant_lander.errors import InputError, StoreBusy, StoreError
+from qdrant_lander.errors import InputError, StoreBusy, StoredDataError, StoreError
 from qdrant_lander.incremental import PASS_EF
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.payload import CLUSTER_FIELD, cluster_filter, unclustered_filter
@@ -148,6 +148,29 @@ def test_vector_config_errors(store):
     ids, got = read_vectors(col, progress=False)
     assert got.shape == (3, 3)
     assert col.knn(ids[:1], got[:1], 1).ids.tolist() == [[2]]
+    import_points(store, "named", np.eye(4, dtype=np.float32)[:2], start_id=10, vector="img", progress=False)
+    with pytest.raises(StoredDataError, match=r"points without a vector 'txt' \(point ids \[10, 11\]\)"):
+        read_vectors(col, progress=False)  # points another tool gave only their other vector
+
+
+def test_uuid_point_ids_are_refused_when_read(store):
+    """Edge hands back ``uuid.UUID`` ids, which ``int()`` accepts: as numbers they could name another point."""
+    import uuid
+
+    v = np.random.RandomState(0).rand(30, 4).astype(np.float32) + 0.1
+    if isinstance(store, EdgeStore):
+        qe.EdgeShard.create(str(store.path / "u" / SHARD_DIR), qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=4, distance=qe.Distance.Cosine))).close()
+        col = store.open("u")
+        col.shard.update(qe.UpdateOperation.upsert_points(
+            [qe.Point(uuid.UUID(int=i + 1), v[i].tolist(), None) for i in range(30)]))
+    else:
+        store.client.create_collection("u", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
+        store.client.upsert("u", points=[models.PointStruct(id=str(uuid.UUID(int=i + 1)), vector=v[i].tolist())
+                                         for i in range(30)])
+        col = store.open("u")
+    with pytest.raises(StoredDataError, match="non-integer point ids"):
+        read_vectors(col, progress=False)
 
 
 def test_stored_nan_vectors_are_named(tmp_path):

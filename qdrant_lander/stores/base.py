@@ -90,12 +90,25 @@ def check_vector_config(collection: str, dense: dict[str, tuple[int, str]], spar
 
 
 def point_ids(ids: Sequence[Any], collection: str) -> np.ndarray:
-    """Ids as int64, or a StoredDataError: lander keys its arrays by integer point id."""
-    try:
-        return np.fromiter((int(i) for i in ids), dtype=np.int64, count=len(ids))
-    except (TypeError, ValueError):
-        raise StoredDataError(f"collection '{collection}' has non-integer point ids (e.g. {ids[0]!r}); "
-                              "lander needs integer ids") from None
+    """Ids as int64, or a StoredDataError: lander keys its arrays by integer point id. A UUID is refused
+    even where ``int()`` would take it (Edge returns ``uuid.UUID``): as a number it could equal another point's id."""
+    bad = next((i for i in ids if not isinstance(i, (int, np.integer))), None)
+    if bad is not None:
+        raise StoredDataError(f"collection '{collection}' has non-integer point ids (e.g. {bad!r}); "
+                              "lander needs integer ids")
+    return np.fromiter(ids, dtype=np.int64, count=len(ids))
+
+
+def vector_rows(vectors: Sequence[Any], name: str | None, dim: int, ids: np.ndarray, collection: str) -> np.ndarray:
+    """The clustered vector of each record as float32 [N, dim]; with named vectors a point may lack the chosen one
+    (another tool wrote only its other vectors), and a StoredDataError names such points."""
+    if name:
+        missing = [int(i) for i, v in zip(ids.tolist(), vectors) if not v or name not in v]
+        if missing:
+            raise StoredDataError(f"collection '{collection}' has points without a vector '{name}' (point ids "
+                                  f"{missing[:5]}); give them one (import --vector {name} --start-id ID) or delete them")
+        vectors = [v[name] for v in vectors]
+    return np.asarray(vectors, dtype=np.float32).reshape(len(vectors), dim)
 
 
 def drop_self(ids: np.ndarray, rows: list[list[tuple[Any, float]]], k: int, name: str) -> Neighbours:

@@ -19,16 +19,11 @@ from qdrant_client import QdrantClient, models
 
 from ..errors import StoreError
 from .base import (HNSW_EF, META_COLLECTION, META_LOCK, Collection, CollectionInfo, Hit, Neighbours, Points, Store,
-                   check_vector_config, drop_self, in_asked_order, point_ids)
+                   check_vector_config, drop_self, in_asked_order, point_ids, vector_rows)
 
 log = logging.getLogger(__name__)
 
 INDEX_WAIT_S = 600  # longest wait for the server's background indexing before kNN starts anyway
-
-
-def _vectors(vs: Sequence[Any], name: str, dim: int) -> np.ndarray:
-    rows = [v if not name else v[name] for v in vs]
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), dim)
 
 
 class ServerCollection(Collection):
@@ -46,9 +41,9 @@ class ServerCollection(Collection):
         return ([self.vector] if self.vector else True) if vectors else False
 
     def _points(self, records: Sequence[Any], vectors: bool, payload: Any) -> Points:
-        return Points(point_ids([r.id for r in records], self.name),
-                      _vectors([r.vector for r in records], self.vector, self.dim) if vectors else None,
-                      [r.payload or {} for r in records] if payload else None)
+        ids = point_ids([r.id for r in records], self.name)
+        return Points(ids, vector_rows([r.vector for r in records], self.vector, self.dim, ids, self.name) if vectors
+                      else None, [r.payload or {} for r in records] if payload else None)
 
     @staticmethod
     def _with_payload(payload: bool | Sequence[str]) -> bool | list[str]:

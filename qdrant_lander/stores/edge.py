@@ -26,7 +26,7 @@ from qdrant_client import models
 
 from ..errors import StoreBusy, StoreError
 from .base import (HNSW_EF, META_LOCK, Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config,
-                   drop_self, in_asked_order, point_ids)
+                   drop_self, in_asked_order, point_ids, vector_rows)
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,6 @@ class EdgeCollection(Collection):
     def count(self, filter: models.Filter | None = None) -> int:
         return self.shard.count(qe.CountRequest(exact=True, filter=to_edge_filter(filter)))
 
-    def _vectors(self, records: Sequence[Any]) -> np.ndarray:
-        rows = [r.vector if not self.vector else r.vector[self.vector] for r in records]
-        return np.asarray(rows, dtype=np.float32).reshape(len(rows), self.dim)
-
     def _with_vector(self, vectors: bool) -> Any:
         return ([self.vector] if self.vector else True) if vectors else False
 
@@ -127,9 +123,9 @@ class EdgeCollection(Collection):
         return qe.PayloadSelector.Include(list(payload)) if isinstance(payload, (list, tuple)) else payload
 
     def _points(self, records: Sequence[Any], vectors: bool, payload: Any) -> Points:
-        return Points(point_ids([r.id for r in records], self.name),
-                      self._vectors(records) if vectors else None,
-                      [r.payload or {} for r in records] if payload else None)
+        ids = point_ids([r.id for r in records], self.name)
+        return Points(ids, vector_rows([r.vector for r in records], self.vector, self.dim, ids, self.name) if vectors
+                      else None, [r.payload or {} for r in records] if payload else None)
 
     def scroll(self, *, batch_size: int = 1024, filter: models.Filter | None = None, vectors: bool = True,
                payload: bool | Sequence[str] = False) -> Iterator[Points]:
