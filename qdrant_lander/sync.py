@@ -307,8 +307,8 @@ def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dic
     x = check_embeddings(x, min_points=1)
     if payloads is not None and len(payloads) != len(x):
         raise InputError(f"{len(payloads)} payloads for {len(x)} vectors")
-    if start_id < 0:
-        raise InputError(f"--start-id must be >= 0, got {start_id}")
+    if start_id < 0 or start_id + len(x) > 2**63:  # lander keys its arrays by int64 point id
+        raise InputError(f"--start-id must be >= 0 and leave the ids below 2^63, got {start_id}")
     if name in store.collections():
         col = store.open(name, vector=vector)
         if col.info().dim != x.shape[1]:
@@ -325,6 +325,18 @@ def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dic
             bar.update(e - s)
     col.flush()
     return col
+
+
+def next_point_id(store: Store, name: str, vector: str | None = None) -> int:
+    """One past the collection's highest point id (0 if it does not exist or is empty): where an import that
+    adds points starts, so that a second batch never overwrites the first."""
+    if name not in store.collections():
+        return 0
+    last = -1
+    for batch in store.open(name, vector=vector).scroll(batch_size=4096, vectors=False):  # ascending: ends at the top
+        if len(batch.ids):
+            last = int(batch.ids[-1])
+    return last + 1
 
 
 def scroll_lander(col: Collection, *, batch_size: int = 1024) -> Iterator[tuple[np.ndarray, list[dict | None]]]:

@@ -252,3 +252,20 @@ def test_sync_records_the_tau_it_decoded_with(store, part, lander):
     assert chosen.tau == expected.tau in AUTO_TAUS and chosen.clusters == expected.n_clusters
     assert chosen.tau != fixed.tau  # else the record below could not tell the two apart
     assert SyncState(**col.get_meta(SYNC_META)).tau == chosen.tau  # what incremental passes decode with
+
+
+def test_cli_import_adds_a_second_batch_after_the_first(files, part):
+    """A second `import` without --start-id used to overwrite points 0..N-1 silently; an explicit id still replaces."""
+    path = ["--path", str(files / "qd")]
+    np.save(files / "b.npy", part.x[:30])
+    assert run(["import", "docs", str(files / "x.npy"), "--payload", str(files / "p.jsonl"), *path])[0] == 0
+    code, out, _ = run(["import", "docs", str(files / "b.npy"), "--json", *path])
+    n = len(part.x)
+    assert code == 0 and json.loads(out) == {**json.loads(out), "first_id": n, "last_id": n + 29, "points": n + 30}
+    code, out, _ = run(["import", "docs", str(files / "b.npy"), "--start-id", "0", "--json", *path])
+    assert code == 0 and json.loads(out)["points"] == n + 30
+    with EdgeStore(files / "qd") as store:
+        kept = store.open("docs").retrieve([29, 30], payload=True).payloads
+    assert kept[0] == {} and kept[1] == {"text": "query 30"}  # 0..29 replaced by the explicit ids, 30 untouched
+    code, _, err = run(["import", "docs", str(files / "b.npy"), "--start-id", str(2**63 - 10), *path])
+    assert code == 2 and "below 2^63" in err

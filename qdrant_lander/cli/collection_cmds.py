@@ -49,18 +49,21 @@ def collection_from_settings(settings: Settings, name: str) -> Iterator[Collecti
 @click.option("--label-key", default="label", show_default=True, help="Payload key for --labels.")
 @click.option("--payload", "payload_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON Lines file, one object per row of EMBEDDINGS, stored as each point's payload.")
-@click.option("--start-id", default=0, show_default=True, type=int, help="Point id of the first row.")
+@click.option("--start-id", type=int,
+              help="Point id of the first row; points with these ids are replaced. [default: 0 for a new collection, "
+                   "one past the highest id of an existing one, so that another import adds points]")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @settings_options(*_STORE, "batch_size", "vector")
 def import_(collection: str, embeddings: Path, labels_path: Path | None, label_key: str, payload_path: Path | None,
-            start_id: int, as_json: bool, settings: Settings) -> None:
-    """Upsert EMBEDDINGS (.npy [N, D]) into COLLECTION as points START_ID .. START_ID+N-1.
+            start_id: int | None, as_json: bool, settings: Settings) -> None:
+    """Upsert EMBEDDINGS (.npy [N, D]) into COLLECTION as points START_ID .. START_ID+N-1 (by default after
+    the points it has, so importing batch after batch adds them all).
 
     Creates the collection (cosine distance, one unnamed vector) if it does not exist; into an existing
     collection with several named vectors, --vector NAME says which one EMBEDDINGS are. Vectors are checked
     first (no NaN, inf or all-zero rows) and stored at unit length; nothing is written if any input is bad.
     """
-    from ..sync import import_points
+    from ..sync import import_points, next_point_id
     from ..validate import check_labels
 
     x = load_npy(embeddings, "embeddings")
@@ -71,6 +74,8 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
         y = check_labels(load_npy(labels_path, "labels"), len(x))
         payloads = [{**(payloads[i] if payloads else {}), label_key: int(y[i])} for i in range(len(x))]
     with store_from_settings(settings) as store:
+        if start_id is None:
+            start_id = next_point_id(store, collection, settings.vector)
         col = import_points(store, collection, x, payloads, start_id=start_id, batch_size=settings.batch_size,
                             vector=settings.vector)
         total = col.count()
