@@ -25,7 +25,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Literal
+from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -41,7 +41,7 @@ from .observability import Metrics
 from .payload import unclustered_filter
 from .stable_ids import stable_ids
 from .stores.base import Collection
-from .sync import full_sync, read_labels
+from .sync import KnnMode, SyncReport, full_sync, read_labels
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class DaemonOptions(BaseModel):
                                                   "since the last full one (0 = never)")
     hops: int = Field(1, ge=1, description="Rings of neighbours scored around new points")
     max_new: int = Field(20_000, ge=1, description="New points per incremental pass (bounds memory and latency)")
-    knn: Literal["auto", "exact", "index"] = Field("auto", description="Neighbours of full passes (see full_sync)")
+    knn: KnnMode = Field("auto", description="Neighbours of full passes (see full_sync)")
     batch_size: int = Field(1024, ge=1)
     lease_ttl: float = Field(LEASE_TTL, gt=0, description="Seconds a lease lasts without renewal (renewed every third)")
     wait_lease: float = Field(0.0, ge=0, description="Seconds to wait for another writer's lease")
@@ -64,11 +64,17 @@ class DaemonOptions(BaseModel):
     progress: bool = False
 
 
-def _stable_rename(col: Collection, batch_size: int):
-    """The previous generation's labels, as a ``rename`` hook for :func:`full_sync`.
+def stable_full_sync(col: Collection, lander: Lander, *, batch_size: int = 1024, progress: bool = True,
+                     knn: KnnMode = "auto", on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None
+                     ) -> tuple[SyncReport, np.ndarray]:
+    """:func:`full_sync` that keeps cluster ids: each new cluster takes the previous generation's id it
+    overlaps most (:mod:`qdrant_lander.stable_ids`), so ids users stored stay valid across re-runs.
+    Returns the report and the previous labels (in ascending point id, -1 where a point had none).
 
-    The hook also moves the fresh-id counter past every id it hands out, before the sync writes any
-    of them: were it moved after, a crash in between would let the next pass hand out one again."""
+    A journal of merges an interrupted pass left is replayed first, so the old labels are complete, and
+    the fresh-id counter is moved past every id handed out before the sync writes any of them: were it
+    moved after, a crash in between would let the next pass hand one out again."""
+    replay_journal(col)
     old_ids, old_labels = read_labels(col, batch_size=batch_size)
 
     def rename(ids: np.ndarray, clusters: np.ndarray) -> np.ndarray:
@@ -80,7 +86,8 @@ def _stable_rename(col: Collection, batch_size: int):
                      state.model_copy(update={"pending_merges": [], "next_fresh_id": nxt}).model_dump())
         return out
 
-    return rename, old_labels
+    report = full_sync(col, lander, batch_size=batch_size, progress=progress, knn=knn, rename=rename, on_graph=on_graph)
+    return report, old_labels
 
 
 def _as_last_synced(col: Collection, lander: Lander) -> Lander:
@@ -116,11 +123,9 @@ class Daemon:
         t0 = time.perf_counter()
         o = self.options
         self.labels.clear()  # a full pass rewrites every label (and may fail half-way)
-        replay_journal(self.col)  # so the old labels the new ones are matched against are complete
-        rename, old_labels = _stable_rename(self.col, o.batch_size)
         # The model as asked for: auto is resolved again from all the vectors the collection has now.
-        rep = full_sync(self.col, self.requested, batch_size=o.batch_size, progress=o.progress, knn=o.knn,
-                        rename=rename, on_graph=self._seed)
+        rep, old_labels = stable_full_sync(self.col, self.requested, batch_size=o.batch_size, progress=o.progress,
+                                           knn=o.knn, on_graph=self._seed)
         self.lander = self.requested.for_domain(rep.domain)  # the passes until the next full one keep its choice
         # Rewriting every payload moves the points out of the indexed segments on the embedded store
         # (copy-on-write), which would leave the next passes' neighbour queries as full scans.

@@ -611,10 +611,10 @@ def test_a_journal_of_an_earlier_generation_is_dropped_not_replayed(store, data,
     assert IncrementalState(**col.get_meta(INCREMENTAL_META)).pending_merges == []
 
 
-def test_the_fresh_id_counter_passes_every_id_a_full_pass_hands_out_before_it_writes(store, data, lander):
+def test_the_fresh_id_counter_passes_every_id_a_full_pass_hands_out_before_it_writes(store, data, lander, monkeypatch):
     """A full pass gives a fresh id to a new group whose own id an old cluster holds; the counter must be past
     it before the payloads are written, or a crash before the pass ends lets the next pass reuse it."""
-    from qdrant_lander.daemon import _stable_rename
+    import qdrant_lander.daemon as daemon
     from qdrant_lander.incremental import load_state, relabel
 
     x, _ = data
@@ -624,14 +624,22 @@ def test_the_fresh_id_counter_passes_every_id_a_full_pass_hands_out_before_it_wr
     a, b = np.unique(lab)[:2]
     relabel(col, int(a), FRESH_ID_START)  # a cluster named by an earlier pass's fresh id
     col.set_meta(INCREMENTAL_META, IncrementalState(next_fresh_id=FRESH_ID_START + 1).model_dump())
-    rename, _ = _stable_rename(col, 64)
-    new = np.where(lab == a, a, lab)
-    half = np.flatnonzero(lab == a)[1::2]  # the smaller half: the other half inherits the fresh id
-    new[half] = b  # half of a's old members form a group named b, an id b's own points keep: it needs a fresh one
+    new = lab.copy()
+    # The smaller half of a's members becomes a group named b; b's own points (renamed) inherit b, the other half
+    # of a inherits the fresh id: the group named b inherits nothing and its own id is taken, so it gets a fresh one.
+    new[np.flatnonzero(lab == a)[1::2]] = b
     new[lab == b] = b + 10**6
-    out = rename(ids, new)
-    assert out.max() >= FRESH_ID_START + 1
-    assert load_state(col).next_fresh_id > out.max()
+    handed_out = []
+
+    def crash_before_writing(col, lander, *, rename, **kwargs):
+        handed_out.extend(rename(ids, new).tolist())
+        raise RuntimeError("killed before the first payload write")
+
+    monkeypatch.setattr(daemon, "full_sync", crash_before_writing)
+    with pytest.raises(RuntimeError, match="killed"):
+        daemon.stable_full_sync(col, lander)
+    assert max(handed_out) >= FRESH_ID_START + 1
+    assert load_state(col).next_fresh_id > max(handed_out)
 
 
 def test_a_full_pass_finishes_while_points_keep_arriving(store, data, lander):

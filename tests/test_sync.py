@@ -269,3 +269,25 @@ def test_cli_import_adds_a_second_batch_after_the_first(files, part):
     assert kept[0] == {} and kept[1] == {"text": "query 30"}  # 0..29 replaced by the explicit ids, 30 untouched
     code, _, err = run(["import", "docs", str(files / "b.npy"), "--start-id", str(2**63 - 10), *path])
     assert code == 2 and "below 2^63" in err
+
+
+def test_cli_resync_keeps_the_cluster_ids_users_stored(files, part):
+    """A plain `sync` again (the README's command) must not rename clusters: it used to name every cluster by its
+    peak again, so an id a user stored (here one an earlier pass handed out) pointed at nothing."""
+    from qdrant_lander.incremental import relabel
+
+    path = ["--path", str(files / "qd")]
+    assert run(["import", "docs", str(files / "x.npy"), *path])[0] == 0
+    assert run(["sync", "docs", "--threads", "1", *path])[0] == 0
+    with EdgeStore(files / "qd") as store:
+        col = store.open("docs")
+        ids, before = read_labels(col)
+        renamed = int(np.bincount(before).argmax())
+        relabel(col, renamed, 10**9)  # the id users know this cluster by
+    code, _, err = run(["sync", "docs", "--threads", "1", *path])
+    assert code == 0, err
+    with EdgeStore(files / "qd") as store:
+        _, after = read_labels(store.open("docs"))
+    assert (after[before == renamed] == 10**9).mean() > 0.9
+    kept = before != renamed
+    assert (after[kept] == before[kept]).mean() > 0.9

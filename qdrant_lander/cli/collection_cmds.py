@@ -114,8 +114,9 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
     Reads the vectors in batches, takes each point's k nearest neighbours from the store's own index,
     runs the model and decodes the hierarchy, then writes one payload key per point:
       lander = {cluster, path, density, peak, model, generation}
-    cluster is the point id of the cluster's peak, path its supernode id at every level. The user's
-    other payload keys are not touched. A payload index on lander.cluster is created, so
+    cluster is the point id of the cluster's peak when the cluster is first found (a re-sync keeps the
+    id of the old cluster each new one overlaps most, so stored ids stay valid), path its supernode id
+    at every level. The user's other payload keys are not touched. A payload index on lander.cluster is created, so
       qdrant-lander search COLLECTION --cluster ID --like POINT_ID
     (or any Qdrant query with a lander.cluster filter) stays fast.
     Everything is computed before the first write; a failed sync leaves the collection as it was.
@@ -129,8 +130,8 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
     """
     if mode is not None:
         _sync_daemon(collection, mode, knn, wait_lease, growth, as_json, settings)
+    from ..daemon import stable_full_sync
     from ..lease import Lease
-    from ..sync import full_sync
 
     lander = lander_from_settings(settings)
     with _one_writer(), collection_from_settings(settings, collection) as col:
@@ -138,7 +139,7 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
         lease.acquire(wait=wait_lease)
         try:
             with lease.kept():  # a large collection's sync outlasts the lease's ttl
-                report = full_sync(col, lander, batch_size=settings.batch_size, knn=knn)
+                report, _ = stable_full_sync(col, lander, batch_size=settings.batch_size, knn=knn)
         finally:
             lease.release()
     if as_json:
