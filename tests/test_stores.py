@@ -236,3 +236,13 @@ def test_pass_queries_find_the_true_neighbours_of_real_embeddings(tmp_path):
         got = col.knn(q, x[q], 20, ef=PASS_EF).ids
     recall = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(got.tolist(), exact.tolist())])
     assert recall >= 0.99
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".."])
+def test_embedded_collection_names_stay_under_the_store_path(tmp_path, name):
+    """A collection is a directory under --path: a name with '/' or '..' wrote a shard elsewhere (or one the
+    store could not find again)."""
+    with EdgeStore(tmp_path / "store") as store:
+        with pytest.raises(InputError, match="is not allowed: use a plain name"):
+            import_points(store, name, np.eye(4, dtype=np.float32), progress=False)
+    assert not (tmp_path / "escape").exists() and not list((tmp_path / "store").glob("**/edge_config.json"))

@@ -24,7 +24,7 @@ import numpy as np
 import qdrant_edge as qe
 from qdrant_client import models
 
-from ..errors import StoreBusy, StoreError
+from ..errors import InputError, StoreBusy, StoreError
 from .base import (HNSW_EF, META_LOCK, Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config,
                    drop_self, in_asked_order, point_ids, vector_rows)
 
@@ -280,6 +280,8 @@ class EdgeStore(Store):
         return col
 
     def create(self, name: str, dim: int) -> EdgeCollection:
+        if not name or name in {".", ".."} or any(c in name for c in "/\\\0"):  # a directory under --path, nowhere else
+            raise InputError(f"collection name {name!r} is not allowed: use a plain name (no '/', '\\' or '..')")
         if name in self.collections():
             raise StoreError(f"collection '{name}' already exists in the {self.description}")
         root = self.path / name
