@@ -8,6 +8,8 @@ all of them into a one-line message and a non-zero exit code instead of a traceb
 class LanderError(Exception):
     """Base class: something the user can fix (bad input, missing model, missing extra)."""
 
+    exit_code = 2  # what the CLI exits with
+
 
 class InputError(LanderError, ValueError):
     """Embeddings, labels or parameters that cannot be clustered as given."""
@@ -36,3 +38,9 @@ class CollectionNotReady(StoreError):
 
 class StoreBusy(StoreError):
     """Another process has the collection open (the embedded store allows one process per collection)."""
+
+
+class StoreUnreachable(StoreError):
+    """The Qdrant server does not answer: the CLI exits 4 like a daemon that gave up, so a supervisor retries later."""
+
+    exit_code = 4

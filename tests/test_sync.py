@@ -291,3 +291,11 @@ def test_cli_resync_keeps_the_cluster_ids_users_stored(files, part):
     assert (after[before == renamed] == 10**9).mean() > 0.9
     kept = before != renamed
     assert (after[kept] == before[kept]).mean() > 0.9
+
+
+def test_cli_server_that_does_not_answer_is_one_line_and_exit_4():
+    """A wrong --url (or a server that is down) gave a qdrant-client traceback and exit 1; a supervisor needs 4."""
+    for cmd in (["status", "docs"], ["sync", "docs", "--watch"]):
+        code, out, err = run([*cmd, "--url", "http://127.0.0.1:9"])  # the discard port: nothing listens
+        assert code == 4 and err.startswith("Error: cannot reach the Qdrant server at http://127.0.0.1:9"), err
+        assert "Traceback" not in err

@@ -1,7 +1,8 @@
 """The ``qdrant-lander`` command: a thin click shell over the library API.
 
 Each command family lives in its own module and only parses options, calls the library, and prints.
-Errors derived from :class:`~qdrant_lander.errors.LanderError` become one clear line and exit code 2.
+Errors derived from :class:`~qdrant_lander.errors.LanderError` become one clear line and their exit code (2 for
+bad input, 4 for a server that does not answer).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LanderError as e:
             click.echo(f"Error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(e.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,12 +12,14 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnreachable
 from .base import (HNSW_EF, META_COLLECTION, META_LOCK, Collection, CollectionInfo, Hit, Neighbours, Points, Store,
                    check_vector_config, drop_self, in_asked_order, point_ids, vector_rows)
 
@@ -154,10 +156,21 @@ class ServerStore(Store):
         self.description = description
 
     def collections(self) -> list[str]:
-        return sorted(c.name for c in self.client.get_collections().collections if c.name != META_COLLECTION)
+        with self._reached():
+            return sorted(c.name for c in self.client.get_collections().collections if c.name != META_COLLECTION)
+
+    @contextmanager
+    def _reached(self) -> Iterator[None]:
+        """Every command's first call: a server that does not answer is one line, not a traceback."""
+        try:
+            yield
+        except ResponseHandlingException as e:
+            raise StoreUnreachable(f"cannot reach the {self.description}: {e}") from None
 
     def open(self, name: str, *, vector: str | None = None) -> ServerCollection:
-        if name == META_COLLECTION or not self.client.collection_exists(name):
+        with self._reached():
+            exists = self.client.collection_exists(name)
+        if name == META_COLLECTION or not exists:
             raise self._missing(name)
         params = self.client.get_collection(name).config.params
         vecs = params.vectors
