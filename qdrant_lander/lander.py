@@ -70,8 +70,11 @@ class Lander:
     def scorer(self) -> OnnxScorer:
         if self._scorer is None:
             path, card = self.model, None
-            if path is not None and Path(path).is_dir():  # a model directory: its card.json is the card in force
-                path, card_file = Path(path) / ONNX_FILE, Path(path) / CARD_FILE
+            if path is not None and (Path(path).is_dir() or Path(path).name == ONNX_FILE):
+                # A model directory, or its model.onnx: the directory's card.json is the card in force (calibrate
+                # writes only that, so naming the file must not drop the calibration).
+                path = Path(path) / ONNX_FILE if Path(path).is_dir() else Path(path)
+                card_file = path.parent / CARD_FILE
                 if card_file.is_file():
                     try:
                         card = ModelCard.model_validate_json(card_file.read_text())

@@ -123,6 +123,7 @@ def test_calibrate_chooses_the_decoding_on_the_labels_and_the_directory_uses_it(
     assert (out / "model.onnx").read_bytes() == (model_dir / "model.onnx").read_bytes()
     after = Lander(out, device="cpu")
     assert after.card.tau == want.tau and after.predict(x).tau == want.tau
+    assert Lander(out / "model.onnx", device="cpu").card == after.card  # naming the file keeps the calibration
     pred = CliRunner().invoke(main, ["eval", str(slices / "xte.npy"), str(slices / "yte.npy"), "--model", str(out),
                                      "--json"])
     assert pred.exit_code == 0 and json.loads(pred.stdout)["fp"] == pytest.approx(want.fp, abs=1e-9)
