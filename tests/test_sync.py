@@ -299,3 +299,9 @@ def test_cli_server_that_does_not_answer_is_one_line_and_exit_4():
         code, out, err = run([*cmd, "--url", "http://127.0.0.1:9"])  # the discard port: nothing listens
         assert code == 4 and err.startswith("Error: cannot reach the Qdrant server at http://127.0.0.1:9"), err
         assert "Traceback" not in err
+
+
+def test_cli_search_refuses_a_negative_point_id(tmp_path):
+    """--like -1 reached the store's binding and died with a Rust conversion traceback."""
+    code, _, err = run(["search", "docs", "--cluster", "1", "--like", "-1", "--path", str(tmp_path)])
+    assert code == 2 and "-1 is not in the range x>=0" in err

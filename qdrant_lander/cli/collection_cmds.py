@@ -189,7 +189,7 @@ def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth
 @main.command()
 @click.argument("collection")
 @click.option("--cluster", "cluster_id", required=True, type=int, help="Cluster id (the point id of its peak).")
-@click.option("--like", "like", type=int, default=None, help="Query with the vector of this point id.")
+@click.option("--like", "like", type=click.IntRange(0), default=None, help="Query with the vector of this point id.")
 @click.option("--vector-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Query with this vector (.npy of shape [D] or [1, D]).")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1), help="Number of hits.")

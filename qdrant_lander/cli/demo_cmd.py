@@ -41,5 +41,10 @@ def demo(name: str, as_json: bool, settings: Settings) -> None:
     click.echo(f"Search inside it (filter lander.cluster == {r.cluster}), query = its peak point:")
     for h in r.hits:
         click.echo(f"  {h.id:>5}  {h.score:.3f}  cluster {h.cluster}  {h.text}")
-    click.echo(f"\nNext: qdrant-lander status {r.collection}; qdrant-lander search {r.collection} --cluster {r.cluster} "
-               f"--like {r.cluster}\nOn a server: add --url http://localhost:6333 [--api-key ...] to any command.")
+    from ..config import DEFAULT_PATH
+
+    where = f" --url {settings.url}" if settings.url else (
+        f" --path {settings.path}" if str(settings.path) != str(DEFAULT_PATH) else "")  # the commands must find it
+    click.echo(f"\nNext: qdrant-lander status {r.collection}{where}; qdrant-lander search {r.collection} --cluster "
+               f"{r.cluster} --like {r.cluster}{where}\nOn a server: add --url http://localhost:6333 [--api-key ...] "
+               "to any command.")
