@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -71,15 +73,7 @@ def test_two_daemons_on_one_collection(col):
     lander = Lander(os.environ.get("LANDER_TEST_MODEL"), device="cpu", threads=1)
     opts = DaemonOptions(interval=0.05, lease_ttl=30)
     first, second = Daemon(col, lander, opts, owner="first"), Daemon(col, lander, opts, owner="second")
-    stop = threading.Event()
-    codes = []
-    runner = threading.Thread(target=lambda: codes.append(first.watch(stop)))
-    runner.start()
-    try:
-        deadline = time.monotonic() + 30
-        while first.passes == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert first.passes >= 1
+    with watching(first) as stop:
         assert second.watch(threading.Event()) == EXIT_LEASE
         with pytest.raises(LeaseHeld):
             second.once()
@@ -87,6 +81,20 @@ def test_two_daemons_on_one_collection(col):
         waiting = Daemon(col, lander, opts.model_copy(update={"wait_lease": 30}), owner="second")
         threading.Timer(0.5, stop.set).start()
         assert not waiting.once().full
+
+
+@contextmanager
+def watching(daemon: Daemon) -> Iterator[threading.Event]:
+    """``daemon.watch`` in a thread, after its first pass; the event stops it, and it must stop with exit 0."""
+    stop, codes = threading.Event(), []
+    runner = threading.Thread(target=lambda: codes.append(daemon.watch(stop)))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while daemon.passes == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert daemon.passes >= 1
+        yield stop
     finally:
         stop.set()
         runner.join(30)
@@ -196,21 +204,9 @@ def test_edge_meta_writes_from_two_threads_keep_every_record(tmp_path):
 def test_a_watch_daemon_keeps_its_lease_while_it_waits_between_passes(col):
     """An interval longer than the lease's ttl must not leave the collection free between two passes."""
     lander = Lander(os.environ.get("LANDER_TEST_MODEL"), device="cpu", threads=1)
-    daemon = Daemon(col, lander, DaemonOptions(interval=2.0, lease_ttl=0.3), owner="daemon")
-    stop = threading.Event()
-    codes = []
-    runner = threading.Thread(target=lambda: codes.append(daemon.watch(stop)))
-    runner.start()
-    try:
-        deadline = time.monotonic() + 30
-        while daemon.passes == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with watching(Daemon(col, lander, DaemonOptions(interval=2.0, lease_ttl=0.3), owner="daemon")):
         time.sleep(0.9)  # three ttls into the wait before the next pass
         assert not Lease(col, ttl=30, settle=0.01, owner="other").try_acquire()
-    finally:
-        stop.set()
-        runner.join(30)
-    assert codes == [EXIT_OK]
 
 
 def test_two_writers_creating_the_meta_collection_at_once(col):
