@@ -43,12 +43,12 @@ from .dedup import unique_rows
 from .errors import CollectionNotReady, StoreError, StoredDataError
 from .features import edge_features, node_terms
 from .caches import Label, LabelCache, Labels, NeighbourCache
-from .knn import KnnGraph, first_kept, rows_of
+from .knn import KnnGraph, rows_of
 from .model_card import ModelCard
 from .runtime import OnnxScorer
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, cluster_filter, unclustered_filter
 from .stores.base import Collection, Neighbours
-from .sync import stored_unit_vectors
+from .sync import knn_kept, stored_unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -317,18 +317,12 @@ def _knn_without(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, skip: 
     k more are asked for, and rows that lose more than that are asked again with room for all of ``skip``."""
     if not len(skip):
         return col.knn(ids, x, k, ef=PASS_EF)
-    nbr = np.empty((len(ids), k), dtype=np.int64)
-    sim = np.empty((len(ids), k), dtype=np.float32)
-    todo, most = np.arange(len(ids)), col.count() - 1  # a query cannot return more than the other points
-    for extra in (min(k, len(skip)), len(skip)):
-        nb = col.knn(ids[todo], x[todo], min(k + extra, most), ef=PASS_EF)
-        keep = ~np.isin(nb.ids, skip)
-        done = keep.sum(axis=1) >= k
-        nbr[todo[done]], sim[todo[done]] = first_kept(keep[done], k, nb.ids[done], nb.sim[done])
-        todo = todo[~done]
-        if not len(todo):
-            return Neighbours(nbr, sim)
-    raise CollectionNotReady(f"collection '{col.name}' has too few points besides copies for k={k} neighbours")
+    most = col.count() - 1  # a query cannot return more than the other points
+    nb, short = knn_kept(col, ids, x, k, lambda got: ~np.isin(got, skip),
+                         [min(k + extra, most) for extra in (min(k, len(skip)), len(skip))], ef=PASS_EF)
+    if len(short):
+        raise CollectionNotReady(f"collection '{col.name}' has too few points besides copies for k={k} neighbours")
+    return nb
 
 
 def _old_copies(graph: KnnGraph, x: np.ndarray, known: np.ndarray, n_new: int) -> tuple[np.ndarray, np.ndarray]:

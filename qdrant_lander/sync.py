@@ -27,7 +27,7 @@ from .errors import CollectionNotReady, InputError, StoredDataError
 from .knn import KnnGraph, first_kept, nearest_rows, rows_of
 from .model_card import ModelCard
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, unclustered_filter
-from .stores.base import Collection, Store
+from .stores.base import Collection, Neighbours, Store
 from .validate import check_embeddings
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,25 @@ def fetch_knn(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, *, rows: 
     return KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0))
 
 
+def knn_kept(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, keep: Callable[[np.ndarray], np.ndarray],
+             limits: Sequence[int], **search: Any) -> tuple[Neighbours, np.ndarray]:
+    """Each query's k nearest stored points among those ``keep`` (a bool array over neighbour ids) accepts:
+    queries are asked with each of ``limits`` in turn until k are kept. Returns the lists (point ids) and the
+    query rows no limit filled (their lists are undefined)."""
+    nbr = np.empty((len(ids), k), dtype=np.int64)
+    sim = np.empty((len(ids), k), dtype=np.float32)
+    todo = np.arange(len(ids))
+    for limit in limits:
+        nb = col.knn(ids[todo], x[todo], limit, **search)
+        kept = keep(nb.ids)
+        done = kept.sum(axis=1) >= k
+        nbr[todo[done]], sim[todo[done]] = first_kept(kept[done], k, nb.ids[done], nb.sim[done])
+        todo = todo[~done]
+        if not len(todo):
+            break
+    return Neighbours(nbr, sim), todo
+
+
 def _without_arrivals(col: Collection, ids: np.ndarray, x: np.ndarray, rows: np.ndarray, nbr: np.ndarray,
                       sim: np.ndarray, exact: bool) -> None:
     """Refill, in place, the lists that name points which arrived after the scroll (row -1): the sync
@@ -169,18 +188,14 @@ def _without_arrivals(col: Collection, ids: np.ndarray, x: np.ndarray, rows: np.
     todo = np.flatnonzero((nbr < 0).any(axis=1))
     log.info("%d kNN lists of '%s' name points that arrived during the sync: asked again without them",
              len(todo), col.name)
-    limit = k
-    for _ in range(3):
-        limit = min(2 * limit, col.count() - 1)
-        res = col.knn(ids[rows[todo]], x[rows[todo]], limit, exact=exact)
-        got = rows_of(ids, res.ids)
-        done = (got >= 0).sum(axis=1) >= k
-        nbr[todo[done]], sim[todo[done]] = first_kept(got[done] >= 0, k, got[done], res.sim[done])
-        todo = todo[~done]
-        if not len(todo):
-            return
-    exact_rows = nearest_rows(x, rows[todo], k)
-    nbr[todo], sim[todo] = exact_rows.nbr, exact_rows.sim
+    most = col.count() - 1  # a query cannot return more than the other points
+    nb, short = knn_kept(col, ids[rows[todo]], x[rows[todo]], k, lambda got: rows_of(ids, got) >= 0,
+                         [min(k << i, most) for i in (1, 2, 3)], exact=exact)
+    filled = np.setdiff1d(np.arange(len(todo)), short)
+    nbr[todo[filled]], sim[todo[filled]] = rows_of(ids, nb.ids[filled]), nb.sim[filled]
+    if len(short):
+        exact_rows = nearest_rows(x, rows[todo[short]], k)
+        nbr[todo[short]], sim[todo[short]] = exact_rows.nbr, exact_rows.sim
 
 
 def check_fits(col: Collection, card: ModelCard) -> int:
