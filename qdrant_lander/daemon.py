@@ -38,7 +38,7 @@ from .knn import KnnGraph, rows_of
 from .lander import Lander
 from .lease import LEASE_TTL, Lease, LeaseHeld
 from .observability import Metrics
-from .payload import unclustered_filter
+from .payload import SYNC_META, SyncState, unclustered_filter
 from .stable_ids import stable_ids
 from .stores.base import Collection
 from .sync import KnnMode, SyncReport, full_sync, read_labels
@@ -65,15 +65,21 @@ class DaemonOptions(BaseModel):
 
 
 def stable_full_sync(col: Collection, lander: Lander, *, batch_size: int = 1024, progress: bool = True,
-                     knn: KnnMode = "auto", on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None
-                     ) -> tuple[SyncReport, np.ndarray]:
+                     knn: KnnMode = "auto", on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None,
+                     switch_vector: bool = False) -> tuple[SyncReport, np.ndarray]:
     """:func:`full_sync` that keeps cluster ids: each new cluster takes the previous generation's id it
     overlaps most (:mod:`qdrant_lander.stable_ids`), so ids users stored stay valid across re-runs.
     Returns the report and the previous labels (in ascending point id, -1 where a point had none).
 
     A journal of merges an interrupted pass left is replayed first, so the old labels are complete, and
     the fresh-id counter is moved past every id handed out before the sync writes any of them: were it
-    moved after, a crash in between would let the next pass hand one out again."""
+    moved after, a crash in between would let the next pass hand one out again.
+
+    A collection clustered on another of its named vectors is refused (InputError) unless ``switch_vector``:
+    its payload holds one clustering, which the sync would replace."""
+    last = col.get_meta(SYNC_META)
+    if last is not None and not switch_vector:
+        SyncState(**last).check_vector(col.name, col.vector)
     replay_journal(col)
     old_ids, old_labels = read_labels(col, batch_size=batch_size)
 

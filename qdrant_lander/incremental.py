@@ -108,6 +108,7 @@ def sync_state(col: Collection) -> SyncState:
     if meta is None:
         raise NeedsFullSync(f"collection '{col.name}' has never been synced; run a full sync first")
     state = SyncState(**meta)
+    state.check_vector(col.name, col.vector)
     if state.state != "complete":
         raise NeedsFullSync(f"the last full sync of '{col.name}' did not finish (generation {state.generation}); "
                             "a full sync is needed")

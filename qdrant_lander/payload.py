@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import BaseModel
 from qdrant_client import models
 
+from .errors import InputError
+
 KEY = "lander"
 CLUSTER_FIELD = f"{KEY}.cluster"
 PATH_FIELD = f"{KEY}.path"
@@ -53,6 +55,23 @@ class SyncState(BaseModel):
     tau: float | None = None  # decoded with (chosen for this collection if the card has tau_bias); None: not recorded
     domain: str | None = None  # decoding preset used (auto resolved), kept by incremental passes; None: not recorded
     absorb_size: int = 0  # fragments of at most this many points were absorbed (the card's share, resolved): passes too
+    vector: str | None = None  # the vector clustered ("" the unnamed one); None: not recorded (an older record)
+
+    def check_vector(self, collection: str, vector: str) -> None:
+        """Refuse to cluster another vector than this clustering's: a collection's ``lander`` payload holds one
+        clustering, so syncing a second named vector would silently replace the first one's."""
+        if self.vector is None or self.vector == vector:
+            return
+        done, asked = self.vector or "''", vector or "''"  # '' names the unnamed vector on the command line
+        raise InputError(f"collection '{collection}' is clustered on {vector_name(self.vector)}, not "
+                         f"{vector_name(vector)}: it holds one clustering. Pass --vector {done}, or replace that "
+                         f"clustering with one of {vector_name(vector)}: "
+                         f"qdrant-lander sync {collection} --vector {asked} --switch-vector")
+
+
+def vector_name(vector: str) -> str:
+    """A vector as messages name it."""
+    return f"vector '{vector}'" if vector else "the unnamed vector"
 
 
 def cluster_filter(cluster_id: int) -> models.Filter:

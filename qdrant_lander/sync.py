@@ -77,6 +77,7 @@ class Status(BaseModel):
     generation: int | None
     state: str | None  # "complete", or "writing" if the last sync did not finish
     last_sync: datetime | None
+    vector: str | None = None  # the named vector the last full sync clustered ("" / None: the unnamed one, or not recorded)
     unindexed: int | None = None  # points kNN queries scan, outside the vector index, at least (None: the store does not say)
 
 
@@ -233,7 +234,7 @@ def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: st
     generation = (SyncState(**prev).generation if prev else 0) + 1
     state = SyncState(state="writing", generation=generation, model=model, points=len(ids),
                       clusters=res.n_clusters, started_at=datetime.now(timezone.utc), tau=res.tau,
-                      domain=domain, absorb_size=res.absorb_size)
+                      domain=domain, absorb_size=res.absorb_size, vector=col.vector)
     col.set_meta(SYNC_META, state.model_dump(mode="json"))
     for field in (CLUSTER_FIELD, PATH_FIELD):  # cluster: relabels, new-point scans; path: id collision checks
         col.create_index(field, models.PayloadSchemaType.INTEGER)
@@ -384,5 +385,5 @@ def status(col: Collection, *, top: int = 10) -> Status:
                   clusters=len(sizes), largest=[(int(v), c) for v, c in sizes[:top]],
                   model=state.model if state else None, domain=state.domain if state else None,
                   generation=state.generation if state else None,
-                  state=state.state if state else None,
+                  state=state.state if state else None, vector=state.vector if state else None,
                   last_sync=(state.finished_at or state.started_at) if state else None, unindexed=col.unindexed())

@@ -690,3 +690,73 @@ def test_a_malformed_lander_payload_stops_the_pass_with_a_clear_error(store, dat
         assert Daemon(col, lander, DaemonOptions(interval=0.05, lease_ttl=30, growth=0)).watch(stop) == EXIT_INPUT
     finally:
         stop.set()
+
+
+def _two_vectors(store, x):
+    """A collection another tool made with two named vectors, 'a' and 'b', both set on every point."""
+    dim, b = x.shape[1], x[::-1]
+    if isinstance(store, EdgeStore):
+        import qdrant_edge as qe
+
+        from qdrant_lander.stores.edge import SHARD_DIR
+
+        p = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+        shard = qe.EdgeShard.create(str(store.path / "two" / SHARD_DIR), qe.EdgeConfig(vectors={"a": p, "b": p}))
+        shard.update(qe.UpdateOperation.upsert_points(
+            [qe.Point(i, {"a": x[i].tolist(), "b": b[i].tolist()}, None) for i in range(len(x))]))
+        shard.close()
+    else:
+        vp = models.VectorParams(size=dim, distance=models.Distance.COSINE)
+        store.client.create_collection("two", vectors_config={"a": vp, "b": vp})
+        store.client.upsert("two", points=[models.PointStruct(id=i, vector={"a": x[i].tolist(), "b": b[i].tolist()})
+                                           for i in range(len(x))])
+
+
+def test_a_second_named_vector_never_replaces_the_first_ones_clustering_silently(store, data, lander):
+    """The ``lander`` payload holds one clustering: syncing vector 'b' of a collection clustered on 'a' is refused
+    (full sync, daemon pass) with the way to switch, and switching is explicit."""
+    from qdrant_lander.daemon import stable_full_sync
+    from qdrant_lander.errors import InputError
+
+    x = data[0][:200]
+    _two_vectors(store, x)
+    a, b = store.open("two", vector="a"), store.open("two", vector="b")
+    stable_full_sync(a, lander, progress=False)
+    before = payloads(a)
+    for attempt in (lambda: stable_full_sync(b, lander, progress=False),
+                    lambda: Daemon(b, lander, DaemonOptions(growth=0)).once()):
+        with pytest.raises(InputError, match="clustered on vector 'a', not vector 'b'.*--vector b --switch-vector"):
+            attempt()
+    assert payloads(a) == before and a.get_meta(SYNC_META)["vector"] == "a"
+    assert Daemon(a, lander, DaemonOptions(growth=0)).once().new == 0  # the clustered vector goes on as before
+    stable_full_sync(b, lander, progress=False, switch_vector=True)
+    assert a.get_meta(SYNC_META)["vector"] == "b"
+    with pytest.raises(InputError, match="clustered on vector 'b'"):
+        Daemon(a, lander, DaemonOptions(growth=0)).once()
+
+
+def test_cli_reads_a_clustering_on_its_own_vector_and_refuses_mixed_modes(tmp_path, data, lander):
+    """status / labels need no --vector on a named-vector collection: they read the vector the clustering was
+    made on; naming another one is an error. Two modes of sync at once are refused, not 'last flag wins'."""
+    from click.testing import CliRunner
+
+    from qdrant_lander.cli import main
+    from qdrant_lander.daemon import stable_full_sync
+
+    with EdgeStore(tmp_path / "d") as store:
+        _two_vectors(store, data[0][:200])
+        stable_full_sync(store.open("two", vector="b"), lander, progress=False)
+    path = ["--path", str(tmp_path / "d")]
+    run = CliRunner().invoke
+    st = run(main, ["status", "two", "--json", *path])
+    assert st.exit_code == 0, st.output
+    assert json.loads(st.stdout)["vector"] == "b" and json.loads(st.stdout)["clustered"] == 200
+    wrong = run(main, ["labels", "two", "--vector", "a", "--out", str(tmp_path / "l.npy"), *path])
+    assert wrong.exit_code == 2 and "clustered on vector 'b', not vector 'a'" in wrong.output
+    for flags, message in ((["--once", "--watch"], "--once and --watch cannot be combined"),
+                           (["--full", "--switch-vector"], "--switch-vector replaces the clustering with a plain sync")):
+        res = run(main, ["sync", "two", "--vector", "a", *flags, *path])
+        assert res.exit_code == 2 and message in res.output, res.output
+    switched = run(main, ["sync", "two", "--vector", "a", "--switch-vector", *path])
+    assert switched.exit_code == 0, switched.output
+    assert json.loads(run(main, ["status", "two", "--json", *path]).stdout)["vector"] == "a"

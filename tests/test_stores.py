@@ -137,6 +137,8 @@ def test_vector_config_errors(store):
         store.open("sparse")
     with pytest.raises(StoreError, match="uses Euclid distance"):
         store.open("euclid")
+    # reading a clustering (status, labels, report) needs neither a chosen vector nor cosine distance
+    assert store.open("named", reading=True).vector == "img" and store.open("euclid", reading=True).info().dim == 4
     v = np.array([[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0]], dtype=np.float32)
     with pytest.raises(StoreError, match="choose one with --vector NAME"):
         import_points(store, "named", v, progress=False)

@@ -41,6 +41,23 @@ def collection_from_settings(settings: Settings, name: str) -> Iterator[Collecti
         yield store.open(name, vector=settings.vector)
 
 
+@contextmanager
+def clustered_from_settings(settings: Settings, name: str) -> Iterator[Collection]:
+    """A collection opened to read its clustering: on the vector the clustering was made on unless --vector
+    names one (then it must be that one), and whatever its distance (a collection never synced reads as such)."""
+    from ..payload import SYNC_META, SyncState
+
+    with store_from_settings(settings) as store:
+        col = store.open(name, vector=settings.vector, reading=True)
+        meta = col.get_meta(SYNC_META)
+        state = SyncState(**meta) if meta else None
+        if state is not None and state.vector not in (None, col.vector):
+            if settings.vector is not None:
+                state.check_vector(name, col.vector)
+            col = store.open(name, vector=state.vector, reading=True)
+        yield col
+
+
 @main.command(name="import")
 @click.argument("collection")
 @click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -93,12 +110,15 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
                    "the same array; cost grows with N^2), index = the HNSW index (fast, approximate), "
                    "auto = exact while points x dimension <= 5M, else index.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (counts, seconds per stage) as JSON.")
-@click.option("--once", "mode", flag_value="once", default=None,
+@click.option("--once", is_flag=True,
               help="One incremental pass: cluster only the points added since (a full re-clustering when due).")
-@click.option("--watch", "mode", flag_value="watch",
+@click.option("--watch", is_flag=True,
               help="Keep the collection clustered: an incremental pass every --interval seconds until SIGTERM.")
-@click.option("--full", "mode", flag_value="full",
+@click.option("--full", is_flag=True,
               help="Re-cluster everything, keeping cluster ids stable (each takes the old id it overlaps most).")
+@click.option("--switch-vector", is_flag=True,
+              help="Cluster --vector although the collection is clustered on another of its vectors: that "
+                   "clustering is replaced (a collection holds one). Plain sync only.")
 @click.option("--wait-lease", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Seconds to wait while another writer (a daemon, another sync) holds the collection (else exit 3).")
 @click.option("--growth", type=click.FloatRange(0), default=0.25, show_default=True,
@@ -106,8 +126,8 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
                    "full sync (0 = never).")
 @settings_options(*_STORE, "batch_size", "vector", "model", "domain", "device", "threads", "interval", "rebuild_every",
                   "metrics_port", "log_level")
-def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease: float, growth: float,
-         settings: Settings) -> None:
+def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full: bool, switch_vector: bool,
+         wait_lease: float, growth: float, settings: Settings) -> None:
     """Cluster every point of COLLECTION and write the result as payload.
 
     \b
@@ -128,8 +148,13 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
     collection. Exit codes: 0 done or stopped, 2 bad input, 3 another writer holds the collection,
     4 --watch gave up after repeated failed passes.
     """
-    if mode is not None:
-        _sync_daemon(collection, mode, knn, wait_lease, growth, as_json, settings)
+    modes = [m for m, on in (("once", once), ("watch", watch), ("full", full)) if on]
+    if len(modes) > 1:
+        raise click.UsageError(f"--{modes[0]} and --{modes[1]} cannot be combined: choose one")
+    if modes and switch_vector:
+        raise click.UsageError("--switch-vector replaces the clustering with a plain sync: run it without --" + modes[0])
+    if modes:
+        _sync_daemon(collection, modes[0], knn, wait_lease, growth, as_json, settings)
     from ..daemon import stable_full_sync
     from ..lease import Lease
 
@@ -139,7 +164,8 @@ def sync(collection: str, knn: str, as_json: bool, mode: str | None, wait_lease:
         lease.acquire(wait=wait_lease)
         try:
             with lease.kept():  # a large collection's sync outlasts the lease's ttl
-                report, _ = stable_full_sync(col, lander, batch_size=settings.batch_size, knn=knn)
+                report, _ = stable_full_sync(col, lander, batch_size=settings.batch_size, knn=knn,
+                                             switch_vector=switch_vector)
         finally:
             lease.release()
     if as_json:
@@ -207,7 +233,7 @@ def search(collection: str, cluster_id: int, like: int | None, vector_file: Path
 
     if (like is None) == (vector_file is None):
         raise InputError("give exactly one query: --like POINT_ID or --vector-file FILE")
-    with collection_from_settings(settings, collection) as col:
+    with clustered_from_settings(settings, collection) as col:
         if like is not None:
             found = col.retrieve([like], vectors=True, payload=False)
             if len(found.ids) == 0:
@@ -245,7 +271,7 @@ def labels(collection: str, out: Path, ids_out: Path | None, as_json: bool, sett
     from ..sync import read_labels
 
     check_outputs(out, ids_out)
-    with collection_from_settings(settings, collection) as col:
+    with clustered_from_settings(settings, collection) as col:
         ids, lab = read_labels(col, batch_size=settings.batch_size)
     np.save(out, lab)
     if ids_out is not None:
@@ -267,7 +293,7 @@ def status(collection: str, top: int, as_json: bool, settings: Settings) -> None
     """Points, clustered/unclustered counts, clusters, largest clusters, model and last sync of COLLECTION."""
     from ..sync import status as read_status
 
-    with collection_from_settings(settings, collection) as col:
+    with clustered_from_settings(settings, collection) as col:
         st = read_status(col, top=top)
     if as_json:
         click.echo(st.model_dump_json())
@@ -276,6 +302,8 @@ def status(collection: str, top: int, as_json: bool, settings: Settings) -> None
                f"unclustered  {st.unclustered}\nclusters     {st.clusters}")
     if st.generation is not None:
         note = "" if st.state == "complete" else "  (last sync did not finish: run sync again)"
+        if st.vector:
+            click.echo(f"vector       {st.vector}")
         click.echo(f"model        {st.model} (domain {st.domain or 'not recorded'})\ngeneration   {st.generation}{note}\n"
                    f"last sync    {st.last_sync:%Y-%m-%d %H:%M:%S} UTC")
     else:

@@ -50,12 +50,12 @@ def report(collection: str, out: Path, label_field: str | None, fields: str | No
       qdrant-lander report docs --out report.html --label-field intent --fields text
     """
     from ..report import read_collection, require_extra, write_report
-    from .collection_cmds import collection_from_settings
+    from .collection_cmds import clustered_from_settings
     from .inputs import check_outputs
 
     require_extra()  # fail before reading a large collection
     check_outputs(out)
-    with collection_from_settings(settings, collection) as coll:
+    with clustered_from_settings(settings, collection) as coll:
         data = read_collection(coll, label_field=label_field, top=top, examples=examples,
                                batch_size=settings.batch_size)
     write_report(data, str(out), fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None, top=top)

@@ -64,10 +64,11 @@ class Hit:
 
 
 def check_vector_config(collection: str, dense: dict[str, tuple[int, str]], sparse: Sequence[str],
-                        vector: str | None) -> tuple[str, int]:
+                        vector: str | None, *, reading: bool = False) -> tuple[str, int]:
     """Pick the dense vector to cluster: ``(name, dim)``, or a StoreError that says what to pass.
 
-    ``dense`` maps vector name ("" = unnamed) to (size, distance name).
+    ``dense`` maps vector name ("" = unnamed) to (size, distance name). ``reading``: the caller reads a
+    clustering (payload, meta), so any dense vector will do when none is named and the distance is not checked.
     """
     if not dense:
         kinds = f" (it has only sparse vectors: {', '.join(sparse)})" if sparse else ""
@@ -75,15 +76,15 @@ def check_vector_config(collection: str, dense: dict[str, tuple[int, str]], spar
     if vector is None:
         if "" in dense:
             vector = ""
-        elif len(dense) == 1:
-            vector = next(iter(dense))
+        elif len(dense) == 1 or reading:
+            vector = min(dense)
         else:
             raise StoreError(f"collection '{collection}' has named vectors {sorted(dense)}: choose one with --vector NAME")
     elif vector not in dense:
         names = sorted(n or "(unnamed default)" for n in dense)
         raise StoreError(f"collection '{collection}' has no vector named '{vector}'; it has {names}")
     size, distance = dense[vector]
-    if distance.lower() != "cosine":
+    if distance.lower() != "cosine" and not reading:
         raise StoreError(f"collection '{collection}' uses {distance} distance for vector '{vector or 'default'}'; "
                          "lander clusters by cosine similarity, so the collection must use Cosine")
     return vector, size
@@ -135,6 +136,7 @@ class Collection(ABC):
     """One collection and the one vector in it that lander clusters."""
 
     name: str
+    vector: str  # "" is the unnamed default vector
 
     @abstractmethod
     def info(self) -> CollectionInfo: ...
@@ -229,8 +231,9 @@ class Store(ABC):
         """User collection names (the meta collection is hidden)."""
 
     @abstractmethod
-    def open(self, name: str, *, vector: str | None = None) -> Collection:
-        """An existing collection, or a StoreError listing the ones that exist."""
+    def open(self, name: str, *, vector: str | None = None, reading: bool = False) -> Collection:
+        """An existing collection, or a StoreError listing the ones that exist (``reading``: see
+        :func:`check_vector_config`)."""
 
     @abstractmethod
     def create(self, name: str, dim: int) -> Collection:

@@ -167,7 +167,7 @@ class ServerStore(Store):
         except ResponseHandlingException as e:
             raise StoreUnreachable(f"cannot reach the {self.description}: {e}") from None
 
-    def open(self, name: str, *, vector: str | None = None) -> ServerCollection:
+    def open(self, name: str, *, vector: str | None = None, reading: bool = False) -> ServerCollection:
         with self._reached():
             exists = self.client.collection_exists(name)
         if name == META_COLLECTION or not exists:
@@ -177,7 +177,8 @@ class ServerStore(Store):
         if isinstance(vecs, models.VectorParams):
             vecs = {"": vecs}
         dense = {n: (p.size, p.distance.value) for n, p in (vecs or {}).items()}
-        vec, dim = check_vector_config(name, dense, sorted(params.sparse_vectors or {}), vector)
+        vec, dim = check_vector_config(name, dense, sorted(params.sparse_vectors or {}), vector,
+                                       reading=reading)
         return ServerCollection(self.client, name, vec, dim)
 
     def create(self, name: str, dim: int) -> ServerCollection:

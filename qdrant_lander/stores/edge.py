@@ -265,13 +265,14 @@ class EdgeStore(Store):
         except Exception as e:  # the binding raises bare Exception
             raise _edge_error(e, f"collection '{name}' in the {self.description}") from None
 
-    def open(self, name: str, *, vector: str | None = None) -> EdgeCollection:
+    def open(self, name: str, *, vector: str | None = None, reading: bool = False) -> EdgeCollection:
         root = self.path / name
         if name not in self._open and name not in self.collections():
             raise self._missing(name)
         cfg = json.loads((root / SHARD_DIR / "edge_config.json").read_text())
         dense = {n: (p["size"], p["distance"]) for n, p in cfg.get("vectors", {}).items()}
-        vec, dim = check_vector_config(name, dense, list(cfg.get("sparse_vectors", {})), vector)
+        vec, dim = check_vector_config(name, dense, list(cfg.get("sparse_vectors", {})), vector,
+                                       reading=reading)
         col = self._open.get(name)
         if col is None or col.vector != vec:  # one shard per collection (the OS lock allows one), a view per vector
             segments = (cfg.get("optimizers") or {}).get("default_segment_number")
