@@ -122,6 +122,25 @@ def test_embedded_store_allows_one_process(tmp_path):
         assert store.open("docs").count() == 20
 
 
+def test_wait_lease_waits_for_the_embedded_stores_process_lock(tmp_path):
+    """On the embedded store the other writer holds the collection's OS lock, not only the lease: --wait-lease
+    must wait for that too instead of exiting 3 at once."""
+    x = np.random.RandomState(0).rand(200, 8).astype(np.float32)
+    with EdgeStore(tmp_path / "d") as store:
+        import_points(store, "docs", x, progress=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from qdrant_lander.stores.edge import EdgeStore; "
+         f"s = EdgeStore({str(tmp_path / 'd')!r}); s.open('docs'); print('open', flush=True); time.sleep(2)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        waited = CliRunner().invoke(main, ["sync", "docs", "--once", "--wait-lease", "60", "--path", str(tmp_path / "d")])
+        assert waited.exit_code == 0 and waited.output.startswith("full pass: new=200"), waited.output
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_watch_logs_one_line_per_pass_and_stops_on_sigterm(tmp_path):
     x = subsample_classes(clinc_75_75().test, 1, seed=3).x
     with EdgeStore(tmp_path / "d") as store:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import main
 from ..config import Settings
-from ..errors import InputError
+from ..errors import InputError, StoreBusy
 from ..stores import Collection, Store, open_store
 from .inputs import check_outputs, load_jsonl, load_npy
 from .settings_options import lander_from_settings, settings_options
@@ -35,10 +36,22 @@ def store_from_settings(settings: Settings) -> Iterator[Store]:
 
 
 @contextmanager
-def collection_from_settings(settings: Settings, name: str) -> Iterator[Collection]:
-    """An existing collection (StoreError listing the others if missing), its store closed on exit."""
+def collection_from_settings(settings: Settings, name: str, *, wait: float = 0.0) -> Iterator[Collection]:
+    """An existing collection (StoreError listing the others if missing), its store closed on exit.
+
+    ``wait``: seconds to keep trying while another process has the embedded collection open (its OS lock
+    is the embedded store's one-writer rule, as the lease is a server's), so --wait-lease waits for both."""
+    deadline = time.monotonic() + wait
     with store_from_settings(settings) as store:
-        yield store.open(name, vector=settings.vector)
+        while True:
+            try:
+                col = store.open(name, vector=settings.vector)
+                break
+            except StoreBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+        yield col
 
 
 @contextmanager
@@ -159,7 +172,7 @@ def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full
     from ..lease import Lease
 
     lander = lander_from_settings(settings)
-    with _one_writer(), collection_from_settings(settings, collection) as col:
+    with _one_writer(), collection_from_settings(settings, collection, wait=wait_lease) as col:
         lease = Lease(col)  # a daemon may be relabelling this collection: wait for it or refuse, never race it
         lease.acquire(wait=wait_lease)
         try:
@@ -183,7 +196,6 @@ def _one_writer() -> Iterator[None]:
     """Exit 3 with one line when another writer holds the collection: by its lease, or by the embedded
     store's process lock."""
     from ..daemon import EXIT_LEASE
-    from ..errors import StoreBusy
     from ..lease import LeaseHeld
 
     try:
@@ -205,7 +217,7 @@ def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth
     options = DaemonOptions(interval=settings.interval, rebuild_every=settings.rebuild_every, growth=growth,
                             wait_lease=wait_lease, knn=knn, batch_size=settings.batch_size, progress=mode == "full")
     lander = lander_from_settings(settings)
-    with _one_writer(), collection_from_settings(settings, collection) as col:
+    with _one_writer(), collection_from_settings(settings, collection, wait=wait_lease) as col:
         code, report = run(col, lander, mode, options, settings.metrics_port)
     if report is not None:
         click.echo(report.model_dump_json() if as_json else report.log_line())

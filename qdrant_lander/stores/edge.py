@@ -98,7 +98,7 @@ def _edge_error(e: Exception, where: str) -> StoreError:
     msg = str(e)
     if "WouldBlock" in msg:
         return StoreBusy(f"{where} is open in another process (a running sync or watch daemon?); "
-                          "the embedded store allows one process per collection")
+                          "the embedded store allows one process per collection (sync --wait-lease SECONDS waits for it)")
     return StoreError(f"{where}: {msg}")
 
 
