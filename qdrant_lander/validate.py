@@ -24,7 +24,7 @@ def check_embeddings(x: np.ndarray, *, min_points: int = 2, dim: int | None = No
         raise InputError(f"embeddings must be numeric, got dtype {x.dtype}")
     n, d = x.shape
     if n < min_points:
-        raise InputError(f"need at least {min_points} points, got {n}")
+        raise InputError(f"need at least {min_points} point{'s' * (min_points > 1)}, got {n}")
     if dim is not None and d != dim:
         raise InputError(f"embeddings have dimension {d}, but the model was trained for dimension {dim}")
     x = np.ascontiguousarray(x, dtype=np.float32)

@@ -90,6 +90,24 @@ def test_bad_input_is_one_clear_line(slices, model_dir, args, message):
     assert re.search(message, result.output) and "Traceback" not in result.output
 
 
+def test_files_that_are_not_one_npy_array_are_named_as_such(tmp_path):
+    """numpy's own messages send users the wrong way (an .npz read as an array of shape (1,); text or a pickle
+    "contains pickled data, use allow_pickle=")."""
+    import pickle
+
+    np.savez(tmp_path / "a.npz", x=np.ones((30, 4)), y=np.ones(30))
+    (tmp_path / "p.pkl").write_bytes(pickle.dumps(np.ones((30, 4))))
+    (tmp_path / "t.csv").write_text("1,2,3\n")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}] * 30, dtype=object), allow_pickle=True)
+    for name, message in (("a.npz", "is an .npz archive \\(holding x, y\\); save the embeddings as one array"),
+                          ("p.pkl", "p.pkl is not a .npy file; save the embeddings with numpy.save"),
+                          ("t.csv", "t.csv is not a .npy file"),
+                          ("obj.npy", "holds Python objects \\(dtype object\\), not numbers")):
+        result = CliRunner().invoke(main, ["cluster", str(tmp_path / name), "--out", str(tmp_path / "o.npy")])
+        assert result.exit_code == 2 and re.search(message, result.output), result.output
+        assert "allow_pickle" not in result.output and "Traceback" not in result.output
+
+
 def test_model_for_another_dimension_is_refused(slices, tmp_path):
     from qdrant_lander import Lander
     from qdrant_lander.errors import InputError

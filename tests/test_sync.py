@@ -207,7 +207,8 @@ def test_cli_bad_collections(odd_store, args, message):
 
 
 @pytest.mark.parametrize("query, message", [(np.zeros(4), "1 rows are all zeros"), (np.full(4, np.nan), "NaN or inf"),
-                                            (np.ones(3), "query vector has size 3, collection 'named' has 4")])
+                                            (np.ones(3), "query vector has size 3, collection 'named' has 4"),
+                                            (np.ones((2, 2)), "holds 2 vectors (shape (2, 2)); give one")])
 def test_cli_search_refuses_a_query_vector_it_cannot_score(odd_store, tmp_path, query, message):
     np.save(tmp_path / "q.npy", query.astype(np.float32))
     code, _, err = run(["search", "named", "--vector", "a", "--cluster", "1", "--vector-file", str(tmp_path / "q.npy"),

@@ -252,7 +252,11 @@ def search(collection: str, cluster_id: int, like: int | None, vector_file: Path
                 raise InputError(f"point {like} does not exist in collection '{collection}'")
             query = found.vectors[0]
         else:
-            query = load_npy(vector_file, "query vector").astype(np.float32).reshape(-1)
+            query = load_npy(vector_file, "query vector")
+            if query.ndim > 1 and query.shape[0] != 1:  # flattened, several vectors read as one of the wrong size
+                raise InputError(f"{vector_file} holds {query.shape[0]} vectors (shape {query.shape}); give one, "
+                                 "of shape [D] or [1, D]")
+            query = query.astype(np.float32).reshape(-1)
             if query.size != col.info().dim:
                 raise InputError(f"query vector has size {query.size}, collection '{collection}' has {col.info().dim}")
             try:  # NaN, inf, all zeros: the embeddings' own checks

@@ -17,9 +17,26 @@ from ..errors import InputError
 
 
 def load_npy(path: Path, what: str) -> np.ndarray:
+    """One array saved with ``numpy.save``. numpy's own messages for other files point the wrong way
+    (an .npz loads as an archive, a text or pickle file "contains pickled data, use allow_pickle="),
+    so those are named here: pickles are never loaded (they run code)."""
     try:
+        with path.open("rb") as f:
+            head = f.read(6)
+        if head[:2] == b"PK":
+            with np.load(path, allow_pickle=False) as archive:
+                names = ", ".join(archive.files) or "nothing"
+            raise InputError(f"{path} is an .npz archive (holding {names}); save the {what} as one array with "
+                             "numpy.save(\"file.npy\", array)")
+        if head != np.lib.format.MAGIC_PREFIX:
+            raise InputError(f"{path} is not a .npy file; save the {what} with numpy.save(\"file.npy\", array)")
         return np.load(path, allow_pickle=False)
+    except InputError:
+        raise
     except (ValueError, OSError) as e:
+        if "Object arrays" in str(e):
+            raise InputError(f"{path} holds Python objects (dtype object), not numbers: save the {what} as a "
+                             "numeric array") from None
         raise InputError(f"cannot read {what} from {path}: {e}") from None
 
 
