@@ -317,12 +317,15 @@ def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dic
     """Upsert ``x`` as points ``start_id .. start_id+N-1`` (creating a cosine collection if needed), as
     the named ``vector`` of an existing collection that has several.
 
-    Everything is checked before the first write: finite non-zero vectors, payload count, and the
-    dimension of an existing collection.
+    Everything is checked before the first write: finite non-zero vectors, payload count and keys, and
+    the dimension of an existing collection.
     """
     x = check_embeddings(x, min_points=1)
     if payloads is not None and len(payloads) != len(x):
         raise InputError(f"{len(payloads)} payloads for {len(x)} vectors")
+    reserved = next((r for r, p in enumerate(payloads or ()) if KEY in p), None)
+    if reserved is not None:  # a sync would overwrite it, and a pass before that would read it as a clustering
+        raise InputError(f"payload row {reserved} has the key '{KEY}', which holds lander's clustering; rename it")
     if start_id < 0 or start_id + len(x) > 2**63:  # lander keys its arrays by int64 point id
         raise InputError(f"--start-id must be >= 0 and leave the ids below 2^63, got {start_id}")
     if name in store.collections():

@@ -105,6 +105,8 @@ def test_import_bad_input_writes_nothing(store, col, x):
         import_points(store, "docs", x[:, :8], start_id=1000, progress=False)
     with pytest.raises(InputError, match="3 payloads for 200 vectors"):
         import_points(store, "docs", x, [{}] * 3, start_id=1000, progress=False)
+    with pytest.raises(InputError, match="payload row 1 has the key 'lander', which holds lander's clustering"):
+        import_points(store, "docs", x, [{}, {"lander": 3}] + [{}] * 198, start_id=1000, progress=False)
     assert col.count() == N
 
 
