@@ -47,6 +47,8 @@ class Settings(BaseModel):
     threads: int | None = Field(None, ge=1, description="CPU threads for the model; unset = onnxruntime's choice.")
     interval: float = Field(5.0, gt=0, description="Seconds between incremental passes in watch mode.")
     rebuild_every: int = Field(0, ge=0, description="Full re-clustering every N passes in watch mode (0 = never).")
+    growth: float = Field(0.25, ge=0, description="--once/--watch: re-cluster everything once the collection grew by "
+                          "this share since the last full sync (0 = never).")
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus /metrics and /healthz on this port."
     )

@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from .errors import CollectionNotReady, InputError, LanderError, MissingExtraError, ModelError
 from .caches import LabelCache, NeighbourCache
+from .config import Settings
 from .incremental import (FRESH_ID_START, INCREMENTAL_META, NeedsFullSync, PassReport, incremental_pass, load_state,
                           replay_journal, sync_state)
 from .knn import KnnGraph, rows_of
@@ -48,16 +49,19 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_INPUT, EXIT_LEASE, EXIT_STORE = 0, 2, 3, 4
 
 
+_SETTINGS = Settings.model_fields  # the defaults the CLI, environment and TOML file share
+
+
 class DaemonOptions(BaseModel):
-    interval: float = Field(5.0, gt=0, description="Seconds between passes in watch mode")
-    rebuild_every: int = Field(0, ge=0, description="Full re-clustering after N incremental passes that labelled "
-                                                     "points, in watch mode (0 = never)")
-    growth: float = Field(0.25, ge=0, description="Full re-clustering once the collection grew by this share "
-                                                  "since the last full one (0 = never)")
+    interval: float = Field(_SETTINGS["interval"].default, gt=0, description="Seconds between passes in watch mode")
+    rebuild_every: int = Field(_SETTINGS["rebuild_every"].default, ge=0, description="Full re-clustering after N "
+                               "incremental passes that labelled points, in watch mode (0 = never)")
+    growth: float = Field(_SETTINGS["growth"].default, ge=0, description="Full re-clustering once the collection "
+                          "grew by this share since the last full one (0 = never)")
     hops: int = Field(1, ge=1, description="Rings of neighbours scored around new points")
     max_new: int = Field(20_000, ge=1, description="New points per incremental pass (bounds memory and latency)")
     knn: KnnMode = Field("auto", description="Neighbours of full passes (see full_sync)")
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(_SETTINGS["batch_size"].default, ge=1)
     lease_ttl: float = Field(LEASE_TTL, gt=0, description="Seconds a lease lasts without renewal (renewed every third)")
     wait_lease: float = Field(0.0, ge=0, description="Seconds to wait for another writer's lease")
     max_failures: int = Field(5, ge=1, description="Failed passes in a row before watch mode gives up")

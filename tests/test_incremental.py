@@ -493,6 +493,24 @@ def test_cli_once_and_full(tmp_path, data):
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
+def test_growth_is_a_setting(tmp_path, data):
+    """The growth rule comes from the environment or a TOML file like every daemon setting, not only a flag."""
+    from click.testing import CliRunner
+
+    from qdrant_lander.cli import main
+
+    x, _ = data
+    np.save(tmp_path / "a.npy", x[:300])
+    np.save(tmp_path / "b.npy", x[300:360])
+    path = ["--path", str(tmp_path / "d")]
+    run = CliRunner().invoke
+    assert run(main, ["import", "docs", str(tmp_path / "a.npy"), *path]).exit_code == 0
+    assert run(main, ["sync", "docs", *path]).exit_code == 0
+    assert run(main, ["import", "docs", str(tmp_path / "b.npy"), *path]).exit_code == 0
+    grown = run(main, ["sync", "docs", "--once", "--json", *path], env={"QLANDER_GROWTH": "0.1"})  # 20% > 10%
+    assert grown.exit_code == 0 and json.loads(grown.stdout)["full"], grown.output
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_scoring_only_possible_parents_gives_the_decoders_parents(seed):
     """A pass scores its rows' neighbours only until it meets a denser one; the parents must be those

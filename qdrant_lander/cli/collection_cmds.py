@@ -134,13 +134,10 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
                    "clustering is replaced (a collection holds one). Plain sync only.")
 @click.option("--wait-lease", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Seconds to wait while another writer (a daemon, another sync) holds the collection (else exit 3).")
-@click.option("--growth", type=click.FloatRange(0), default=0.25, show_default=True,
-              help="--once/--watch: re-cluster everything once the collection grew by this share since the last "
-                   "full sync (0 = never).")
 @settings_options(*_STORE, "batch_size", "vector", "model", "domain", "device", "threads", "interval", "rebuild_every",
-                  "metrics_port", "log_level")
+                  "growth", "metrics_port", "log_level")
 def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full: bool, switch_vector: bool,
-         wait_lease: float, growth: float, settings: Settings) -> None:
+         wait_lease: float, settings: Settings) -> None:
     """Cluster every point of COLLECTION and write the result as payload.
 
     \b
@@ -167,7 +164,7 @@ def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full
     if modes and switch_vector:
         raise click.UsageError("--switch-vector replaces the clustering with a plain sync: run it without --" + modes[0])
     if modes:
-        _sync_daemon(collection, modes[0], knn, wait_lease, growth, as_json, settings)
+        _sync_daemon(collection, modes[0], knn, wait_lease, as_json, settings)
     from ..daemon import stable_full_sync
     from ..lease import Lease
 
@@ -205,7 +202,7 @@ def _one_writer() -> Iterator[None]:
         sys.exit(EXIT_LEASE)
 
 
-def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth: float, as_json: bool,
+def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, as_json: bool,
                  settings: Settings) -> NoReturn:
     """``sync --once/--full/--watch``: the incremental daemon (qdrant_lander.daemon); exits with its code."""
     import logging
@@ -214,7 +211,7 @@ def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, growth
 
     if mode == "watch":
         logging.getLogger("qdrant_lander").setLevel(settings.log_level)  # one line per pass at INFO
-    options = DaemonOptions(interval=settings.interval, rebuild_every=settings.rebuild_every, growth=growth,
+    options = DaemonOptions(interval=settings.interval, rebuild_every=settings.rebuild_every, growth=settings.growth,
                             wait_lease=wait_lease, knn=knn, batch_size=settings.batch_size, progress=mode == "full")
     lander = lander_from_settings(settings)
     with _one_writer(), collection_from_settings(settings, collection, wait=wait_lease) as col:
