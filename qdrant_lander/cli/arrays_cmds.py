@@ -105,10 +105,11 @@ def calibrate(embeddings: Path, labels: Path, out_dir: Path, as_json: bool, sett
     if as_json:
         click.echo(card.model_dump_json(indent=2))
     else:
+        absorb = (f"clusters under {card.absorb_share:.0%} of the typical size absorbed" if card.absorb_share
+                  else "no small clusters absorbed")
         click.echo(f"model '{card.name}' calibrated on {int(card.notes['calibrated_points'])} points of "
                    f"{int(card.notes['calibrated_classes'])} classes: tau {before.card.tau} -> {card.tau}, "
-                   f"k {before.card.k} -> {card.k}, merge support {card.min_support}, clusters under "
-                   f"{card.absorb_share:.0%} of the typical size absorbed (Fp on the sample "
+                   f"k {before.card.k} -> {card.k}, merge support {card.min_support}, {absorb} (Fp on the sample "
                    f"{card.notes['calibrated_fp']:.3f}); written to {out_dir}, use --model {out_dir}")
 
 
