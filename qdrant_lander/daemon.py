@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .errors import CollectionNotReady, InputError, LanderError, MissingExtraError, ModelError
+from .errors import CollectionNotReady, InputError, LanderError, MissingExtraError, ModelError, StoreUnreachable
 from .caches import LabelCache, NeighbourCache
 from .config import Settings
 from .incremental import (FRESH_ID_START, INCREMENTAL_META, NeedsFullSync, PassReport, incremental_pass, load_state,
@@ -46,7 +46,7 @@ from .sync import KnnMode, SyncReport, full_sync, read_labels
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_INPUT, EXIT_LEASE, EXIT_STORE = 0, 2, 3, 4
+EXIT_OK, EXIT_INPUT, EXIT_LEASE, EXIT_STORE = 0, LanderError.exit_code, LeaseHeld.exit_code, StoreUnreachable.exit_code
 
 
 _SETTINGS = Settings.model_fields  # the defaults the CLI, environment and TOML file share

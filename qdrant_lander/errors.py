@@ -37,7 +37,10 @@ class CollectionNotReady(StoreError):
 
 
 class StoreBusy(StoreError):
-    """Another process has the collection open (the embedded store allows one process per collection)."""
+    """Another process has the collection open (the embedded store allows one process per collection): the
+    embedded store's form of another writer holding the collection, so the same exit code as a held lease."""
+
+    exit_code = 3
 
 
 class StoreUnreachable(StoreError):

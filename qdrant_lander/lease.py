@@ -42,6 +42,8 @@ LEASE_TTL = 300.0  # seconds a lease lasts without renewal; kept() renews it eve
 class LeaseHeld(LanderError):
     """Another writer holds the collection's lease."""
 
+    exit_code = 3
+
 
 class LeaseRecord(BaseModel):
     owner: str

@@ -113,8 +113,9 @@ def test_embedded_store_allows_one_process(tmp_path):
         assert holder.stdout.readline().strip() == "open"
         with pytest.raises(StoreBusy, match="open in another process"):
             EdgeStore(tmp_path / "d").open("docs")
-        busy = CliRunner().invoke(main, ["sync", "docs", "--once", "--path", str(tmp_path / "d")])
-        assert busy.exit_code == EXIT_LEASE and "open in another process" in busy.output
+        for cmd in (["sync", "docs", "--once"], ["status", "docs"]):  # one exit code for "another writer has it"
+            busy = CliRunner().invoke(main, [*cmd, "--path", str(tmp_path / "d")])
+            assert busy.exit_code == EXIT_LEASE and "open in another process" in busy.output
     finally:
         holder.kill()
         holder.wait()

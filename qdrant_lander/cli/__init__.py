@@ -2,7 +2,7 @@
 
 Each command family lives in its own module and only parses options, calls the library, and prints.
 Errors derived from :class:`~qdrant_lander.errors.LanderError` become one clear line and their exit code (2 for
-bad input, 4 for a server that does not answer).
+bad input, 3 for a collection another writer holds, 4 for a server that does not answer).
 """
 
 from __future__ import annotations

@@ -169,7 +169,7 @@ def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full
     from ..lease import Lease
 
     lander = lander_from_settings(settings)
-    with _one_writer(), collection_from_settings(settings, collection, wait=wait_lease) as col:
+    with collection_from_settings(settings, collection, wait=wait_lease) as col:
         lease = Lease(col)  # a daemon may be relabelling this collection: wait for it or refuse, never race it
         lease.acquire(wait=wait_lease)
         try:
@@ -188,20 +188,6 @@ def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full
                f"{stages}" + (f"; peak memory {report.peak_rss_mb:,.0f} MB" if report.peak_rss_mb else ""))
 
 
-@contextmanager
-def _one_writer() -> Iterator[None]:
-    """Exit 3 with one line when another writer holds the collection: by its lease, or by the embedded
-    store's process lock."""
-    from ..daemon import EXIT_LEASE
-    from ..lease import LeaseHeld
-
-    try:
-        yield
-    except (LeaseHeld, StoreBusy) as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(EXIT_LEASE)
-
-
 def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, as_json: bool,
                  settings: Settings) -> NoReturn:
     """``sync --once/--full/--watch``: the incremental daemon (qdrant_lander.daemon); exits with its code."""
@@ -214,7 +200,7 @@ def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, as_jso
     options = DaemonOptions(interval=settings.interval, rebuild_every=settings.rebuild_every, growth=settings.growth,
                             wait_lease=wait_lease, knn=knn, batch_size=settings.batch_size, progress=mode == "full")
     lander = lander_from_settings(settings)
-    with _one_writer(), collection_from_settings(settings, collection, wait=wait_lease) as col:
+    with collection_from_settings(settings, collection, wait=wait_lease) as col:
         code, report = run(col, lander, mode, options, settings.metrics_port)
     if report is not None:
         click.echo(report.model_dump_json() if as_json else report.log_line())
