@@ -70,10 +70,11 @@ class DaemonOptions(BaseModel):
 
 def stable_full_sync(col: Collection, lander: Lander, *, batch_size: int = 1024, progress: bool = True,
                      knn: KnnMode = "auto", on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None,
-                     switch_vector: bool = False) -> tuple[SyncReport, np.ndarray]:
+                     switch_vector: bool = False) -> tuple[SyncReport, np.ndarray, np.ndarray]:
     """:func:`full_sync` that keeps cluster ids: each new cluster takes the previous generation's id it
     overlaps most (:mod:`qdrant_lander.stable_ids`), so ids users stored stay valid across re-runs.
-    Returns the report and the previous labels (in ascending point id, -1 where a point had none).
+    Returns the report, and the point ids (ascending) with their previous labels (-1 where a point had none)
+    as they were before the sync.
 
     A journal of merges an interrupted pass left is replayed first, so the old labels are complete, and
     the fresh-id counter is moved past every id handed out before the sync writes any of them: were it
@@ -97,7 +98,7 @@ def stable_full_sync(col: Collection, lander: Lander, *, batch_size: int = 1024,
         return out
 
     report = full_sync(col, lander, batch_size=batch_size, progress=progress, knn=knn, rename=rename, on_graph=on_graph)
-    return report, old_labels
+    return report, old_ids, old_labels
 
 
 def _as_last_synced(col: Collection, lander: Lander) -> Lander:
@@ -134,7 +135,7 @@ class Daemon:
         o = self.options
         self.labels.clear()  # a full pass rewrites every label (and may fail half-way)
         # The model as asked for: auto is resolved again from all the vectors the collection has now.
-        rep, old_labels = stable_full_sync(self.col, self.requested, batch_size=o.batch_size, progress=o.progress,
+        rep, old_ids, old_labels = stable_full_sync(self.col, self.requested, batch_size=o.batch_size, progress=o.progress,
                                            knn=o.knn, on_graph=self._seed)
         self.lander = self.requested.for_domain(rep.domain)  # the passes until the next full one keep its choice
         # Rewriting every payload moves the points out of the indexed segments on the embedded store
@@ -142,7 +143,8 @@ class Daemon:
         self.col.prepare_knn()
         labels = self.labels.load(self.col, batch_size=o.batch_size)  # the next passes read no labels
         kept = len(np.intersect1d(np.unique(labels), np.unique(old_labels[old_labels >= 0])))
-        return PassReport(full=True, new=int((old_labels < 0).sum()) + rep.points - len(old_labels),
+        new = ~np.isin(self.labels.ids(), old_ids[old_labels >= 0])  # labelled now, not before (deleted: neither)
+        return PassReport(full=True, new=int(new.sum()),
                           created=rep.clusters - kept, seconds=round(time.perf_counter() - t0, 4),
                           model_seconds=rep.seconds.get("cluster", 0.0), field=rep.points)
 

@@ -455,6 +455,37 @@ def test_growth_triggers_a_full_pass(tmp_path, data, lander):
         assert rep.full and rep.new == 20 and rep.waiting == 0  # 260 >= 250
 
 
+def test_a_full_pass_counts_as_new_only_points_it_labelled_first(tmp_path, data, lander):
+    """Points another client deletes while a full pass runs must not fail its write, nor make ``new`` negative
+    (it was: labelled-before + synced - read-before, and the pass reads labels before it reads vectors)."""
+    import qdrant_edge as qe
+
+    class DeletingCollection:
+        """The collection as another client sees it: ``victims`` go once the pass starts reading vectors."""
+
+        def __init__(self, col):
+            self.col, self.victims = col, []
+
+        def __getattr__(self, name):
+            return getattr(self.col, name)
+
+        def scroll(self, **kw):
+            if kw.get("vectors", True) and self.victims:
+                self.col.shard.update(qe.UpdateOperation.delete_points(self.victims))
+                self.victims = []
+            return self.col.scroll(**kw)
+
+    x, _ = data
+    with EdgeStore(tmp_path / "d") as store:
+        col = DeletingCollection(import_points(store, "docs", x[:300], progress=False))
+        daemon = Daemon(col, lander, DaemonOptions(lease_ttl=5, growth=0))
+        assert daemon.once().new == 300  # the first full pass: every point is new
+        import_points(store, "docs", x[300:310], start_id=300, progress=False)
+        col.victims = list(range(40))  # 40 labelled points go
+        rep = daemon.once(full=True)
+        assert rep.full and rep.new == 10 and col.count() == 270 and col.count(unclustered_filter()) == 0
+
+
 def test_pass_reports_the_points_left_waiting(tmp_path, data, lander):
     x, _ = data
     with EdgeStore(tmp_path / "d") as store:

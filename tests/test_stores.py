@@ -70,6 +70,21 @@ def test_payload_writes_keep_user_keys(col):
     assert sorted(h.id for h in hits) == [5, 7] and hits[0].id == 5 and hits[0].payload["text"] == "t0"
 
 
+def test_payload_writes_skip_points_deleted_meanwhile(col):
+    """A sync writes labels for the points it read; one another client deleted since is skipped, not a failed sync
+    (Edge: 'No point with id', a server: 404, local mode: KeyError), and the other writes still land."""
+    if hasattr(col, "shard"):
+        import qdrant_edge as qe
+        col.shard.update(qe.UpdateOperation.delete_points([9, 11]))
+    else:
+        col.client.delete(col.name, points_selector=models.PointIdsList(points=[9, 11]), wait=True)
+    col.set_payloads([([8], {"lander": {"cluster": 8}}), ([9], {"lander": {"cluster": 9}}),
+                      ([10, 11], {"lander": {"cluster": 10}}), ([12], {"lander": {"cluster": 12}})])
+    got = col.retrieve([8, 9, 10, 11, 12])
+    assert got.ids.tolist() == [8, 10, 12]  # the deleted points stay deleted
+    assert [p["lander"]["cluster"] for p in got.payloads] == [8, 10, 12]
+
+
 def test_meta_records(col):
     assert col.get_meta("sync") is None
     col.set_meta("sync", {"generation": 1})

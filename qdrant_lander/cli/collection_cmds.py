@@ -174,7 +174,7 @@ def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full
         lease.acquire(wait=wait_lease)
         try:
             with lease.kept():  # a large collection's sync outlasts the lease's ttl
-                report, _ = stable_full_sync(col, lander, batch_size=settings.batch_size, knn=knn,
+                report, *_ = stable_full_sync(col, lander, batch_size=settings.batch_size, knn=knn,
                                              switch_vector=switch_vector)
         finally:
             lease.release()

@@ -189,6 +189,7 @@ class Collection(ABC):
         """Apply several (point ids, payload) writes, each merging top-level keys into the payload.
 
         One request on a server; a key written here replaces that key's whole value, other keys stay.
+        Points deleted since they were read are skipped (another client may delete while a sync runs).
         """
 
     @abstractmethod

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from ..errors import StoreError, StoreUnreachable
 from .base import (HNSW_EF, META_COLLECTION, META_LOCK, Collection, CollectionInfo, Hit, Neighbours, Points, Store,
@@ -105,6 +105,18 @@ class ServerCollection(Collection):
         self.client.upsert(self.name, points=batch, wait=True)
 
     def set_payloads(self, items: Sequence[tuple[Sequence[int], dict[str, Any]]]) -> None:
+        try:
+            self._set_payloads(items)
+        except (UnexpectedResponse, KeyError) as e:  # a server answers 404, local mode raises KeyError
+            if isinstance(e, UnexpectedResponse) and e.status_code != 404:
+                raise
+            # Points deleted since they were read need no label; writing the others again is idempotent.
+            present = set(self.retrieve([i for ids, _ in items for i in ids], payload=False).ids.tolist())
+            kept = [(alive, p) for ids, p in items if (alive := [int(i) for i in ids if int(i) in present])]
+            if kept:
+                self._set_payloads(kept)
+
+    def _set_payloads(self, items: Sequence[tuple[Sequence[int], dict[str, Any]]]) -> None:
         ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload=p, points=[int(i) for i in ids]))
                for ids, p in items]
         self.client.batch_update_points(self.name, update_operations=ops, wait=True)

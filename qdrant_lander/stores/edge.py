@@ -211,7 +211,14 @@ class EdgeCollection(Collection):
 
     def set_payloads(self, items: Sequence[tuple[Sequence[int], dict[str, Any]]]) -> None:
         for ids, payload in items:
-            self.shard.update(qe.UpdateOperation.set_payload([int(i) for i in ids], payload))
+            try:
+                self.shard.update(qe.UpdateOperation.set_payload([int(i) for i in ids], payload))
+            except Exception as e:  # the binding raises bare Exception
+                if "No point with id" not in str(e):
+                    raise
+                present = self.retrieve(ids, payload=False).ids  # deleted since read: a gone point needs no label
+                if len(present):
+                    self.shard.update(qe.UpdateOperation.set_payload(present.tolist(), payload))
 
     def set_payload_by_filter(self, filter: models.Filter, payload: dict[str, Any], *, key: str | None = None) -> None:
         self.shard.update(qe.UpdateOperation.set_payload_by_filter(to_edge_filter(filter), payload, key))
