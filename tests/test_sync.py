@@ -225,7 +225,7 @@ def test_cli_import_rejects_nan_and_writes_nothing(files, part):
     assert not (files / "qd").exists()
     code, _, err = run(["import", "docs", str(files / "x.npy"), "--labels", str(files / "p.jsonl"),
                         "--path", str(files / "qd")])
-    assert code == 2 and "cannot read labels" in err and not (files / "qd").exists()
+    assert code == 2 and "p.jsonl is not a .npy file; save the labels" in err and not (files / "qd").exists()
 
 
 class _PerDatasetTau:
