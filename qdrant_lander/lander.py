@@ -21,9 +21,9 @@ from .decode import ClusterResult, cluster_hierarchy
 from .dedup import unique_rows
 from .domains import (FAR_PROFILE, Domain, check_domain, nearest_preset, space_profile,
                       with_domain)
-from .errors import InputError, MissingExtraError, ModelError
+from .errors import InputError, MissingExtraError
 from .knn import KnnGraph, knn_graph
-from .model_card import CARD_FILE, ONNX_FILE, ModelCard
+from .model_card import CARD_FILE, ONNX_FILE, ModelCard, card_in_force
 from .runtime import OnnxScorer
 from .validate import check_embeddings, check_labels, check_neighbours
 
@@ -74,12 +74,7 @@ class Lander:
                 # A model directory, or its model.onnx: the directory's card.json is the card in force (calibrate
                 # writes only that, so naming the file must not drop the calibration).
                 path = Path(path) / ONNX_FILE if Path(path).is_dir() else Path(path)
-                card_file = path.parent / CARD_FILE
-                if card_file.is_file():
-                    try:
-                        card = ModelCard.model_validate_json(card_file.read_text())
-                    except ValueError as e:
-                        raise ModelError(f"{card_file} is not a readable model card: {e}") from e
+                card = card_in_force(path.parent)
             scorer = (OnnxScorer.default(device=self.device, threads=self.threads) if path is None
                       else OnnxScorer(path, device=self.device, threads=self.threads, card=card))
             scorer.card = with_domain(scorer.card, self.domain)
@@ -146,6 +141,9 @@ class Lander:
                 f'training needs torch and torch-geometric ({e.name} is missing): pip install torch==2.13.0 '
                 '"qdrant-lander[train]"'
             ) from e
+        if check_domain(self.domain) not in ("auto", "any"):  # before the training, which would be lost
+            raise InputError(f"domain '{self.domain}' selects a decoding of the shipped default model; the model fit "
+                             "trains keeps the decoding in its own card: fit with Lander() (domain auto)")
         x, y = _labeled_sample(x, y, min_points=2)
         if np.unique(y).size < 2:
             raise InputError("meta-training needs at least 2 classes in the labels")

@@ -47,3 +47,15 @@ def check_format(card: ModelCard, source: object) -> None:
         raise ModelError(f"{source} has model format {card.format_version}, made by an older qdrant-lander whose "
                          f"model inputs differ from today's (format {FORMAT_VERSION}); retrain it with "
                          "`qdrant-lander train`")
+
+
+def card_in_force(model_dir: Path) -> ModelCard | None:
+    """A model directory's ``card.json`` (None if it has none): the card in force, which overrides the one inside
+    its model files, because ``calibrate`` writes only that."""
+    card_file = model_dir / CARD_FILE
+    if not card_file.is_file():
+        return None
+    try:
+        return ModelCard.model_validate_json(card_file.read_text())
+    except ValueError as e:
+        raise ModelError(f"{card_file} is not a readable model card: {e}") from e

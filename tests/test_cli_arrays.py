@@ -37,7 +37,7 @@ def model_dir(slices):
 
 
 def test_cluster_writes_labels_and_levels(slices, model_dir):
-    out, levels = slices / "pred.npy", slices / "levels.npy"
+    out, levels = slices / "pred.labels", slices / "levels.npy"  # written under the names given (numpy adds .npy)
     result = CliRunner().invoke(main, ["cluster", str(slices / "xte.npy"), "--out", str(out), "--model", str(model_dir),
                                        "--levels-out", str(levels), "--json"])
     assert result.exit_code == 0, result.output
@@ -73,7 +73,16 @@ def test_export_round_trips_the_card(slices, model_dir):
         (lambda d: ["cluster", str(d / "tiny.npy"), "--out", str(d / "p.npy")], "at least 11 points"),
         (lambda d: ["cluster", str(d / "xte.npy"), "--out", str(d / "no" / "p.npy")], "the directory .*no does not exist"),
         (lambda d: ["train", str(d / "xtr.npy"), str(d / "ytr.npy"), "--out", str(d / "m2"), "--set", "stepz=3"],
-         "invalid training options"),
+         "not training options: stepz"),
+        (lambda d: ["train", str(d / "xtr.npy"), str(d / "ytr.npy"), "--out", str(d / "m2"), "--set", "name=x"],
+         "not training options: name .*the model's name is --name"),  # was a TypeError traceback
+        (lambda d: ["train", str(d / "xtr.npy"), str(d / "ytr.npy"), "--out", str(d / "m2"), "--set", "k_choices=[0]"],
+         "invalid training options.*k_choices.0"),  # was an IndexError traceback
+        (lambda d: ["train", str(d / "xtr.npy"), str(d / "ytr.npy"), "--out", str(d / "m2"), "--set",
+                    "class_fraction=[0.9,0.1]"], "class_fraction is a range"),
+        (lambda d: ["cluster", str(d / "xte.npy"), "--out", str(d / "xte.npy")], "is an input of this command"),
+        (lambda d: ["cluster", str(d / "xte.npy"), "--out", str(d / "p.npy"), "--levels-out", str(d / "p.npy")],
+         "are one file"),
     ],
 )
 def test_bad_input_is_one_clear_line(slices, model_dir, args, message):
@@ -85,9 +94,11 @@ def test_bad_input_is_one_clear_line(slices, model_dir, args, message):
     cmd = args(slices)
     if cmd[0] in ("eval", "cluster"):
         cmd += ["--model", str(model_dir)]
+    before = (slices / "xte.npy").read_bytes()
     result = CliRunner().invoke(main, cmd)
-    assert result.exit_code == 2
-    assert re.search(message, result.output) and "Traceback" not in result.output
+    assert result.exit_code == 2, result.output
+    assert re.search(message, result.output, re.S) and "Traceback" not in result.output
+    assert (slices / "xte.npy").read_bytes() == before
 
 
 def test_files_that_are_not_one_npy_array_are_named_as_such(tmp_path):
@@ -200,3 +211,17 @@ def test_array_commands_take_the_model_settings_from_the_environment_and_a_confi
     assert by_file.exit_code == 0 and json.loads(by_file.stdout)["model"] == "cli-test"
     missing = run(main, [*args, "--model", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "nope" in missing.output and "Traceback" not in missing.output
+
+
+def test_export_keeps_the_directorys_calibration(model_dir, tmp_path):
+    """calibrate --out into the model directory writes only card.json: export must carry that card, not the one
+    inside model.pt (the exported file clustered at the old tau)."""
+    import shutil
+
+    cal = tmp_path / "cal"
+    shutil.copytree(model_dir, cal)
+    card = json.loads((cal / "card.json").read_text())
+    (cal / "card.json").write_text(json.dumps({**card, "tau": 0.123}))
+    result = CliRunner().invoke(main, ["export", str(cal), "--out", str(tmp_path / "m.onnx"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["tau"] == 0.123

@@ -333,3 +333,10 @@ def test_pseudo_classes_are_the_models_clusters_of_the_minimum_size(omni, traine
     assert 0 < kept.sum() < len(x)
     np.testing.assert_array_equal(xp, x[kept])
     np.testing.assert_array_equal(yp, labels[kept])
+
+
+def test_fit_refuses_a_domain_preset_before_training():
+    """A preset is a decoding of the shipped model: fit used to train and save a model that predict then refused."""
+    x = np.random.RandomState(0).rand(40, 8).astype(np.float32)
+    with pytest.raises(InputError, match="domain 'faces' selects a decoding of the shipped default model"):
+        Lander(domain="faces").fit(x, np.repeat(np.arange(4), 10), steps=1)

@@ -11,9 +11,9 @@ import numpy as np
 
 from . import main
 from ..config import Settings
-from ..errors import MissingExtraError
+from ..errors import InputError, MissingExtraError
 from ..validate import check_embeddings, check_labels
-from .inputs import check_outputs, load_npy, parse_set_options
+from .inputs import check_outputs, load_npy, parse_set_options, save_npy
 from .settings_options import lander_from_settings, settings_options
 
 _MODEL = ("model", "domain", "device", "threads")  # the settings of every command that runs a model
@@ -63,6 +63,16 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
     options = parse_set_options(settings)
     candidates = [parse_set_options(t.split()) for t in tries]
     from ..lander import Lander
+
+    try:
+        from ..training.trainer import TrainConfig
+    except ImportError:
+        pass  # Lander.fit names the extra to install
+    else:  # e.g. --set name=x would reach Lander.fit as a second 'name' argument
+        unknown = sorted({key for given in (options, *candidates) for key in given} - set(TrainConfig.model_fields))
+        if unknown:
+            raise InputError(f"not training options: {', '.join(unknown)} (--set and --try take TrainConfig fields, "
+                             "docs/model.md; the model's name is --name)")
 
     lander = Lander(device="cpu").fit(load_npy(embeddings, "embeddings"), load_npy(labels, "labels"),
                                              out_dir=out_dir, name=name or "lander-custom",
@@ -127,11 +137,11 @@ def cluster(embeddings: Path, out: Path, levels_out: Path | None, as_json: bool,
     Cluster ids are the row index of each cluster's peak (its densest point), so they are stable
     and meaningful: row i's cluster is represented by row labels[i].
     """
-    check_outputs(out, levels_out)
+    check_outputs(out, levels_out, inputs=[embeddings])
     lander, result, seconds = _predict_timed(embeddings, settings)
-    np.save(out, result.labels)
+    save_npy(out, result.labels)
     if levels_out is not None:
-        np.save(levels_out, result.paths)
+        save_npy(levels_out, result.paths)
     summary = {"points": int(len(result.labels)), "clusters": result.n_clusters, "levels": result.n_levels,
                "tau": result.tau, "domain": lander.domain, "seconds": round(seconds, 3), "model": lander.card.name,
                "provider": lander.scorer.provider}
@@ -179,7 +189,8 @@ def export(model_dir: Path, out: Path, as_json: bool) -> None:
     """Export a trained model directory to one self-contained ONNX file.
 
     MODEL_DIR is what `qdrant-lander train` writes (it already contains model.onnx; use this to
-    re-export, e.g. after upgrading). The file carries the model card (k, tau, levels, what it was
+    re-export, e.g. after upgrading, or after `calibrate --out` into the same directory: the directory's
+    card.json is the card exported). The file carries the model card (k, tau, levels, what it was
     trained on, source revision) in its metadata, so `--model FILE` is all serving needs: onnxruntime,
     no torch. Exporting needs the `train` extra.
     """
@@ -190,7 +201,9 @@ def export(model_dir: Path, out: Path, as_json: bool) -> None:
     except ImportError as e:
         raise MissingExtraError(f'export needs torch and onnx ({e.name} is missing): pip install torch==2.13.0 '
                                 '"qdrant-lander[train]"') from e
+    from ..model_card import card_in_force
+
     trained = load_trained(model_dir)
-    card = export_onnx(trained.net, trained.card, out)
+    card = export_onnx(trained.net, card_in_force(model_dir) or trained.card, out)  # a calibration is kept
     click.echo(card.model_dump_json(indent=2) if as_json else
                f"model '{card.name}' (k={card.k}, tau={card.tau:.3f}, revision {card.revision}) exported to {out}")

@@ -21,7 +21,7 @@ from . import main
 from ..config import Settings
 from ..errors import InputError, StoreBusy
 from ..stores import Collection, Store, open_store
-from .inputs import check_outputs, load_jsonl, load_npy
+from .inputs import check_outputs, load_jsonl, load_npy, save_npy
 from .settings_options import lander_from_settings, settings_options
 
 _STORE = ("url", "api_key", "path")
@@ -272,9 +272,9 @@ def labels(collection: str, out: Path, ids_out: Path | None, as_json: bool, sett
     check_outputs(out, ids_out)
     with clustered_from_settings(settings, collection) as col:
         ids, lab = read_labels(col, batch_size=settings.batch_size)
-    np.save(out, lab)
+    save_npy(out, lab)
     if ids_out is not None:
-        np.save(ids_out, ids)
+        save_npy(ids_out, ids)
     clustered = lab[lab >= 0]
     summary = {"points": int(len(lab)), "clustered": int(clustered.size),
                "clusters": int(np.unique(clustered).size), "out": str(out)}

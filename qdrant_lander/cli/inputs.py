@@ -40,11 +40,26 @@ def load_npy(path: Path, what: str) -> np.ndarray:
         raise InputError(f"cannot read {what} from {path}: {e}") from None
 
 
-def check_outputs(*paths: Path | None) -> None:
-    """Refuse an output file whose directory does not exist before the work starts, not after it (lost)."""
-    for path in paths:
-        if path is not None and not path.resolve().parent.is_dir():
+def check_outputs(*paths: Path | None, inputs: Iterable[Path] = ()) -> None:
+    """Refuse, before the work starts rather than after it (lost): an output whose directory does not exist,
+    one that is an input file (it would be replaced), and two outputs that are one file (the second wins)."""
+    read = {p.resolve() for p in inputs}
+    seen: dict[Path, Path] = {}
+    for path in (p for p in paths if p is not None):
+        where = path.resolve()
+        if not where.parent.is_dir():
             raise InputError(f"cannot write {path}: the directory {path.parent} does not exist")
+        if where in read:
+            raise InputError(f"cannot write {path}: it is an input of this command and would be overwritten")
+        if where in seen:
+            raise InputError(f"{seen[where]} and {path} are one file: give each output its own")
+        seen[where] = path
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``numpy.save`` to exactly ``path`` (given a name, numpy adds ``.npy`` to it, and messages named the wrong file)."""
+    with path.open("wb") as f:
+        np.save(f, array)
 
 
 def load_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -15,11 +15,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
 DEFAULT_WEIGHTS = "default.pt"  # the default model's torch weights, in qdrant_lander/models (what init='default' loads)
 SMALL_SET_POINTS = 5000
+Share = Annotated[float, Field(ge=0, le=1)]  # a share of classes or points, or a link-probability threshold
 SMALL_SET_FOLDS = 4
 
 
@@ -70,10 +72,10 @@ class TrainConfig(BaseModel):
                                  "i.e. train the one edge the decoder follows, not every edge alike. Off by "
                                  "default: +0.018 Fp on LFW, +0.008 Omniglot, neutral to negative on text "
                                  "(benchmarks/RESULTS.md)")
-    k_choices: list[int] = Field([5, 10, 20], min_length=1, description="k drawn per episode")
+    k_choices: list[PositiveInt] = Field([5, 10, 20], min_length=1, description="k drawn per episode")
     train_levels: int = Field(3, ge=1, description="Levels of the ground-truth hierarchy trained on per episode")
-    class_fraction: tuple[float, float] = Field((0.2, 0.5), description="Share of training classes per episode")
-    class_size_fraction: tuple[float, float] | None = Field(
+    class_fraction: tuple[Share, Share] = Field((0.2, 0.5), description="Share of training classes per episode")
+    class_size_fraction: tuple[Share, Share] | None = Field(
         (0.1, 1.0), description="Each episode class keeps a random share of its points drawn from this range (None = "
         "all), so the model sees class sizes the labeled set lacks (ORL, 10 faces a person, -> LFW, 1-2)")
     max_points: int | None = Field(4000, ge=2, description="Cap on an episode's points (whole classes dropped)")
@@ -94,8 +96,8 @@ class TrainConfig(BaseModel):
                               "held out once) and the first fold's model is kept (F trainings). None: "
                               f"{SMALL_SET_FOLDS} (at most one per 2 classes) below {SMALL_SET_POINTS} labeled points, "
                               "where a training is short and one held-out split chose worse on every dev set, else 1")
-    decode_k: list[int] = Field(list(DECODE_K), min_length=1, description="k values tried when choosing the decoding")
-    taus: list[float] = Field(list(TAUS), min_length=1)
+    decode_k: list[PositiveInt] = Field(list(DECODE_K), min_length=1, description="k values tried when choosing the decoding")
+    taus: list[Share] = Field(list(TAUS), min_length=1)
     min_merge_ratios: list[float] = Field(list(MIN_MERGE_RATIOS), min_length=1)
     min_supports: list[float] = Field(list(MIN_SUPPORTS), min_length=1, description="Merge supports tried when choosing "
                                       "the decoding (strong point links per point of the smaller supernode)")
@@ -114,6 +116,10 @@ class TrainConfig(BaseModel):
     def _some_steps(self) -> TrainConfig:
         if self.steps + self.pretrain_steps == 0:
             raise ValueError("steps and pretrain_steps are both 0: nothing would be trained")
+        for name in ("class_fraction", "class_size_fraction"):
+            lo_hi = getattr(self, name)
+            if lo_hi is not None and not 0 < lo_hi[0] <= lo_hi[1]:
+                raise ValueError(f"{name} is a range (low, high) with 0 < low <= high <= 1, got {list(lo_hi)}")
         if (self.pretrain_steps or self.pretrain_mix) and self.node_mode != "structure":
             raise ValueError("pretrain_steps and pretrain_mix need node_mode='structure': the synthetic sets have "
                              "their own dimensions")
