@@ -156,8 +156,8 @@ class Daemon:
     def _full_due(self) -> bool:
         try:
             state = sync_state(self.col)
-        except NeedsFullSync as e:
-            log.info("%s", e)
+        except NeedsFullSync as e:  # the pass line says "full pass"; a daemon waiting for points would repeat this
+            log.debug("%s", e)
             return True
         o = self.options
         return o.growth > 0 and self.col.count() >= (1 + o.growth) * state.points

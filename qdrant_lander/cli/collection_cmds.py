@@ -149,14 +149,16 @@ def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full
     at every level. The user's other payload keys are not touched. A payload index on lander.cluster is created, so
       qdrant-lander search COLLECTION --cluster ID --like POINT_ID
     (or any Qdrant query with a lander.cluster filter) stays fast.
-    Everything is computed before the first write; a failed sync leaves the collection as it was.
+    Everything is computed before the first write, so a sync that fails before it leaves the collection as it
+    was; one killed while writing leaves points of two generations (status says "did not finish"), and the next
+    sync rewrites them all.
 
     \b
     Incremental (docs/daemon.md): --once clusters only the points without payload, --watch keeps
     doing so every --interval seconds (one log line per pass; --rebuild-every N re-clusters everything
     after N passes with new points; --metrics-port serves /metrics and /healthz). One writer per
     collection. Exit codes: 0 done or stopped, 2 bad input, 3 another writer holds the collection,
-    4 --watch gave up after repeated failed passes.
+    4 the server does not answer (--watch: after repeated failed passes).
     """
     modes = [m for m, on in (("once", once), ("watch", watch), ("full", full)) if on]
     if len(modes) > 1:
@@ -310,4 +312,5 @@ def status(collection: str, top: int, as_json: bool, settings: Settings) -> None
     if st.largest:
         click.echo("largest      " + ", ".join(f"{c} ({n})" for c, n in st.largest))
     if st.unindexed:
-        click.echo(f"unindexed    {st.unindexed} (searched by a scan until ~10 MB of vectors gather; sync indexes them then)")
+        click.echo(f"unindexed    {st.unindexed} (searches scan them; once ~10 MB of vectors gather, sync --knn index "
+                   "and daemon passes index them)")
