@@ -101,24 +101,31 @@ def watching(daemon: Daemon) -> Iterator[threading.Event]:
     assert codes == [EXIT_OK]
 
 
-def test_embedded_store_allows_one_process(tmp_path):
-    x = np.random.RandomState(0).rand(20, 8).astype(np.float32)
-    with EdgeStore(tmp_path / "d") as store:
+@contextmanager
+def held_by_another_process(path, points: int, seconds: float):
+    """A collection of ``points`` random points that another process keeps open for ``seconds``."""
+    x = np.random.RandomState(0).rand(points, 8).astype(np.float32)
+    with EdgeStore(path) as store:
         import_points(store, "docs", x, progress=False)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from qdrant_lander.stores.edge import EdgeStore; "
-         f"s = EdgeStore({str(tmp_path / 'd')!r}); s.open('docs'); print('open', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", "import time; from qdrant_lander.stores.edge import EdgeStore; "
+         f"s = EdgeStore({str(path)!r}); s.open('docs'); print('open', flush=True); time.sleep({seconds})"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_embedded_store_allows_one_process(tmp_path):
+    with held_by_another_process(tmp_path / "d", 20, 60):
         with pytest.raises(StoreBusy, match="open in another process"):
             EdgeStore(tmp_path / "d").open("docs")
         for cmd in (["sync", "docs", "--once"], ["status", "docs"]):  # one exit code for "another writer has it"
             busy = CliRunner().invoke(main, [*cmd, "--path", str(tmp_path / "d")])
             assert busy.exit_code == EXIT_LEASE and "open in another process" in busy.output
-    finally:
-        holder.kill()
-        holder.wait()
     with EdgeStore(tmp_path / "d") as store:  # the lock dies with its process
         assert store.open("docs").count() == 20
 
@@ -126,20 +133,9 @@ def test_embedded_store_allows_one_process(tmp_path):
 def test_wait_lease_waits_for_the_embedded_stores_process_lock(tmp_path):
     """On the embedded store the other writer holds the collection's OS lock, not only the lease: --wait-lease
     must wait for that too instead of exiting 3 at once."""
-    x = np.random.RandomState(0).rand(200, 8).astype(np.float32)
-    with EdgeStore(tmp_path / "d") as store:
-        import_points(store, "docs", x, progress=False)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from qdrant_lander.stores.edge import EdgeStore; "
-         f"s = EdgeStore({str(tmp_path / 'd')!r}); s.open('docs'); print('open', flush=True); time.sleep(2)"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "open"
+    with held_by_another_process(tmp_path / "d", 200, 2):
         waited = CliRunner().invoke(main, ["sync", "docs", "--once", "--wait-lease", "60", "--path", str(tmp_path / "d")])
         assert waited.exit_code == 0 and waited.output.startswith("full pass: new=200"), waited.output
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_watch_logs_one_line_per_pass_and_stops_on_sigterm(tmp_path):
