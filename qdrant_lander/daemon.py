@@ -39,10 +39,10 @@ from .knn import KnnGraph, rows_of
 from .lander import Lander
 from .lease import LEASE_TTL, Lease, LeaseHeld
 from .observability import Metrics
-from .payload import SYNC_META, SyncState, unclustered_filter
+from .payload import unclustered_filter
 from .stable_ids import stable_ids
 from .stores.base import Collection
-from .sync import KnnMode, SyncReport, full_sync, read_labels
+from .sync import KnnMode, SyncReport, full_sync, last_sync, read_labels
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ def stable_full_sync(col: Collection, lander: Lander, *, batch_size: int = 1024,
 
     A collection clustered on another of its named vectors is refused (InputError) unless ``switch_vector``:
     its payload holds one clustering, which the sync would replace."""
-    last = col.get_meta(SYNC_META)
+    last = last_sync(col)
     if last is not None and not switch_vector:
-        SyncState(**last).check_vector(col.name, col.vector)
+        last.check_vector(col.name, col.vector)
     replay_journal(col)
     old_ids, old_labels = read_labels(col, batch_size=batch_size)
 

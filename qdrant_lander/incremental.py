@@ -46,9 +46,9 @@ from .caches import Label, LabelCache, Labels, NeighbourCache
 from .knn import KnnGraph, rows_of
 from .model_card import ModelCard
 from .runtime import OnnxScorer
-from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, cluster_filter, unclustered_filter
+from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, LanderPayload, SyncState, cluster_filter, unclustered_filter
 from .stores.base import Collection, Neighbours
-from .sync import knn_kept, stored_unit_vectors
+from .sync import knn_kept, last_sync, stored_unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,9 @@ class PassReport(BaseModel):
 
 def sync_state(col: Collection) -> SyncState:
     """The last full sync's record, or :class:`NeedsFullSync` if there is none or it did not finish."""
-    meta = col.get_meta(SYNC_META)
-    if meta is None:
+    state = last_sync(col)
+    if state is None:
         raise NeedsFullSync(f"collection '{col.name}' has never been synced; run a full sync first")
-    state = SyncState(**meta)
     state.check_vector(col.name, col.vector)
     if state.state != "complete":
         raise NeedsFullSync(f"the last full sync of '{col.name}' did not finish (generation {state.generation}); "
@@ -135,8 +134,8 @@ def replay_journal(col: Collection) -> int:
     state = load_state(col)
     if not state.pending_merges:
         return 0
-    sync = col.get_meta(SYNC_META)
-    current = SyncState(**sync).generation if sync else None
+    sync = last_sync(col)
+    current = sync.generation if sync else None
     if state.generation is not None and state.generation != current:
         col.set_meta(INCREMENTAL_META, state.model_copy(update={"pending_merges": []}).model_dump())
         log.info("dropped %d journaled merge(s) of generation %d: generation %s re-clustered everything since",

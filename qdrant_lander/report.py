@@ -14,7 +14,6 @@ import io
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +22,8 @@ from tqdm import tqdm
 
 from .errors import InputError, MissingExtraError
 from .metrics import Scores, score
-from .payload import KEY, SYNC_META
+from .payload import KEY
+from .sync import last_sync
 
 if TYPE_CHECKING:
     from .stores import Collection
@@ -393,13 +393,11 @@ def read_collection(
     wanted = {int(c): id_arr[cl == c][:examples].tolist() for c in largest}
     fetched = collection.retrieve([i for m in wanted.values() for i in m], payload=True) if wanted else None
     by_id = dict(zip(fetched.ids.tolist(), fetched.payloads or [])) if fetched else {}
-    state = collection.get_meta(SYNC_META)
+    state = last_sync(collection)
     info: dict[str, str] = {}
     if state:
-        when = state.get("finished_at") or state.get("started_at")
-        info |= {"model": str(state.get("model")), "domain": str(state.get("domain") or "not recorded"),
-                 "generation": str(state.get("generation")),
-                 "last full sync": f"{datetime.fromisoformat(when):%Y-%m-%d %H:%M %Z}" if when else "never"}
+        info |= {"model": state.model, "domain": state.domain or "not recorded", "generation": str(state.generation),
+                 "last full sync": f"{state.finished_at or state.started_at:%Y-%m-%d %H:%M %Z}"}
     return ReportData(
         title=collection.name,
         clusters=cl,

@@ -227,11 +227,17 @@ def lander_payloads(ids: np.ndarray, res: ClusterResult, model: str, generation:
         yield [int(ids[r])], {KEY: value.model_dump()}
 
 
+def last_sync(col: Collection) -> SyncState | None:
+    """The record of the collection's last full sync (finished or not), None if it was never synced."""
+    meta = col.get_meta(SYNC_META)
+    return SyncState(**meta) if meta else None
+
+
 def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: str, *, batch_size: int = 1024,
                  progress: bool = True, clusters: np.ndarray | None = None, domain: str) -> SyncState:
     """Write a new generation of payloads, bracketed by ``writing``/``complete`` meta records."""
-    prev = col.get_meta(SYNC_META)
-    generation = (SyncState(**prev).generation if prev else 0) + 1
+    prev = last_sync(col)
+    generation = (prev.generation if prev else 0) + 1
     state = SyncState(state="writing", generation=generation, model=model, points=len(ids),
                       clusters=res.n_clusters, started_at=datetime.now(timezone.utc), tau=res.tau,
                       domain=domain, absorb_size=res.absorb_size, vector=col.vector)
@@ -382,8 +388,7 @@ def status(col: Collection, *, top: int = 10) -> Status:
     points = col.count()
     unclustered = col.count(unclustered_filter())
     sizes = col.facet(CLUSTER_FIELD, limit=max(points, 1)) if points > unclustered else []
-    meta = col.get_meta(SYNC_META)
-    state = SyncState(**meta) if meta else None
+    state = last_sync(col)
     return Status(collection=col.name, points=points, clustered=points - unclustered, unclustered=unclustered,
                   clusters=len(sizes), largest=[(int(v), c) for v, c in sizes[:top]],
                   model=state.model if state else None, domain=state.domain if state else None,

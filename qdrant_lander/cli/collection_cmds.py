@@ -58,12 +58,11 @@ def collection_from_settings(settings: Settings, name: str, *, wait: float = 0.0
 def clustered_from_settings(settings: Settings, name: str) -> Iterator[Collection]:
     """A collection opened to read its clustering: on the vector the clustering was made on unless --vector
     names one (then it must be that one), and whatever its distance (a collection never synced reads as such)."""
-    from ..payload import SYNC_META, SyncState
+    from ..sync import last_sync
 
     with store_from_settings(settings) as store:
         col = store.open(name, vector=settings.vector, reading=True)
-        meta = col.get_meta(SYNC_META)
-        state = SyncState(**meta) if meta else None
+        state = last_sync(col)
         if state is not None and state.vector not in (None, col.vector):
             if settings.vector is not None:
                 state.check_vector(name, col.vector)
