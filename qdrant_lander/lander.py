@@ -33,15 +33,24 @@ ONE_CLUSTER_WARNING = 50  # points from which one cluster holding nearly all of 
 ONE_CLUSTER_SHARE = 0.9  # "nearly all": a few points split off from a collapse must not hide it
 
 
-def _labeled_sample(x: np.ndarray, y: np.ndarray, *, min_points: int, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _labeled_sample(x: np.ndarray, y: np.ndarray, *, purpose: str, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Checked unit-length rows and their labels, each distinct vector once, so that the graphs a model is
-    trained or calibrated on are built the way :meth:`Lander.predict` builds the ones it clusters."""
-    x = check_embeddings(x, min_points=min_points, dim=dim)
+    trained or calibrated on are built the way :meth:`Lander.predict` builds the ones it clusters.
+
+    Both uses score links inside classes, so at least two classes need two distinct vectors each: with
+    one point per class every tau scores the same and the choice would be arbitrary."""
+    x = check_embeddings(x, min_points=2, dim=dim)
     y = check_labels(y, len(x))
     distinct = unique_rows(x)
     if distinct.copies:
         log.info("%d labeled rows repeat an earlier row's vector: each vector is used once", distinct.copies)
-    return distinct.take(x), y[distinct.rep]
+    x, y = distinct.take(x), y[distinct.rep]
+    sizes = np.unique(y, return_counts=True)[1]
+    if (usable := int((sizes >= 2).sum())) < 2:
+        copies = f", once the {distinct.copies} rows that repeat an earlier row's vector are set aside" if distinct.copies else ""
+        raise InputError(f"{purpose} needs at least 2 classes with 2 or more distinct vectors each; the labels have "
+                         f"{len(sizes)} classes, {usable} of them with 2 or more{copies}")
+    return x, y
 
 
 class Lander:
@@ -144,9 +153,7 @@ class Lander:
         if check_domain(self.domain) not in ("auto", "any"):  # before the training, which would be lost
             raise InputError(f"domain '{self.domain}' selects a decoding of the shipped default model; the model fit "
                              "trains keeps the decoding in its own card: fit with Lander() (domain auto)")
-        x, y = _labeled_sample(x, y, min_points=2)
-        if np.unique(y).size < 2:
-            raise InputError("meta-training needs at least 2 classes in the labels")
+        x, y = _labeled_sample(x, y, purpose="meta-training")
         try:
             configs = [TrainConfig(**{**train_options, **extra}) for extra in [{}, *candidates]]
         except ValueError as e:  # pydantic's ValidationError: unknown or invalid option
@@ -176,9 +183,7 @@ class Lander:
         from .training.tau import choose_decoding
 
         card = self.card
-        x, y = _labeled_sample(x, y, min_points=3, dim=card.input_dim if card.input_dim != "any" else None)
-        if np.unique(y).size < 2:
-            raise InputError("calibration needs at least 2 classes in the labels")
+        x, y = _labeled_sample(x, y, purpose="calibration", dim=card.input_dim if card.input_dim != "any" else None)
         best, _ = choose_decoding(self.scorer, x, y, node_mode=card.node_mode, max_levels=card.max_levels)
         calibrated = card.model_copy(update={
             "k": best.k, "tau": best.tau, "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,

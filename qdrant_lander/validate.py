@@ -20,8 +20,8 @@ def check_embeddings(x: np.ndarray, *, min_points: int = 2, dim: int | None = No
     x = np.asarray(x)
     if x.ndim != 2:
         raise InputError(f"embeddings must be a 2-D array [N, D], got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise InputError(f"embeddings must be numeric, got dtype {x.dtype}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise InputError(f"embeddings must be real numbers (integer or float), got dtype {x.dtype}")
     n, d = x.shape
     if n < min_points:
         raise InputError(f"need at least {min_points} point{'s' * (min_points > 1)}, got {n}")
@@ -32,12 +32,15 @@ def check_embeddings(x: np.ndarray, *, min_points: int = 2, dim: int | None = No
     if bad.any():
         rows = np.flatnonzero(bad)
         raise InputError(f"{bad.sum()} rows contain NaN or inf (first rows: {rows[:5].tolist()})")
-    norms = np.linalg.norm(x, axis=1)
-    zero = norms == 0
+    # Each row is divided by its largest entry first: the sum of squares of float32 values above ~1e19
+    # overflows to inf (the row would become zeros) and of values below ~1e-23 underflows to 0.
+    peak = np.abs(x).max(axis=1)
+    zero = peak == 0
     if zero.any():
         rows = np.flatnonzero(zero)
         raise InputError(f"{zero.sum()} rows are all zeros and have no direction (first rows: {rows[:5].tolist()})")
-    return x / norms[:, None]
+    x = x / peak[:, None]
+    return x / np.linalg.norm(x, axis=1)[:, None]
 
 
 def check_labels(labels: np.ndarray, n: int) -> np.ndarray:

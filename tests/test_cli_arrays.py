@@ -80,6 +80,13 @@ def test_export_round_trips_the_card(slices, model_dir):
          "invalid training options.*k_choices.0"),  # was an IndexError traceback
         (lambda d: ["train", str(d / "xtr.npy"), str(d / "ytr.npy"), "--out", str(d / "m2"), "--set",
                     "class_fraction=[0.9,0.1]"], "class_fraction is a range"),
+        (lambda d: ["train", str(d / "xtr.npy"), str(d / "ytr.npy"), "--out", str(d / "m2"), "--try", " "],
+         "--try '' adds no option"),  # trained the --set recipe twice
+        (lambda d: ["train", str(d / "xtr.npy"), str(d / "ytr.npy"), "--out", str(d / "m2"), "--try",
+                    "confusable_share 0.5"], "--try expects KEY=VALUE, got 'confusable_share 0.5'"),
+        (lambda d: ["calibrate", str(d / "xte.npy"), str(d / "each_own.npy"), "--out", str(d / "m3")],
+         "calibration needs at least 2 classes with 2 or more distinct vectors each; the labels have 200 classes, "
+         "0 of them"),  # wrote a model whose tau no label could have chosen
         (lambda d: ["cluster", str(d / "xte.npy"), "--out", str(d / "xte.npy")], "is an input of this command"),
         (lambda d: ["cluster", str(d / "xte.npy"), "--out", str(d / "p.npy"), "--levels-out", str(d / "p.npy")],
          "are one file"),
@@ -91,14 +98,22 @@ def test_bad_input_is_one_clear_line(slices, model_dir, args, message):
     bad[3, 0] = np.nan
     np.save(slices / "bad.npy", bad)
     np.save(slices / "tiny.npy", x[:5])
+    np.save(slices / "each_own.npy", np.arange(len(x)))
     cmd = args(slices)
-    if cmd[0] in ("eval", "cluster"):
+    if cmd[0] in ("eval", "cluster", "calibrate"):
         cmd += ["--model", str(model_dir)]
     before = (slices / "xte.npy").read_bytes()
     result = CliRunner().invoke(main, cmd)
     assert result.exit_code == 2, result.output
     assert re.search(message, result.output, re.S) and "Traceback" not in result.output
     assert (slices / "xte.npy").read_bytes() == before
+    assert not (slices / "m2").exists() and not (slices / "m3").exists()
+
+
+def test_a_try_recipe_may_hold_json_values_with_spaces():
+    from qdrant_lander.cli.inputs import parse_try_option
+
+    assert parse_try_option("taus=[0.3, 0.5] steps=800 head=paper") == {"taus": [0.3, 0.5], "steps": 800, "head": "paper"}
 
 
 def test_files_that_are_not_one_npy_array_are_named_as_such(tmp_path):

@@ -49,6 +49,7 @@ def test_knn_needs_more_points_than_k():
         (np.array([[1.0, np.nan], [0.0, 1.0], [1.0, 1.0]]), "NaN or inf"),
         (np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), "all zeros"),
         (np.ones((1, 3)), "at least 2 points"),
+        (np.ones((3, 2), dtype=np.complex64), "real numbers .* got dtype complex64"),  # was cast, imaginary part lost
     ],
 )
 def test_bad_embeddings_are_named(bad, message):
@@ -62,6 +63,14 @@ def test_embeddings_are_normalised_and_dimension_checked():
     assert x.dtype == np.float32
     with pytest.raises(InputError, match="trained for dimension 3"):
         check_embeddings(x, dim=3)
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_float32_rows_far_from_unit_scale_keep_their_direction(scale):
+    """The sum of squares of such rows overflows to inf (the row became zeros: a singleton) or underflows to 0
+    (refused as an all-zero row)."""
+    x = np.array([[3.0, 4.0], [0.0, 2.0], [1.0, 1.0]], dtype=np.float32)
+    np.testing.assert_allclose(check_embeddings(x * np.float32(scale)), check_embeddings(x), rtol=1e-6)
 
 
 def test_labels_must_match_embeddings():

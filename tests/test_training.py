@@ -340,3 +340,13 @@ def test_fit_refuses_a_domain_preset_before_training():
     x = np.random.RandomState(0).rand(40, 8).astype(np.float32)
     with pytest.raises(InputError, match="domain 'faces' selects a decoding of the shipped default model"):
         Lander(domain="faces").fit(x, np.repeat(np.arange(4), 10), steps=1)
+
+
+def test_fit_names_copies_when_they_leave_too_few_classes():
+    """Two classes of one repeated vector each, and one real class: after copies are set aside only one class has
+    two distinct vectors. The message used to say 'needs at least 2 classes' of labels that held three."""
+    rng = np.random.RandomState(0)
+    x = np.vstack([np.tile(rng.rand(1, 8), (10, 1)), np.tile(rng.rand(1, 8), (10, 1)), rng.rand(10, 8)])
+    with pytest.raises(InputError, match="labels have 3 classes, 1 of them with 2 or more, once the 18 rows that "
+                                         "repeat an earlier row's vector are set aside"):
+        Lander().fit(x.astype(np.float32), np.repeat(np.arange(3), 10), steps=1)

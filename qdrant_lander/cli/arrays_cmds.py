@@ -13,7 +13,7 @@ from . import main
 from ..config import Settings
 from ..errors import InputError, MissingExtraError
 from ..validate import check_embeddings, check_labels
-from .inputs import check_outputs, load_npy, parse_set_options, save_npy
+from .inputs import check_outputs, load_npy, parse_set_options, parse_try_option, save_npy
 from .settings_options import lander_from_settings, settings_options
 
 _MODEL = ("model", "domain", "device", "threads")  # the settings of every command that runs a model
@@ -41,9 +41,9 @@ def _predict_timed(embeddings: Path, settings: Settings, labels: np.ndarray | No
                    "--set steps=1600 (start from the shipped model's weights, train 4x as long) scored best; on 1,000 "
                    "it did not: docs/model.md.")
 @click.option("--try", "tries", multiple=True, metavar="'KEY=VALUE ...'",
-              help="Also train this variant (TrainConfig fields on top of --set, space-separated) and keep whichever "
-                   "model clusters the held-out training classes best, e.g. --try confusable_share=0.5. Repeatable; "
-                   "each variant is one more training run.")
+              help="Also train this variant (TrainConfig fields on top of --set, space-separated, values in JSON) and "
+                   "keep whichever model clusters the held-out training classes best, e.g. --try confusable_share=0.5 "
+                   "or --try 'taus=[0.3, 0.5] steps=800'. Repeatable; each variant is one more training run.")
 @click.option("--adapt-to", "adapt_to", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Unlabeled embeddings (.npy) of the space you will cluster: train a second time with the first "
                    "model's clusters of them as extra classes (twice the time; helped faces and characters, not text: "
@@ -61,7 +61,7 @@ def train(embeddings: Path, labels: Path, out_dir: Path, settings: tuple[str, ..
     folds and every class is held out once (4 short trainings; --set folds=1 for one split).
     """
     options = parse_set_options(settings)
-    candidates = [parse_set_options(t.split()) for t in tries]
+    candidates = [parse_try_option(t) for t in tries]
     from ..lander import Lander
 
     try:

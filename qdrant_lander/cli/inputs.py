@@ -7,6 +7,7 @@ every command reports bad files the same way.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -77,15 +78,24 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def parse_set_options(items: Iterable[str]) -> dict[str, Any]:
+def parse_set_options(items: Iterable[str], flag: str = "--set") -> dict[str, Any]:
     """``KEY=VALUE`` pairs; values are JSON where they parse (``taus=[0.3,0.5]``), else plain words."""
     options: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        if not sep or not key.strip():
+            raise InputError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             options[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             options[key.strip()] = value.strip()
     return options
+
+
+def parse_try_option(text: str) -> dict[str, Any]:
+    """One ``--try`` recipe: ``KEY=VALUE`` pairs separated by spaces. A pair starts only where a word is
+    followed by ``=``, so a JSON value may hold spaces (``taus=[0.3, 0.5] steps=800``)."""
+    pairs = re.split(r"\s+(?=[A-Za-z_]\w*=)", text.strip())
+    if pairs == [""]:
+        raise InputError("--try '' adds no option: it would train the --set recipe a second time")
+    return parse_set_options(pairs, "--try")
