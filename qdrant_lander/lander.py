@@ -159,7 +159,10 @@ class Lander:
         except ValueError as e:  # pydantic's ValidationError: unknown or invalid option
             raise InputError(f"invalid training options: {e}") from e
         if adapt_to is not None:  # checked before the first training, not after it
-            xa = check_embeddings(adapt_to, min_points=2, dim=x.shape[1])
+            xa = check_embeddings(adapt_to, min_points=2)
+            if xa.shape[1] != x.shape[1]:  # check_embeddings would name a model, and none is trained yet
+                raise InputError(f"the unlabeled vectors to adapt to have dimension {xa.shape[1]}, the labeled "
+                                 f"embeddings {x.shape[1]}: both must come from the same encoder")
             xa = unique_rows(xa).take(xa)
             if len(xa) <= (k := max(k for c in configs for k in c.decode_k)):
                 raise InputError(f"adapt_to needs more than {k} distinct vectors (the largest k tried), got {len(xa)}")

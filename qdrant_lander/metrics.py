@@ -76,7 +76,7 @@ def nmi(c: np.ndarray) -> float:
 def score(labels_true: np.ndarray, labels_pred: np.ndarray) -> Scores:
     """All metrics for one clustering; both arrays must have the same length."""
     labels_true = check_labels(labels_true, len(labels_true))
-    labels_pred = check_labels(labels_pred, len(labels_true))
+    labels_pred = check_labels(labels_pred, len(labels_true), of="true labels")
     c = _contingency(labels_true, labels_pred)
     pp, pr, fp = pairwise_prf(c)
     bp, br, fb = bcubed_prf(c)

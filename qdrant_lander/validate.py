@@ -43,13 +43,13 @@ def check_embeddings(x: np.ndarray, *, min_points: int = 2, dim: int | None = No
     return x / np.linalg.norm(x, axis=1)[:, None]
 
 
-def check_labels(labels: np.ndarray, n: int) -> np.ndarray:
-    """Return integer labels of length ``n`` or raise naming the mismatch."""
+def check_labels(labels: np.ndarray, n: int, *, of: str = "embeddings") -> np.ndarray:
+    """Return integer labels of length ``n`` (one per row of ``of``) or raise naming the mismatch."""
     y = np.asarray(labels)
     if y.ndim != 1:
         raise InputError(f"labels must be a 1-D array, got shape {y.shape}")
     if len(y) != n:
-        raise InputError(f"labels have length {len(y)} but there are {n} embeddings")
+        raise InputError(f"labels have length {len(y)} but there are {n} {of}")
     if not np.issubdtype(y.dtype, np.integer):
         raise InputError(f"labels must be integers, got dtype {y.dtype}")
     return y.astype(np.int64)

@@ -209,6 +209,10 @@ def test_train_refuses_bad_unlabeled_vectors_before_training(slices, tmp_path):
     result = CliRunner().invoke(main, ["train", str(slices / "xtr.npy"), str(slices / "ytr.npy"), "--out",
                                        str(tmp_path / "m"), "--adapt-to", str(tmp_path / "bad.npy")])
     assert result.exit_code == 2 and "NaN or inf" in result.output and "Traceback" not in result.output
+    np.save(tmp_path / "narrow.npy", np.load(slices / "xte.npy")[:, :32])  # said "the model was trained for dimension 64": none was yet
+    result = CliRunner().invoke(main, ["train", str(slices / "xtr.npy"), str(slices / "ytr.npy"), "--out",
+                                       str(tmp_path / "m"), "--adapt-to", str(tmp_path / "narrow.npy")])
+    assert result.exit_code == 2 and "to adapt to have dimension 32, the labeled embeddings 64" in result.output
     assert not (tmp_path / "m").exists()
 
 

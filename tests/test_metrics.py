@@ -41,5 +41,5 @@ def test_perfect_and_degenerate_clusterings():
 
 
 def test_length_mismatch_is_an_input_error():
-    with pytest.raises(InputError, match="length 3 but there are 4"):
+    with pytest.raises(InputError, match="length 3 but there are 4 true labels"):  # said "4 embeddings"
         score(np.array([0, 1, 1, 0]), np.array([0, 1, 1]))
