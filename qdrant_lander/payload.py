@@ -3,7 +3,8 @@
 Everything lives under ONE payload key, ``lander``, so the user's own payload keys are never touched
 and one ``set_payload`` replaces a point's whole clustering at once (no point ever holds half of one).
 Ids are point ids: ``cluster`` is the id of the cluster's peak point, ``path[l]`` the id of the
-point's supernode (its peak point) after level ``l``, so ``path[-1] == cluster``.
+point's supernode (its peak point) after level ``l``, so ``path[-1] == cluster`` after a full sync (an
+incremental merge relabels ``cluster`` only: :func:`qdrant_lander.incremental.relabel`).
 
 A user adds :func:`cluster_filter` to their own queries::
 
