@@ -48,15 +48,17 @@ def payloads(col) -> dict[int, dict]:
 
 
 def check_consistent(col) -> dict[int, LanderPayload]:
-    """Every label is a whole ``lander`` object; points sharing a level-0 supernode share a cluster."""
+    """Every label is a whole ``lander`` object; the hierarchy nests: points sharing a supernode at any level
+    share every coarser one and the cluster."""
     out = {}
     for pid, p in payloads(col).items():
         if KEY in p:
             out[pid] = LanderPayload(**p[KEY])  # raises on a half-written payload
-    by_node: dict[int, set[int]] = {}
-    for lp in out.values():
-        by_node.setdefault(lp.path[0], set()).add(lp.cluster)
-    assert all(len(c) == 1 for c in by_node.values())
+    for level in range(max((len(lp.path) for lp in out.values()), default=0)):
+        above: dict[int, set[tuple[int, ...]]] = {}
+        for lp in out.values():
+            above.setdefault(lp.path[level], set()).add((*lp.path[level + 1:], lp.cluster))
+        assert all(len(c) == 1 for c in above.values()), level
     return out
 
 
