@@ -88,8 +88,16 @@ def _first_appearance(keys: np.ndarray) -> UniqueRows:
     return UniqueRows(rep=first[order].astype(np.int64), inverse=rank[inverse.ravel()].astype(np.int64))
 
 
+def _words(rows: np.ndarray) -> np.ndarray:
+    """float32 rows as 32-bit words, -0.0 written as 0.0: the two are one value, and one vector."""
+    return np.where(rows == NEGATIVE_ZERO, np.uint32(0), rows)
+
+
+NEGATIVE_ZERO = np.uint32(0x80000000)
+
+
 def unique_rows(x: np.ndarray) -> UniqueRows:
-    """The distinct rows of ``x`` (bit-for-bit equal rows are copies), in order of first appearance.
+    """The distinct rows of ``x`` (float32 rows equal value for value are copies), in order of first appearance.
 
     Rows are grouped by a 64-bit hash of their bits, then every copy is compared with its group's first
     row: sorting the rows themselves took a copy of the array and more (~2 GB at a million 256-d rows,
@@ -101,11 +109,12 @@ def unique_rows(x: np.ndarray) -> UniqueRows:
     weights = _hash_weights(words.shape[1])
     h = np.empty(len(x), dtype=np.uint64)
     for s in range(0, len(x), HASH_BLOCK_ROWS):  # wraps modulo 2**64, as a hash should
-        h[s:s + HASH_BLOCK_ROWS] = (words[s:s + HASH_BLOCK_ROWS].astype(np.uint64) * weights).sum(axis=1)
+        h[s:s + HASH_BLOCK_ROWS] = (_words(words[s:s + HASH_BLOCK_ROWS]).astype(np.uint64) * weights).sum(axis=1)
     u = _first_appearance(h)
     copies = np.flatnonzero(u.rep[u.inverse] != np.arange(len(x)))
     for s in range(0, len(copies), HASH_BLOCK_ROWS):
         rows = copies[s:s + HASH_BLOCK_ROWS]
-        if not np.array_equal(words[rows], words[u.rep[u.inverse[rows]]]):
+        if not np.array_equal(_words(words[rows]), _words(words[u.rep[u.inverse[rows]]])):
+            x = x + np.float32(0.0)  # -0.0 + 0.0 is 0.0
             return _first_appearance(x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel())
     return u

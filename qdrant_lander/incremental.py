@@ -326,7 +326,7 @@ def _knn_without(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, skip: 
 
 
 def _old_copies(graph: KnnGraph, x: np.ndarray, known: np.ndarray, n_new: int) -> tuple[np.ndarray, np.ndarray]:
-    """New rows whose vector equals a labelled old row's, bit for bit: (that old row, the new rows)."""
+    """New rows whose vector equals a labelled old row's, value for value: (that old row, the new rows)."""
     nbr = graph.nbr[:n_new]
     rows, cols = np.nonzero((graph.sim[:n_new] >= 1 - 1e-6) & (nbr >= n_new) & known[nbr])
     same = (x[rows] == x[nbr[rows, cols]]).all(axis=1)

@@ -24,8 +24,8 @@ from .domains import (FAR_PROFILE, Domain, check_domain, nearest_preset, space_p
 from .errors import InputError, MissingExtraError
 from .knn import KnnGraph, knn_graph
 from .model_card import CARD_FILE, ONNX_FILE, ModelCard, card_in_force
-from .runtime import OnnxScorer
-from .validate import check_embeddings, check_labels, check_neighbours
+from .runtime import OnnxScorer, default_model_path
+from .validate import check_embeddings, check_labels, check_neighbours, check_unit_rows
 
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class Lander:
 
     def __init__(self, model: str | Path | None = None, *, domain: Domain = "auto", device: str = "auto",
                  threads: int | None = None):
+        if model is not None and Path(model).resolve() == default_model_path().resolve():
+            model = None  # the shipped file named by its path: the same model, so its presets and `auto` apply
         if check_domain(domain) not in ("auto", "any") and model is not None:  # e.g. a calibrated copy: its own decoding stands
             raise InputError(f"domain '{domain}' selects a decoding of the shipped default model; a model of your own "
                              "(or a calibrated copy) keeps the decoding in its card")
@@ -74,6 +76,11 @@ class Lander:
         self.device = device
         self.threads = threads
         self._scorer: OnnxScorer | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the onnxruntime session (it cannot be pickled): a copy sent to another process (joblib,
+        multiprocessing) loads the model again on first use."""
+        return {**self.__dict__, "_scorer": None}
 
     @property
     def scorer(self) -> OnnxScorer:
@@ -181,7 +188,8 @@ class Lander:
         does: the default model's tau, chosen on its training domains, merges a face collection it
         never saw into one cluster, while the same links at tau 0.95 match a Leiden tuned on faces
         (benchmarks/RESULTS.md). A few dozen labeled classes of your own fix the tau; no torch, no
-        training. The grid is the trainer's (:mod:`qdrant_lander.training.tau`).
+        training. The grid is the trainer's (:mod:`qdrant_lander.training.tau`). Returns a new ``Lander`` on
+        ``out_dir``; this one keeps its decoding (unlike :meth:`fit`, which retargets ``self``).
         """
         from .training.tau import choose_decoding
 
@@ -228,6 +236,7 @@ class Lander:
                              f"dimension {card.input_dim}")
         if graph.n != vectors.shape[0]:
             raise InputError(f"kNN graph has {graph.n} rows but there are {vectors.shape[0]} vectors")
+        check_unit_rows(vectors)  # the model's features are cosines: other lengths cluster silently wrong
         check_neighbours(graph.nbr, graph.n, graph.sim)
         result = cluster_hierarchy(vectors, graph, self.scorer, card)
         largest = int(np.unique(result.labels, return_counts=True)[1].max())

@@ -52,8 +52,8 @@ def default_model_path() -> Path:
 def _session(ort, path: Path, device: Device, threads: int | None):
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"device must be auto, cpu or cuda, not {device!r}")
-    if threads is not None and threads < 1:
-        raise InputError(f"threads must be at least 1, got {threads}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be a whole number of at least 1, got {threads!r}")
     available = ort.get_available_providers()
     if device == "cuda" and CUDA not in available:
         raise MissingExtraError('device "cuda" needs onnxruntime with CUDA: pip uninstall onnxruntime && '

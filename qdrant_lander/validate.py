@@ -27,20 +27,34 @@ def check_embeddings(x: np.ndarray, *, min_points: int = 2, dim: int | None = No
         raise InputError(f"need at least {min_points} point{'s' * (min_points > 1)}, got {n}")
     if dim is not None and d != dim:
         raise InputError(f"embeddings have dimension {d}, but the model was trained for dimension {dim}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float64)  # abs() of an integer type's minimum overflows
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
         raise InputError(f"{bad.sum()} rows contain NaN or inf (first rows: {rows[:5].tolist()})")
-    # Each row is divided by its largest entry first: the sum of squares of float32 values above ~1e19
-    # overflows to inf (the row would become zeros) and of values below ~1e-23 underflows to 0.
+    # Each row is divided by its largest entry first, in the input's own precision: the sum of squares of
+    # float32 values above ~1e19 overflows to inf (the row would become zeros) and below ~1e-23 underflows
+    # to 0; float64 rows beyond float32's range would do the same once cast.
     peak = np.abs(x).max(axis=1)
     zero = peak == 0
     if zero.any():
         rows = np.flatnonzero(zero)
         raise InputError(f"{zero.sum()} rows are all zeros and have no direction (first rows: {rows[:5].tolist()})")
-    x = x / peak[:, None]
-    return x / np.linalg.norm(x, axis=1)[:, None]
+    x = np.ascontiguousarray(x / peak[:, None], dtype=np.float32)  # a new array: the caller's is never changed
+    x /= np.linalg.norm(x, axis=1)[:, None]
+    return x
+
+
+def check_unit_rows(x: np.ndarray) -> None:
+    """Raise unless ``x`` holds finite rows of unit length (within float32 rounding), as callers that hand
+    in their own vectors and graph promise: :func:`check_embeddings` makes such rows."""
+    norms = np.linalg.norm(x, axis=1)
+    bad = ~(np.abs(norms - 1.0) <= 1e-3)  # NaN fails too
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise InputError(f"{bad.sum()} vectors are not finite rows of unit length (first rows: {rows[:5].tolist()}, "
+                         f"lengths {np.round(norms[rows[:5]], 4).tolist()}); scale each row by its L2 norm first")
 
 
 def check_labels(labels: np.ndarray, n: int, *, of: str = "embeddings") -> np.ndarray:
@@ -60,5 +74,7 @@ def check_neighbours(nbr: np.ndarray, n: int, sim: np.ndarray | None = None) -> 
     neighbour would otherwise wrap around to the last row in a gather and cluster silently wrong."""
     if sim is not None and sim.shape != nbr.shape:
         raise InputError(f"kNN similarities have shape {sim.shape}, but the neighbour indices {nbr.shape}")
+    if sim is not None and not np.isfinite(sim).all():
+        raise InputError(f"{(~np.isfinite(sim)).sum()} kNN similarities are NaN or inf")
     if nbr.size and (nbr.min() < 0 or nbr.max() >= n):
         raise InputError(f"neighbour indices must be row numbers in [0, {n}), got [{nbr.min()}, {nbr.max()}]")

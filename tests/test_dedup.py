@@ -33,6 +33,15 @@ def test_unique_rows_keeps_first_appearances_in_order():
     np.testing.assert_array_equal(x[u.rep[u.inverse]], x)
 
 
+def test_negative_zero_is_zero(monkeypatch):
+    """Rows that differ only in the sign of a zero are one vector (they were two: a copy then crowded its
+    vector's kNN list); also when every row hashes alike."""
+    x = np.array([[1, 0, 0.5], [0, 1, 0.5], [1, -0.0, 0.5], [-0.0, 1, 0.5]], dtype=np.float32)
+    np.testing.assert_array_equal(unique_rows(x).inverse, [0, 1, 0, 1])
+    monkeypatch.setattr(dedup, "_hash_weights", lambda words: np.zeros(words, dtype=np.uint64))
+    np.testing.assert_array_equal(unique_rows(x).inverse, [0, 1, 0, 1])
+
+
 def test_unique_rows_survive_hash_collisions(with_copies, monkeypatch):
     """Rows are grouped by a hash and checked; with every row hashing alike the check must catch it."""
     x, source = with_copies

@@ -161,6 +161,16 @@ def test_auto_takes_the_large_class_preset_for_a_photo_library():
     assert auto > score(y, Lander(domain="faces").predict(x).labels).fp + 0.1 and auto > 0.9
 
 
+def test_the_shipped_file_named_by_its_path_is_the_default_model(few_faces):
+    """It was taken for a model of one's own: no presets, `auto` kept the one-for-all tau (ORL faces: Fp 0.05
+    against 0.98), and domain='faces' was refused."""
+    from qdrant_lander.runtime import default_model_path
+
+    named = Lander(default_model_path())
+    assert named.model is None and Lander(str(default_model_path()), domain="faces").card == Lander(domain="faces").card
+    np.testing.assert_array_equal(named.predict(few_faces.x).labels, Lander().predict(few_faces.x).labels)
+
+
 def test_auto_leaves_other_models_their_own_decoding(tmp_path):
     lander = Lander().calibrate(*_orl_sample(), out_dir=tmp_path)  # a model of one's own
     assert lander.domain == "auto" and lander.for_data(orl_to_lfw().train.x).domain == "any"
@@ -170,6 +180,36 @@ def test_auto_leaves_other_models_their_own_decoding(tmp_path):
 def _orl_sample():
     orl = subsample_classes(orl_to_lfw().train, 10, seed=0)
     return orl.x, orl.y
+
+
+def test_a_lander_that_has_clustered_can_be_pickled_and_clusters_alike(few_faces):
+    """joblib and multiprocessing pickle it; the onnxruntime session it caches could not be."""
+    import copy
+    import pickle
+
+    lander = Lander(domain="faces")
+    labels = lander.predict(few_faces.x).labels
+    for clone in (pickle.loads(pickle.dumps(lander)), copy.deepcopy(lander)):
+        np.testing.assert_array_equal(clone.predict(few_faces.x).labels, labels)
+    assert lander._scorer is not None  # pickling did not drop the original's session
+
+
+def test_predict_graph_refuses_vectors_and_similarities_it_would_cluster_wrong(few_faces):
+    from qdrant_lander.knn import knn_graph
+    from qdrant_lander.validate import check_embeddings
+
+    x = check_embeddings(few_faces.x)
+    lander = Lander(domain="faces")
+    graph = knn_graph(x, lander.card.k)
+    with pytest.raises(InputError, match="not finite rows of unit length .* lengths \\[5.0"):
+        lander.predict_graph(x * 5, graph)  # Fp 0.98 -> 0.62, silently
+    nan = x.copy()
+    nan[3, 0] = np.nan
+    with pytest.raises(InputError, match="first rows: \\[3\\]"):
+        lander.predict_graph(nan, graph)
+    graph.sim[0, 0] = np.nan
+    with pytest.raises(InputError, match="1 kNN similarities are NaN"):  # 400 singletons, silently
+        lander.predict_graph(x, graph)
 
 
 def test_resolving_a_domain_shares_the_loaded_model():

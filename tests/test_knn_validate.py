@@ -65,12 +65,18 @@ def test_embeddings_are_normalised_and_dimension_checked():
         check_embeddings(x, dim=3)
 
 
-@pytest.mark.parametrize("scale", [1e30, 1e-30])
-def test_float32_rows_far_from_unit_scale_keep_their_direction(scale):
-    """The sum of squares of such rows overflows to inf (the row became zeros: a singleton) or underflows to 0
-    (refused as an all-zero row)."""
-    x = np.array([[3.0, 4.0], [0.0, 2.0], [1.0, 1.0]], dtype=np.float32)
-    np.testing.assert_allclose(check_embeddings(x * np.float32(scale)), check_embeddings(x), rtol=1e-6)
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1e30), (np.float32, 1e-30), (np.float64, 1e300),
+                                          (np.float64, 1e-300)])
+def test_rows_far_from_unit_scale_keep_their_direction(dtype, scale):
+    """The sum of squares of float32 rows like these overflows to inf (the row became zeros: a singleton) or
+    underflows to 0 (refused as an all-zero row); float64 ones were cast to inf or 0 first."""
+    x = np.array([[3.0, 4.0], [0.0, 2.0], [2.0, 2.0]])
+    np.testing.assert_allclose(check_embeddings((x * scale).astype(dtype)), check_embeddings(x), rtol=1e-6)
+
+
+def test_integer_rows_keep_their_direction():
+    x = np.array([[-128, -128], [0, 2]], dtype=np.int8)  # abs(-128) is -128 in int8
+    np.testing.assert_allclose(check_embeddings(x), [[-0.70710677, -0.70710677], [0, 1]], rtol=1e-6)
 
 
 def test_labels_must_match_embeddings():

@@ -350,3 +350,15 @@ def test_fit_names_copies_when_they_leave_too_few_classes():
     with pytest.raises(InputError, match="labels have 3 classes, 1 of them with 2 or more, once the 18 rows that "
                                          "repeat an earlier row's vector are set aside"):
         Lander().fit(x.astype(np.float32), np.repeat(np.arange(3), 10), steps=1)
+
+
+def test_load_trained_takes_the_directorys_calibrated_card(trained, tmp_path):
+    """calibrate rewrites only card.json: load_trained read the card inside model.pt, and saving it again undid
+    the calibration."""
+    from qdrant_lander.model_card import CARD_FILE
+    from qdrant_lander.training.trainer import load_trained
+
+    trained.save(tmp_path)
+    calibrated = trained.card.model_copy(update={"tau": 0.123})
+    (tmp_path / CARD_FILE).write_text(calibrated.model_dump_json())
+    assert load_trained(tmp_path).card.tau == 0.123

@@ -201,9 +201,7 @@ def export(model_dir: Path, out: Path, as_json: bool) -> None:
     except ImportError as e:
         raise MissingExtraError(f'export needs torch and onnx ({e.name} is missing): pip install torch==2.13.0 '
                                 '"qdrant-lander[train]"') from e
-    from ..model_card import card_in_force
-
     trained = load_trained(model_dir)
-    card = export_onnx(trained.net, card_in_force(model_dir) or trained.card, out)  # a calibration is kept
+    card = export_onnx(trained.net, trained.card, out)  # the directory's card in force: a calibration is kept
     click.echo(card.model_dump_json(indent=2) if as_json else
                f"model '{card.name}' (k={card.k}, tau={card.tau:.3f}, revision {card.revision}) exported to {out}")

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..decode import DecodeSettings
 from ..errors import InputError, ModelError
 from ..features import EDGE_FEATURES, STRUCTURE_NODE_FEATURES, NodeMode
-from ..model_card import CARD_FILE, ONNX_FILE, ModelCard, check_format, packaged_file
+from ..model_card import CARD_FILE, ONNX_FILE, ModelCard, card_in_force, check_format, packaged_file
 from ..synthetic import generate, random_spec
 from .episodes import CandidateNeighbours, sample_episode
 from .evaluate import TorchScorer, level0_diagnostics
@@ -170,8 +170,10 @@ def _read_model_file(path: Path) -> tuple[ModelCard, NetConfig, dict]:
 
 
 def load_trained(model_dir: str | Path) -> TrainedModel:
-    """Rebuild a :class:`TrainedModel` from a directory written by :meth:`TrainedModel.save`."""
+    """Rebuild a :class:`TrainedModel` from a directory written by :meth:`TrainedModel.save`, with the card in
+    force (its ``card.json``, which ``calibrate`` may have rewritten: saving it again keeps the calibration)."""
     card, net_config, blob = _read_model_file(Path(model_dir) / MODEL_FILE)
+    card = card_in_force(Path(model_dir)) or card
     net = LanderNet(net_config)
     net.load_state_dict(blob["state_dict"])
     net.eval()
