@@ -160,7 +160,13 @@ class Daemon:
             log.debug("%s", e)
             return True
         o = self.options
-        return o.growth > 0 and self.col.count() >= (1 + o.growth) * state.points
+        if o.growth <= 0:
+            return False
+        points, waiting = self.col.count(), self.col.count(unclustered_filter())
+        # Unlabelled points count too: a collection whose payloads were cleared or re-upserted (re-embedded) is
+        # as new as one that grew, and passes never split what they attach (an incremental pass over 1,500
+        # cleared points: Fp 0.790 against the full sync's 0.902).
+        return points >= (1 + o.growth) * state.points or waiting >= o.growth * (points - waiting)
 
     def run_pass(self, *, full: bool = False) -> PassReport:
         """One pass (full if asked or due), logged in one line and counted in the metrics."""

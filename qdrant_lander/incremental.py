@@ -12,7 +12,7 @@ the outermost ring, whose lists are cut at the field's edge). Every new point th
 * **merges** clusters when the decoder's rule, re-applied to a cluster's peak with today's
   neighbourhood, now gives that peak a parent in another cluster: new points that bridge two clusters
   do so by becoming the denser neighbour a peak now links to. The smaller cluster is relabelled with
-  one filtered payload update; the larger keeps its id.
+  one filtered payload update; the larger keeps its id (a cluster the pass starts takes the old id).
 
 Crash safety: decisions are computed before anything is written; merges and freshly allocated ids
 are journaled in the ``incremental`` meta record first, applied, then the new points' payloads are
@@ -480,6 +480,13 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         for q, b in zip(peak_rows.tolist(), rule[peak_rows].tolist()):
             if b >= 0:
                 groups.union(int(group[q]), int(group[b]))
+    # A re-upserted peak (its payload replaced, its vector kept) has no denser neighbour and would start a cluster
+    # of one, leaving its old cluster without a peak that later merges start from: it rejoins the cluster named
+    # after it when that cluster is among its neighbours.
+    for r in np.flatnonzero(root[:n_new] == np.arange(n_new)).tolist():
+        pid, nbr = int(ids[r]), graph.nbr[r]
+        if (known[nbr] & (lab.cluster[nbr] == pid)).any():
+            groups.union(int(new_group[r]), pid)
 
     new_size: dict[int, int] = Counter(new_group.tolist())
     read_sizes: dict[int, int] = {}
@@ -487,7 +494,10 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         report.absorbed, read_sizes = _absorb_new(groups, group, known, graph.nbr[:n_new], usable[:n_new], new_size,
                                                   state.absorb_size, lambda clusters: _sizes(col, clusters))
 
-    # One id per component: the largest member keeps its id (old clusters by their stored size).
+    # One id per component: the largest old cluster keeps its id (by its stored size); a cluster this pass starts
+    # names a component only when it holds no old one. Its id was never visible, and were old points relabelled
+    # to it, a crash before the new points are written would leave them under an id the next pass hands
+    # elsewhere (the journal replays the relabel, the new points are decided again).
     comps = groups.components()
     need = [g for members in comps.values() if len(members) > 1 for g in members if g >= 0 and g not in read_sizes]
     old_size = read_sizes | _sizes(col, need)
@@ -504,7 +514,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     final: dict[int, int] = {}
     merges: list[tuple[int, int]] = []
     for members in comps.values():
-        winner = max(members, key=lambda g: (old_size.get(g, 0) + new_size.get(g, 0), g >= 0, -abs(g)))
+        winner = max(members, key=lambda g: (g >= 0, old_size.get(g, 0) + new_size.get(g, 0), -abs(g)))
         win_id = winner if winner >= 0 else provisional[winner]
         for g in members:
             final[g] = win_id
@@ -529,7 +539,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         rt, g = int(root[r]), int(new_group[r])
         path = lab.path[rt, :lab.depth[rt]].tolist() if rt >= n_new else [provisional[g]] * levels
         value = LanderPayload(cluster=final[g], path=path, density=float(density[r]),
-                              peak=rt == r and final[g] == provisional.get(g), model=card.name,
+                              peak=rt == r and final[g] in (provisional.get(g), int(ids[r])), model=card.name,
                               generation=state.generation)
         items.append(([int(ids[r])], {KEY: value.model_dump()}))
         written.append((int(ids[r]), Label(value.cluster, value.peak, tuple(path))))

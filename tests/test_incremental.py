@@ -26,6 +26,7 @@ from qdrant_lander.metrics import score
 from qdrant_lander.model_card import CARD_FILE, ONNX_FILE
 from qdrant_lander.payload import KEY, SYNC_META, LanderPayload, cluster_filter, unclustered_filter
 from qdrant_lander.stable_ids import stable_ids
+from qdrant_lander.validate import check_embeddings
 from qdrant_lander.stores.edge import EdgeStore
 from qdrant_lander.sync import full_sync, import_points, read_labels, read_vectors
 
@@ -171,6 +172,43 @@ def test_cache_rows_survive_growth_forget_and_reuse():
     nbr, sim = cache.lists(ids)
     assert np.array_equal(nbr, [want[i][0] for i in ids]) and np.array_equal(sim, [want[i][1] for i in ids])
     assert np.array_equal(cache.gather(ids)[2], [want[i][2] for i in ids])
+
+
+def test_a_reupserted_peak_with_its_vector_unchanged_stays_its_clusters_peak(store, data, lander):
+    """An app that re-sends points with their own payload replaces lander's: a peak then has no denser neighbour.
+    It started a cluster of one (7 of 16 peaks, review helper) and left its old cluster with no peak to merge from."""
+    x, _ = data
+    col = import_points(store, "docs", x[:400], progress=False)
+    full_sync(col, lander, progress=False)
+    before = check_consistent(col)
+    peaks = sorted(pid for pid, lp in before.items() if lp.peak and lp.cluster == pid)
+    assert len(peaks) >= 2
+    col.upsert(np.asarray(peaks), check_embeddings(x[peaks]), [{"text": "edited"}] * len(peaks))
+    rep = incremental_pass(col, lander.scorer, lander.card, cache=NeighbourCache(lander.card.k))
+    after = check_consistent(col)
+    assert rep.new == len(peaks) and rep.created == 0
+    assert {lp.cluster for lp in after.values()} == {lp.cluster for lp in before.values()}
+    assert all(after[p].cluster == p for p in peaks)
+    assert any(after[p].peak for p in peaks)  # one that is still its cluster's densest point is its peak again
+
+
+def test_merges_relabel_only_into_ids_the_store_already_holds(store, data, lander, monkeypatch):
+    """A cluster a pass starts never gives its id to old points: were they relabelled to it and the pass killed
+    before its new points were written, the replayed relabel left them under an id the next pass handed
+    elsewhere, with no peak (review helper, session 33)."""
+    import qdrant_lander.incremental as incremental
+
+    x, _ = data
+    col = import_points(store, "docs", x[:30], progress=False)
+    full_sync(col, lander, progress=False)
+    cache, targets = NeighbourCache(lander.card.k), []
+    relabel = incremental.relabel
+    monkeypatch.setattr(incremental, "relabel", lambda c, absorbed, survivor: (
+        targets.append((survivor, {lp.cluster for lp in check_consistent(c).values()})), relabel(c, absorbed, survivor)))
+    for s in range(30, len(x), 60):  # batches that outgrow the first sync: the old code relabelled 120 -> 189, new
+        import_points(store, "docs", x[s:s + 60], start_id=s, progress=False)
+        incremental_pass(col, lander.scorer, lander.card, cache=cache)
+    assert targets and all(survivor in held for survivor, held in targets)
 
 
 def test_deleted_and_reupserted_points(store, data, lander):
@@ -455,6 +493,25 @@ def test_growth_triggers_a_full_pass(tmp_path, data, lander):
         import_points(store, "docs", x[240:260], start_id=240, progress=False)
         rep = daemon.once()
         assert rep.full and rep.new == 20 and rep.waiting == 0  # 260 >= 250
+        col.delete_payload(list(range(30)), [KEY])  # cleared by another client: 30 < 0.25 * 230
+        assert not daemon.once().full
+        col.delete_payload(list(range(60)), [KEY])  # 60 >= 0.25 * 200: no growth, yet as new as if it had grown
+        rep = daemon.once()
+        assert rep.full and rep.new == 60
+
+
+def test_status_counts_no_cluster_that_a_merge_emptied(tmp_path):
+    """Edge's payload index keeps a relabelled value with count 0 until its segment is rebuilt."""
+    from qdrant_lander.sync import status
+
+    with EdgeStore(tmp_path / "d") as store:
+        col = store.create("c", 4)
+        col.upsert(np.arange(6), np.random.RandomState(0).rand(6, 4).astype(np.float32),
+                   [{KEY: {"cluster": 1 if i < 3 else 2}} for i in range(6)])
+        col.create_index("lander.cluster", models.PayloadSchemaType.INTEGER)
+        col.set_payload_by_filter(cluster_filter(1), {"cluster": 2}, key=KEY)
+        assert col.facet("lander.cluster", limit=10) == [(2, 6)]  # was [(2, 6), (1, 0)]
+        assert status(col).clusters == 1
 
 
 def test_a_full_pass_counts_as_new_only_points_it_labelled_first(tmp_path, data, lander):

@@ -209,7 +209,8 @@ class Collection(ABC):
 
     @abstractmethod
     def facet(self, key: str, *, limit: int, filter: models.Filter | None = None) -> list[tuple[Any, int]]:
-        """Most frequent values of a payload key with their exact counts, largest first."""
+        """Most frequent values of a payload key with their exact counts, largest first; values no point holds
+        are left out."""
 
     def flush(self) -> None:
         """Make every write so far durable (a server has done so when each call returns)."""

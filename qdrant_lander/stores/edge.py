@@ -232,7 +232,9 @@ class EdgeCollection(Collection):
 
     def facet(self, key: str, *, limit: int, filter: models.Filter | None = None) -> list[tuple[Any, int]]:
         res = self.shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True, filter=to_edge_filter(filter)))
-        return [(h.value, h.count) for h in res.hits]
+        # Edge's payload index keeps a value no point holds any more (after a relabel or a cleared payload) with
+        # count 0 until the segment is rebuilt: status counted such merged-away clusters.
+        return [(h.value, h.count) for h in res.hits if h.count > 0]
 
     def _meta(self) -> dict[str, Any]:
         f = self.root / META_FILE
