@@ -93,6 +93,22 @@ def test_meta_records(col):
     assert col.get_meta("sync") == {"generation": 2} and col.get_meta("lease") == {"owner": "a"}
 
 
+def test_a_collection_made_again_under_a_dropped_ones_name_has_no_records(x):
+    """On a server the records live in _lander_meta, outside the collection (the embedded store keeps them in the
+    collection's folder): a new collection of a dropped one's name showed its sync ('generation 1 complete'), and
+    a daemon ran incremental passes on it, never a full sync."""
+    from qdrant_client import QdrantClient
+
+    from qdrant_lander.stores.client import ServerStore
+
+    store = ServerStore(QdrantClient(":memory:"))
+    import_points(store, "docs", x, progress=False).set_meta("sync", {"generation": 1})
+    import_points(store, "other", x[:20], progress=False).set_meta("sync", {"generation": 7})
+    store.client.delete_collection("docs")  # by another client
+    assert import_points(store, "docs", x, progress=False).get_meta("sync") is None
+    assert store.open("other").get_meta("sync") == {"generation": 7}
+
+
 def test_edge_persists_and_locks(tmp_path, x):
     path = tmp_path / "qdrant_data"
     with open_store(path=path) as store:

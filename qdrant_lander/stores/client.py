@@ -197,6 +197,9 @@ class ServerStore(Store):
         if self.client.collection_exists(name):
             raise StoreError(f"collection '{name}' already exists on the {self.description}")
         self.client.create_collection(name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
+        if self.client.collection_exists(META_COLLECTION):  # records outlive a collection dropped by another client
+            self.client.delete(META_COLLECTION, wait=True, points_selector=models.FilterSelector(filter=models.Filter(
+                must=[models.FieldCondition(key="collection", match=models.MatchValue(value=name))])))
         return ServerCollection(self.client, name, "", dim)
 
     def close(self) -> None:
