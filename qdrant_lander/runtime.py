@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from numbers import Integral
 from pathlib import Path
 from typing import Literal
 
@@ -52,7 +53,7 @@ def default_model_path() -> Path:
 def _session(ort, path: Path, device: Device, threads: int | None):
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"device must be auto, cpu or cuda, not {device!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, Integral) or threads < 1):
         raise InputError(f"threads must be a whole number of at least 1, got {threads!r}")
     available = ort.get_available_providers()
     if device == "cuda" and CUDA not in available:
@@ -62,7 +63,7 @@ def _session(ort, path: Path, device: Device, threads: int | None):
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: the inputs' defaults (see onnx_export) each raise a warning
     if threads is not None:
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = int(threads)  # a numpy integer is refused by onnxruntime
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist")
     try:

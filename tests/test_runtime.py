@@ -63,6 +63,7 @@ def test_cuda_without_gpu_build_names_the_extra(model_path):
 def test_threads_reach_the_session(model_path):
     scorer = OnnxScorer(model_path, device="cpu", threads=1)
     assert scorer._session.get_session_options().intra_op_num_threads == 1
+    assert OnnxScorer(model_path, device="cpu", threads=np.int64(2))._session.get_session_options().intra_op_num_threads == 2
     for bad in (0, 2.5, "2", True):  # 2.5 and "2" raised onnxruntime's own TypeError, True ran on 1 thread
         with pytest.raises(InputError, match="threads must be a whole number of at least 1"):
             OnnxScorer(model_path, threads=bad)
