@@ -25,7 +25,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -200,20 +201,18 @@ class Daemon:
                                      waiting=report.waiting)
         return report
 
-    def _take_lease(self) -> None:
-        """Acquire the lease; another writer may have relabelled points while we did not hold it, so
+    @contextmanager
+    def _holding(self) -> Iterator[None]:
+        """The lease for the block; another writer may have relabelled points while we did not hold it, so
         the labels cached before are dropped (the kNN lists stay: only vectors change them)."""
-        self.lease.acquire(wait=self.options.wait_lease)
-        self.labels.clear()
+        with self.lease.holding(wait=self.options.wait_lease):
+            self.labels.clear()
+            yield
 
     def once(self, *, full: bool = False) -> PassReport:
         """Take the lease, run one pass, give the lease back."""
-        self._take_lease()
-        try:
-            with self.lease.kept():
-                return self.run_pass(full=full)
-        finally:
-            self.lease.release()
+        with self._holding():
+            return self.run_pass(full=full)
 
     def watch(self, stop: threading.Event | None = None) -> int:
         """Pass after pass until ``stop`` is set (or SIGTERM/SIGINT); returns an exit code."""
@@ -222,18 +221,11 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
         try:
-            self._take_lease()
-        except LeaseHeld as e:
-            log.error("%s", e)
-            return EXIT_LEASE
-        try:
-            with self.lease.kept():  # renewed while a pass runs (a full one can outlast the ttl) and between passes
+            with self._holding():  # renewed while a pass runs (a full one can outlast the ttl) and between passes
                 return self._passes(stop)
-        except LeaseHeld as e:  # another writer took the collection over
+        except LeaseHeld as e:  # another writer holds the collection, or took it over
             log.error("%s", e)
             return EXIT_LEASE
-        finally:
-            self.lease.release()
 
     def _passes(self, stop: threading.Event) -> int:
         o = self.options

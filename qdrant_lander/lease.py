@@ -125,6 +125,16 @@ class Lease:
         self._write(time.time() + self.ttl)
 
     @contextmanager
+    def holding(self, *, wait: float = 0.0) -> Iterator[None]:
+        """The lease for the block: acquired (waiting up to ``wait`` seconds), kept, released after."""
+        self.acquire(wait=wait)
+        try:
+            with self.kept():
+                yield
+        finally:
+            self.release()
+
+    @contextmanager
     def kept(self) -> Iterator[None]:
         """Renew the lease every ``ttl / 3`` from a background thread while the block runs.
 

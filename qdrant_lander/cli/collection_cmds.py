@@ -171,14 +171,11 @@ def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full
 
     lander = lander_from_settings(settings)
     with collection_from_settings(settings, collection, wait=wait_lease) as col:
-        lease = Lease(col)  # a daemon may be relabelling this collection: wait for it or refuse, never race it
-        lease.acquire(wait=wait_lease)
-        try:
-            with lease.kept():  # a large collection's sync outlasts the lease's ttl
-                report, *_ = stable_full_sync(col, lander, batch_size=settings.batch_size, knn=knn,
-                                             switch_vector=switch_vector)
-        finally:
-            lease.release()
+        # A daemon may be relabelling this collection: wait for it or refuse, never race it; the lease is renewed
+        # while the sync runs (a large collection's outlasts the lease's ttl).
+        with Lease(col).holding(wait=wait_lease):
+            report, *_ = stable_full_sync(col, lander, batch_size=settings.batch_size, knn=knn,
+                                         switch_vector=switch_vector)
     if as_json:
         click.echo(report.model_dump_json())
         return
