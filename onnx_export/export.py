@@ -118,11 +118,17 @@ def _add_input_defaults(model: onnx.ModelProto) -> None:
 
 
 def _git_revision() -> str:
-    """The source revision this export comes from, when it is a git checkout."""
+    """The source revision this export comes from, when it is a qdrant-lander git checkout (an installed copy
+    inside some other repository, e.g. a project's own virtual environment, must not report that one's commit)."""
+    source = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=source,
                              capture_output=True, text=True, timeout=10, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+        if Path(top.stdout.strip()).resolve() != source:
+            return "unknown"
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source,
+                             capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
                                capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -8,6 +8,7 @@ is delegated to :mod:`qdrant_lander.training`, which is the only place torch is 
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ from .domains import (FAR_PROFILE, Domain, check_domain, nearest_preset, space_p
                       with_domain)
 from .errors import InputError, MissingExtraError
 from .knn import KnnGraph, knn_graph
-from .model_card import CARD_FILE, ONNX_FILE, ModelCard, card_in_force
+from .model_card import CARD_FILE, MODEL_FILE, ONNX_FILE, ModelCard, card_in_force
 from .runtime import OnnxScorer, default_model_path
 from .validate import check_embeddings, check_labels, check_neighbours, check_unit_rows
 
@@ -31,6 +32,17 @@ from .validate import check_embeddings, check_labels, check_neighbours, check_un
 log = logging.getLogger(__name__)
 ONE_CLUSTER_WARNING = 50  # points from which one cluster holding nearly all of them is reported as a likely misfit
 ONE_CLUSTER_SHARE = 0.9  # "nearly all": a few points split off from a collapse must not hide it
+
+
+def _model_dir(out_dir: str | Path) -> Path:
+    """The model directory ``out_dir``, made before the training or calibration that fills it: one that cannot be
+    made (a file on its path, no permission) is refused before minutes of work rather than after them."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot write a model directory at {out}: {e.strerror or e}") from e
+    return out
 
 
 def _labeled_sample(x: np.ndarray, y: np.ndarray, *, purpose: str, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -150,12 +162,13 @@ class Lander:
         temporary directory.
         """
         try:
+            importlib.import_module("onnx_export.export")  # saving the trained model needs it: checked up front
             from .training.adapt import train_adapted
             from .training.trainer import TrainConfig, train_best
         except ImportError as e:
             raise MissingExtraError(
-                f'training needs torch and torch-geometric ({e.name} is missing): pip install torch==2.13.0 '
-                '"qdrant-lander[train]"'
+                f'training needs torch, torch-geometric and onnx ({e.name} is missing): pip install torch==2.13.0 '
+                '"qdrant-lander[cpu,train]"'
             ) from e
         if check_domain(self.domain) not in ("auto", "any"):  # before the training, which would be lost
             raise InputError(f"domain '{self.domain}' selects a decoding of the shipped default model; the model fit "
@@ -173,9 +186,9 @@ class Lander:
             xa = unique_rows(xa).take(xa)
             if len(xa) <= (k := max(k for c in configs for k in c.decode_k)):
                 raise InputError(f"adapt_to needs more than {k} distinct vectors (the largest k tried), got {len(xa)}")
+        out = _model_dir(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lander-model-"))
         kwargs = dict(progress=progress, name=name, trained_on=trained_on or [])
         trained = train_best(x, y, configs, **kwargs) if adapt_to is None else train_adapted(x, y, xa, configs, **kwargs)
-        out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lander-model-"))
         trained.save(out)
         self.model, self._scorer = out, None
         return self
@@ -195,16 +208,21 @@ class Lander:
 
         card = self.card
         x, y = _labeled_sample(x, y, purpose="calibration", dim=card.input_dim if card.input_dim != "any" else None)
+        out = _model_dir(out_dir)
         best, _ = choose_decoding(self.scorer, x, y, node_mode=card.node_mode, max_levels=card.max_levels)
         calibrated = card.model_copy(update={
             "k": best.k, "tau": best.tau, "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
             "absorb_share": best.absorb_share, "tau_bias": None,
             "notes": {**card.notes, "calibrated_fp": round(best.fp, 4), "calibrated_points": float(len(x)),
                       "calibrated_classes": float(np.unique(y).size)}})
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         if self.scorer.path.resolve() != (out / ONNX_FILE).resolve():
             shutil.copyfile(self.scorer.path, out / ONNX_FILE)
+            # torch weights (what `export` reads) left in out_dir by another model would be exported under this card
+            weights = self.scorer.path.parent / MODEL_FILE
+            if self.scorer.path.name == ONNX_FILE and weights.is_file():
+                shutil.copyfile(weights, out / MODEL_FILE)
+            else:
+                (out / MODEL_FILE).unlink(missing_ok=True)
         (out / CARD_FILE).write_text(calibrated.model_dump_json(indent=2) + "\n")
         return Lander(out, device=self.device, threads=self.threads)
 

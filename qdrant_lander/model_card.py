@@ -13,6 +13,8 @@ from .errors import ModelError
 
 FORMAT_VERSION = 2  # 2: similarity features standardised per level (format-1 weights read raw cosines)
 CARD_FILE, ONNX_FILE = "card.json", "model.onnx"  # in a model directory (its card.json is the card in force)
+MODEL_FILE = "model.pt"  # a trained model directory's torch weights (what `export` reads)
+_WEIGHT_FIELDS = ("name", "node_mode", "head", "input_dim")  # what a card cannot change about its weights
 
 
 def packaged_file(name: str, what: str, hint: str = "") -> Path:
@@ -47,6 +49,15 @@ def check_format(card: ModelCard, source: object) -> None:
         raise ModelError(f"{source} has model format {card.format_version}, made by an older qdrant-lander whose "
                          f"model inputs differ from today's (format {FORMAT_VERSION}); retrain it with "
                          "`qdrant-lander train`")
+
+
+def check_same_model(card: ModelCard, weights: ModelCard, source: object) -> None:
+    """Refuse a card (e.g. a calibrated ``card.json``) that describes other weights than ``source``'s: served or
+    exported together, they would cluster with inputs or a decoding the weights were never trained for."""
+    if any(getattr(card, f) != getattr(weights, f) for f in _WEIGHT_FIELDS):
+        raise ModelError(f"the card given for {source} describes another model ({', '.join(_WEIGHT_FIELDS)} must "
+                         f"match the weights': {[getattr(weights, f) for f in _WEIGHT_FIELDS]}, the card says "
+                         f"{[getattr(card, f) for f in _WEIGHT_FIELDS]})")
 
 
 def card_in_force(model_dir: Path) -> ModelCard | None:

@@ -8,6 +8,7 @@ per-node results between stages, so memory grows with ``N * hidden``, not ``N * 
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from .errors import InputError, MissingExtraError, ModelError
 from .features import LevelInputs
-from .model_card import ModelCard, check_format, packaged_file
+from .model_card import ModelCard, check_format, check_same_model, packaged_file
 from .validate import check_neighbours
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,22 @@ def _onnxruntime(device: Device):
         raise MissingExtraError(
             f'running a model needs onnxruntime: pip install "qdrant-lander[{extra}]" '
             '(use [gpu] instead of [cpu] for CUDA; never install both)') from None
+    if both := _both_runtimes_installed():
+        log.warning("%s are both installed: they provide one module, and whichever pip wrote last is the one in "
+                    "use (CUDA may be missing); uninstall both and install one", both)
     return onnxruntime
+
+
+def _both_runtimes_installed() -> str:
+    """'onnxruntime and onnxruntime-gpu' when both distributions are installed, else ''."""
+    found = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(dist)
+    return " and ".join(found) if len(found) == 2 else ""
 
 
 def default_model_path() -> Path:
@@ -113,10 +129,7 @@ class OnnxScorer:
         self.card = _card(self._session.get_modelmeta().custom_metadata_map, self.path)
         if card is not None:  # the same weights with other decoding settings (a calibrated model directory)
             check_format(card, self.path)
-            fixed = ("name", "node_mode", "head", "input_dim")
-            if any(getattr(card, f) != getattr(self.card, f) for f in fixed):
-                raise ModelError(f"the card given for {self.path} describes another model ({', '.join(fixed)} must "
-                                 f"match the file's: {[getattr(self.card, f) for f in fixed]})")
+            check_same_model(card, self.card, self.path)
             self.card = card
         self._stages: list[dict] = json.loads(self._session.get_modelmeta().custom_metadata_map[STAGES_KEY])
         self.chunk_edges = chunk_edges

@@ -338,6 +338,8 @@ def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dic
         col = store.open(name, vector=vector)
         if col.info().dim != x.shape[1]:
             raise InputError(f"collection '{name}' has vectors of size {col.info().dim}, the array has {x.shape[1]}")
+        if vector:
+            _refuse_replacing_named(col, start_id, len(x), batch_size)
     elif vector is not None:
         raise InputError(f"collection '{name}' does not exist: a vector name picks a vector of an existing collection "
                          "(the collection import creates has one unnamed vector)")
@@ -350,6 +352,18 @@ def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dic
             bar.update(e - s)
     col.flush()
     return col
+
+
+def _refuse_replacing_named(col: Collection, start_id: int, n: int, batch_size: int) -> None:
+    """An upsert writes whole points: one carrying only the named vector imported would lose the point's other
+    vectors and its payload (the user's and lander's), so existing ids are refused before the first write."""
+    for s in range(start_id, start_id + n, batch_size):
+        found = col.retrieve(range(s, min(s + batch_size, start_id + n)), payload=False).ids
+        if len(found):
+            raise InputError(f"points {found[:5].tolist()} of collection '{col.name}' exist: importing vector "
+                             f"'{col.vector}' replaces whole points, and their other vectors and payload would be lost. "
+                             "Import new points at a free --start-id, or add the vector to existing points with "
+                             "qdrant-client's update_vectors")
 
 
 def next_point_id(store: Store, name: str, vector: str | None = None) -> int:

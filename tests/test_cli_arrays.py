@@ -244,3 +244,52 @@ def test_export_keeps_the_directorys_calibration(model_dir, tmp_path):
     result = CliRunner().invoke(main, ["export", str(cal), "--out", str(tmp_path / "m.onnx"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["tau"] == 0.123
+
+
+def test_a_model_directory_that_cannot_be_written_is_refused_before_the_work(slices, model_dir, tmp_path):
+    """train, calibrate and export under a file used to run the whole training or calibration grid, then die in
+    mkdir with a traceback: the work was lost."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    runs = {"train": ["train", str(slices / "xtr.npy"), str(slices / "ytr.npy"), "--out", str(blocker / "m"), *FAST],
+            "calibrate": ["calibrate", str(slices / "xte.npy"), str(slices / "yte.npy"), "--model", str(model_dir),
+                          "--out", str(blocker / "c")],
+            "export": ["export", str(model_dir), "--out", str(blocker / "m.onnx")]}
+    for name, args in runs.items():
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (name, result.output)
+        assert "Error: cannot write" in result.output and "Traceback" not in result.output, (name, result.output)
+    assert blocker.read_text() == ""
+
+
+def test_calibrate_into_another_models_directory_carries_its_own_weights(slices, model_dir, tmp_path):
+    """calibrate --out into a directory that held another trained model left that model's model.pt: export then
+    wrote the other model's weights under the calibrated card. The weights now travel with the model they belong
+    to, and a directory whose card names other weights is refused."""
+    import shutil
+
+    from qdrant_lander import Lander
+
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    stale = (other / "model.pt").read_bytes()
+    card = json.loads((other / "card.json").read_text())
+    (other / "card.json").write_text(json.dumps({**card, "name": "another"}))  # a card for other weights
+    result = CliRunner().invoke(main, ["export", str(other), "--out", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and "describes another model" in result.output
+    assert not (tmp_path / "x.onnx").exists()
+
+    Lander(model_dir, device="cpu").calibrate(np.load(slices / "xte.npy"), np.load(slices / "yte.npy"), out_dir=other)
+    assert (other / "model.pt").read_bytes() == (model_dir / "model.pt").read_bytes()
+    Lander(device="cpu").calibrate(np.load(slices / "xte.npy"), np.load(slices / "yte.npy"), out_dir=other)
+    assert not (other / "model.pt").exists() and stale  # the shipped model has no model.pt in a directory
+    assert Lander(other, device="cpu").card.name == Lander(device="cpu").card.name
+
+
+def test_the_saved_card_carries_the_exported_revision(model_dir):
+    """card.json (the card in force) said revision 'unknown' while the ONNX file beside it named the commit."""
+    from qdrant_lander.runtime import OnnxScorer
+
+    on_disk = json.loads((model_dir / "card.json").read_text())
+    in_file = OnnxScorer(model_dir / "model.onnx", device="cpu").card  # the file's own metadata, not card.json
+    assert on_disk["revision"] == in_file.revision

@@ -26,4 +26,4 @@ def test_export_without_torch_names_the_extra(tmp_path):
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2
-    assert 'pip install torch==2.13.0 "qdrant-lander[train]"' in done.stderr and "Traceback" not in done.stderr
+    assert 'pip install torch==2.13.0 "qdrant-lander[cpu,train]"' in done.stderr and "Traceback" not in done.stderr

@@ -843,6 +843,24 @@ def test_a_second_named_vector_never_replaces_the_first_ones_clustering_silently
         Daemon(a, lander, DaemonOptions(growth=0)).once()
 
 
+def test_importing_one_named_vector_never_replaces_existing_points(store, data, lander):
+    """An upsert writes whole points: `import --vector b` onto existing ids (which an error message recommended)
+    dropped their vector 'a', the user's payload and the clustering."""
+    from qdrant_lander.daemon import stable_full_sync
+    from qdrant_lander.errors import InputError
+
+    x = data[0][:200]
+    _two_vectors(store, x)
+    a = store.open("two", vector="a")
+    stable_full_sync(a, lander, progress=False)
+    before = payloads(a)
+    with pytest.raises(InputError, match=r"points \[195, 196, 197, 198\] of collection 'two' exist.*update_vectors"):
+        import_points(store, "two", x[:10], vector="b", start_id=195, batch_size=4, progress=False)
+    assert payloads(a) == before and store.open("two", vector="a").info().points == 200
+    import_points(store, "two", x[:10], vector="b", start_id=200, progress=False)  # new points: fine
+    assert store.open("two", vector="b").info().points == 210
+
+
 def test_cli_reads_a_clustering_on_its_own_vector_and_refuses_mixed_modes(tmp_path, data, lander):
     """status / labels need no --vector on a named-vector collection: they read the vector the clustering was
     made on; naming another one is an error. Two modes of sync at once are refused, not 'last flag wins'."""

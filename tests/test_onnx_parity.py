@@ -78,3 +78,18 @@ def test_export_writes_nothing_on_failure(tmp_path):
     with pytest.raises(Exception):
         export_onnx(net, make_card(), out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_revision_is_unknown_for_a_copy_inside_another_repository(tmp_path, monkeypatch):
+    """An installed copy (e.g. in a project's own venv inside its git checkout) reported that project's commit."""
+    import subprocess
+
+    import onnx_export.export as export_module
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
+                    "--allow-empty", "-m", "x"], check=True)
+    site = tmp_path / "site" / "onnx_export"
+    site.mkdir(parents=True)
+    monkeypatch.setattr(export_module, "__file__", str(site / "export.py"))
+    assert export_module._git_revision() == "unknown"

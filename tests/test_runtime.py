@@ -180,3 +180,18 @@ def test_missing_onnxruntime_names_the_extra(model_path, monkeypatch, device, ex
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     with pytest.raises(MissingExtraError, match=rf'pip install "qdrant-lander\[{extra}\]"'):
         OnnxScorer(model_path, device=device)
+
+
+def test_both_onnxruntime_packages_installed_is_logged(monkeypatch, caplog):
+    """onnxruntime and onnxruntime-gpu provide one module: with both, whichever pip wrote last runs, silently."""
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda dist: "1.0")
+    with caplog.at_level(logging.WARNING, logger="qdrant_lander.runtime"):
+        runtime._onnxruntime("cpu")
+    assert "onnxruntime and onnxruntime-gpu are both installed" in caplog.text
+    caplog.clear()
+    monkeypatch.undo()
+    with caplog.at_level(logging.WARNING, logger="qdrant_lander.runtime"):
+        runtime._onnxruntime("cpu")
+    assert "both installed" not in caplog.text  # this environment has one of them

@@ -281,3 +281,11 @@ def test_embedded_collection_names_stay_under_the_store_path(tmp_path, name):
         with pytest.raises(InputError, match="is not allowed: use a plain name"):
             import_points(store, name, np.eye(4, dtype=np.float32), progress=False)
     assert not (tmp_path / "escape").exists() and not list((tmp_path / "store").glob("**/edge_config.json"))
+
+
+@pytest.mark.parametrize("url", ["qdrant:6333", "ftp://x", "http://localhost:abc", "https://[::1", ":memory:",
+                                 "/tmp/qdrant", "http:/localhost:6333"])
+def test_a_url_no_server_can_be_at_is_bad_input(url):
+    """These gave a traceback (exit 1) or 'cannot reach the server' (exit 4: a unit restarts it forever)."""
+    with pytest.raises(InputError, match="QLANDER_URL"):
+        open_store(url)

@@ -342,6 +342,20 @@ def test_fit_refuses_a_domain_preset_before_training():
         Lander(domain="faces").fit(x, np.repeat(np.arange(4), 10), steps=1)
 
 
+def test_fit_without_the_exporter_stops_before_training(monkeypatch, tmp_path):
+    """Without onnx_export, save logged a warning and left no model.onnx (or an older one, served under the new
+    card): the model directory was unusable after the whole training."""
+    import sys
+
+    from qdrant_lander.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "onnx_export.export", None)
+    x = np.random.RandomState(0).rand(40, 8).astype(np.float32)
+    with pytest.raises(MissingExtraError, match=r'qdrant-lander\[cpu,train\]'):
+        Lander().fit(x, np.repeat(np.arange(4), 10), out_dir=tmp_path / "m", steps=1)
+    assert not (tmp_path / "m").exists()
+
+
 def test_fit_names_copies_when_they_leave_too_few_classes():
     """Two classes of one repeated vector each, and one real class: after copies are set aside only one class has
     two distinct vectors. The message used to say 'needs at least 2 classes' of labels that held three."""

@@ -200,7 +200,8 @@ def export(model_dir: Path, out: Path, as_json: bool) -> None:
         from ..training.trainer import load_trained
     except ImportError as e:
         raise MissingExtraError(f'export needs torch and onnx ({e.name} is missing): pip install torch==2.13.0 '
-                                '"qdrant-lander[train]"') from e
+                                '"qdrant-lander[cpu,train]"') from e
+    check_outputs(out)
     trained = load_trained(model_dir)
     card = export_onnx(trained.net, trained.card, out)  # the directory's card in force: a calibration is kept
     click.echo(card.model_dump_json(indent=2) if as_json else

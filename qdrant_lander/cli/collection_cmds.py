@@ -89,7 +89,9 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
     the points it has, so importing batch after batch adds them all).
 
     Creates the collection (cosine distance, one unnamed vector) if it does not exist; into an existing
-    collection with several named vectors, --vector NAME says which one EMBEDDINGS are. Vectors are checked
+    collection with several named vectors, --vector NAME says which one EMBEDDINGS are (new points only: an
+    upsert writes whole points, so ids that exist are refused rather than stripped of their other vectors and
+    payload; qdrant-client's update_vectors adds a vector to them). Vectors are checked
     first (no NaN, inf or all-zero rows) and stored at unit length; nothing is written if any input is bad.
     """
     from ..sync import import_points, next_point_id
@@ -153,7 +155,7 @@ def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full
     sync rewrites them all.
 
     \b
-    Incremental (docs/daemon.md): --once clusters only the points without payload, --watch keeps
+    Incremental (docs/daemon.md): --once clusters only the points without a `lander` payload, --watch keeps
     doing so every --interval seconds (one log line per pass; --rebuild-every N re-clusters everything
     after N passes with new points; --metrics-port serves /metrics and /healthz). One writer per
     collection. Exit codes: 0 done or stopped, 2 bad input, 3 another writer holds the collection,

@@ -107,7 +107,8 @@ def vector_rows(vectors: Sequence[Any], name: str | None, dim: int, ids: np.ndar
         missing = [int(i) for i, v in zip(ids.tolist(), vectors) if not v or name not in v]
         if missing:
             raise StoredDataError(f"collection '{collection}' has points without a vector '{name}' (point ids "
-                                  f"{missing[:5]}); give them one (import --vector {name} --start-id ID) or delete them")
+                                  f"{missing[:5]}); give them one (qdrant-client's update_vectors keeps their other vectors and "
+                                  "payload) or delete them")
         vectors = [v[name] for v in vectors]
     return np.asarray(vectors, dtype=np.float32).reshape(len(vectors), dim)
 

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from ..decode import DecodeSettings
 from ..errors import InputError, ModelError
 from ..features import EDGE_FEATURES, STRUCTURE_NODE_FEATURES, NodeMode
-from ..model_card import CARD_FILE, ONNX_FILE, ModelCard, card_in_force, check_format, packaged_file
+from ..model_card import (CARD_FILE, MODEL_FILE, ONNX_FILE, ModelCard, card_in_force, check_format, check_same_model,
+                          packaged_file)
 from ..synthetic import generate, random_spec
 from .episodes import CandidateNeighbours, sample_episode
 from .evaluate import TorchScorer, level0_diagnostics
@@ -37,7 +38,6 @@ from .tau import (ABSORB_SHARES, DECODE_K, MIN_MERGE_RATIOS, MIN_SUPPORTS, TAUS,
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
 DEFAULT_WEIGHTS = "default.pt"  # the default model's torch weights, in qdrant_lander/models (what init='default' loads)
 SMALL_SET_POINTS = 5000
 Share = Annotated[float, Field(ge=0, le=1)]  # a share of classes or points, or a link-probability threshold
@@ -140,22 +140,20 @@ class TrainedModel:
         return TorchScorer(self.net)
 
     def save(self, out_dir: str | Path, *, onnx: bool = True) -> Path:
-        """Write ``model.pt`` (config + weights + card), ``card.json`` and, with ``onnx`` and the
-        exporter installed, ``model.onnx`` (what serving loads)."""
+        """Write ``model.onnx`` (what serving loads; with ``onnx``), ``model.pt`` (config + weights + card) and
+        ``card.json``. The ONNX file goes first: it fills in the card's revision, which all three then carry, and
+        a failed export leaves an earlier model in ``out_dir`` whole rather than under a new card."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        card = self.card
+        if onnx:
+            from onnx_export.export import export_onnx  # the train extra's: Lander.fit checked it before training
+
+            card = export_onnx(self.net, self.card, out / ONNX_FILE)
         torch.save({"net_config": self.net.config.model_dump(), "state_dict": self.net.state_dict(),
-                    "card": self.card.model_dump(mode="json"), "train_config": self.config.model_dump(mode="json")},
+                    "card": card.model_dump(mode="json"), "train_config": self.config.model_dump(mode="json")},
                    out / MODEL_FILE)
-        (out / CARD_FILE).write_text(json.dumps(self.card.model_dump(mode="json"), indent=2) + "\n")
-        if not onnx:
-            return out
-        try:
-            from onnx_export.export import export_onnx
-        except ImportError:
-            log.warning("onnx_export is not importable: wrote %s without %s", MODEL_FILE, ONNX_FILE)
-        else:
-            export_onnx(self.net, self.card, out / ONNX_FILE)
+        (out / CARD_FILE).write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
         return out
 
 
@@ -172,8 +170,9 @@ def _read_model_file(path: Path) -> tuple[ModelCard, NetConfig, dict]:
 def load_trained(model_dir: str | Path) -> TrainedModel:
     """Rebuild a :class:`TrainedModel` from a directory written by :meth:`TrainedModel.save`, with the card in
     force (its ``card.json``, which ``calibrate`` may have rewritten: saving it again keeps the calibration)."""
-    card, net_config, blob = _read_model_file(Path(model_dir) / MODEL_FILE)
-    card = card_in_force(Path(model_dir)) or card
+    weights, net_config, blob = _read_model_file(Path(model_dir) / MODEL_FILE)
+    card = card_in_force(Path(model_dir)) or weights
+    check_same_model(card, weights, Path(model_dir) / MODEL_FILE)
     net = LanderNet(net_config)
     net.load_state_dict(blob["state_dict"])
     net.eval()
