@@ -26,7 +26,8 @@ from .dedup import unique_rows
 from .errors import CollectionNotReady, InputError, StoredDataError
 from .knn import KnnGraph, first_kept, nearest_rows, rows_of
 from .model_card import ModelCard
-from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, unclustered_filter
+from .payload import (CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, unclustered_filter,
+                      vector_name)
 from .stores.base import Collection, Neighbours, Store
 from .validate import check_embeddings
 
@@ -360,8 +361,9 @@ def _refuse_replacing_named(col: Collection, start_id: int, n: int, batch_size: 
     for s in range(start_id, start_id + n, batch_size):
         found = col.retrieve(range(s, min(s + batch_size, start_id + n)), payload=False).ids
         if len(found):
-            raise InputError(f"points {found[:5].tolist()} of collection '{col.name}' exist: importing vector "
-                             f"'{col.vector}' replaces whole points, and their other vectors and payload would be lost. "
+            raise InputError(f"points {found[:5].tolist()} of collection '{col.name}' exist: importing "
+                             f"{vector_name(col.vector)} replaces whole points, and their other vectors and payload "
+                             "would be lost. "
                              "Import new points at a free --start-id, or add the vector to existing points with "
                              "qdrant-client's update_vectors")
 
