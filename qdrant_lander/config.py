@@ -53,7 +53,8 @@ class Settings(BaseModel):
         None, ge=0, le=65535, description="Serve Prometheus /metrics and /healthz on this port."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of the daemon.")
-    vector: str | None = Field(None, description="Named vector to cluster; unset = the collection's only vector.")
+    vector: str | None = Field(None, description="Named vector to import and cluster, or whose clustering to "
+                               "read; unset = the unnamed or only vector (reading: the one the last sync clustered).")
     batch_size: int = Field(1024, ge=1, description="Points per scroll, kNN and payload batch.")
 
     def public(self) -> dict[str, Any]:

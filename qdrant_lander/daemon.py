@@ -147,7 +147,7 @@ class Daemon:
         new = ~np.isin(self.labels.ids(), old_ids[old_labels >= 0])  # labelled now, not before (deleted: neither)
         return PassReport(full=True, new=int(new.sum()),
                           created=rep.clusters - kept, seconds=round(time.perf_counter() - t0, 4),
-                          model_seconds=rep.seconds.get("cluster", 0.0), field=rep.points)
+                          model_seconds=rep.seconds.get("cluster", 0.0), field=rep.points, sync=rep)
 
     def _seed(self, ids: np.ndarray, x: np.ndarray, graph: KnnGraph) -> None:
         """Start the neighbour cache from a full sync's graph (its k is the decoding's, auto resolved)."""

@@ -62,6 +62,7 @@ class ClusterResult:
     peak: np.ndarray  # bool [N]: the point is the peak of its final cluster
     tau: float  # the link threshold decoded with (the card's, or the one chosen for this dataset)
     absorb_size: int = 0  # clusters of at most this many points were absorbed (the card's share, resolved here)
+    domain: str | None = None  # the default model's preset decoded with (auto resolved; any: the model's own decoding)
 
     @property
     def n_levels(self) -> int:

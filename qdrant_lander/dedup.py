@@ -9,7 +9,7 @@ clustered once, from a graph among distinct vectors only, and its copies take it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -68,8 +68,8 @@ class UniqueRows:
         if not self.copies:
             return res
         labels = self.rep[res.labels][self.inverse]
-        return ClusterResult(labels=labels, paths=self.rep[res.paths][self.inverse], density=res.density[self.inverse],
-                             peak=labels == np.arange(len(labels)), tau=res.tau, absorb_size=res.absorb_size)
+        return replace(res, labels=labels, paths=self.rep[res.paths][self.inverse], density=res.density[self.inverse],
+                       peak=labels == np.arange(len(labels)))
 
 
 HASH_BLOCK_ROWS = 1 << 14

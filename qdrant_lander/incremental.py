@@ -48,7 +48,7 @@ from .model_card import ModelCard
 from .runtime import OnnxScorer
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, LanderPayload, SyncState, cluster_filter, unclustered_filter
 from .stores.base import Collection, Neighbours
-from .sync import knn_kept, last_sync, stored_unit_vectors
+from .sync import SyncReport, knn_kept, last_sync, stored_unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,16 @@ class PassReport(BaseModel):
     # Points left without a label when the pass ended (arrived during it, or beyond max_new; set by the
     # daemon): a figure that keeps growing pass after pass means arrivals outpace the daemon.
     waiting: int = 0
+    sync: SyncReport | None = None  # a full pass's own report (clusters, levels, tau, generation, stages)
 
     def log_line(self) -> str:
         kind = "full" if self.full else "incremental"
         domain = f" domain={self.domain}" if self.domain else ""
+        full = f" clusters={self.sync.clusters} generation={self.sync.generation}" if self.sync else ""
         return (f"{kind} pass: new={self.new} attached={self.attached} created={self.created} "
                 f"absorbed={self.absorbed} merged={self.merged} relabelled={self.relabelled} field={self.field} "
                 f"waiting={self.waiting} "
-                f"seconds={self.seconds:.3f}{domain}")
+                f"seconds={self.seconds:.3f}{domain}{full}")
 
 
 def sync_state(col: Collection) -> SyncState:

@@ -8,6 +8,7 @@ is delegated to :mod:`qdrant_lander.training`, which is the only place torch is 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import logging
 import shutil
@@ -228,7 +229,8 @@ class Lander:
 
     def predict(self, x: np.ndarray) -> ClusterResult:
         """Cluster an array of embeddings [N, D] (any scale; rows are L2-normalised here). Rows equal to an
-        earlier row are clustered with it: they take its cluster and path, and only it can be a peak."""
+        earlier row are clustered with it: they take its cluster and path, and only it can be a peak.
+        ``result.domain`` names the preset ``auto`` picked for these rows."""
         card = self.card
         x = check_embeddings(x, min_points=2, dim=card.input_dim if card.input_dim != "any" else None)
         distinct = unique_rows(x)  # copies of a vector are clustered once (qdrant_lander.dedup)
@@ -256,7 +258,7 @@ class Lander:
             raise InputError(f"kNN graph has {graph.n} rows but there are {vectors.shape[0]} vectors")
         check_unit_rows(vectors)  # the model's features are cosines: other lengths cluster silently wrong
         check_neighbours(graph.nbr, graph.n, graph.sim)
-        result = cluster_hierarchy(vectors, graph, self.scorer, card)
+        result = dataclasses.replace(cluster_hierarchy(vectors, graph, self.scorer, card), domain=self.domain)
         largest = int(np.unique(result.labels, return_counts=True)[1].max())
         if len(vectors) >= ONE_CLUSTER_WARNING and largest >= ONE_CLUSTER_SHARE * len(vectors):
             # The usual sign of a tau that does not fit the space (e.g. faces under the default model's `any`).

@@ -381,6 +381,8 @@ def read_collection(
             bar.update(len(batch.ids))
     if not ids:
         raise InputError(f"collection '{collection.name}' is empty: nothing to report")
+    if label_field and all(t is None for t in truth):  # a misspelt key would silently drop the quality section
+        raise InputError(f"no point of '{collection.name}' has a value under the payload key '{label_field}' (--label-field)")
     depth = max(map(len, paths))
     path_arr = np.full((len(ids), depth), -1, dtype=np.int64)
     for r, p in enumerate(paths):

@@ -77,6 +77,7 @@ def test_predict_labels_copies_with_their_vector_and_leaves_the_rest_unchanged(p
     np.testing.assert_array_equal(together.labels, alone.labels[source])  # and take their original's cluster
     np.testing.assert_array_equal(together.paths, alone.paths[source])
     assert together.peak.sum() == alone.peak.sum() and not together.peak[n:].any()
+    assert alone.domain == together.domain == "text"  # the preset auto picked, copies or not
 
 
 def test_too_few_distinct_vectors_is_a_clear_error(part):

@@ -571,6 +571,7 @@ def test_cli_once_and_full(tmp_path, data):
     assert run(main, ["import", "docs", str(tmp_path / "a.npy"), "--path", str(tmp_path / "d")]).exit_code == 0
     first = run(main, ["sync", "docs", "--once", *store])
     assert first.exit_code == 0 and first.output.startswith("full pass: new=300")  # never synced: a full pass
+    assert " clusters=" in first.output and "generation=1" in first.output
     assert run(main, ["import", "docs", str(tmp_path / "b.npy"), "--start-id", "300",
                       "--path", str(tmp_path / "d")]).exit_code == 0
     inc = run(main, ["sync", "docs", "--once", "--json", *store])
@@ -578,7 +579,10 @@ def test_cli_once_and_full(tmp_path, data):
     rep = json.loads(inc.stdout)
     assert rep["new"] == 60 and not rep["full"] and rep["attached"] + rep["created"] == 60
     full = run(main, ["sync", "docs", "--full", "--json", *store])
-    assert full.exit_code == 0 and json.loads(full.stdout)["full"]
+    rep = json.loads(full.stdout)
+    # a full pass also says what the full sync found, as a plain `sync --json` does
+    assert full.exit_code == 0 and rep["full"] and rep["sync"]["points"] == 360 and rep["sync"]["generation"] == 2
+    assert rep["sync"]["clusters"] >= 1 and json.loads(inc.stdout)["sync"] is None
     missing = run(main, ["sync", "nope", "--once", *store])
     assert missing.exit_code == 2 and "does not exist" in missing.output
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from qdrant_lander.cli import main
-from qdrant_lander.errors import MissingExtraError
+from qdrant_lander.errors import InputError, MissingExtraError
 from qdrant_lander.metrics import score
 from qdrant_lander.report import ReportData, build_report, read_collection
 from qdrant_lander.stores.edge import EdgeStore
@@ -132,6 +132,8 @@ def test_read_collection_gets_clusters_paths_labels_and_examples(store):
     assert sorted(d.examples) == [0, 30, 45]  # the three largest
     assert [p["text"] for p in d.examples[30]] == [payloads[30]["text"], payloads[31]["text"]]
     assert d.examples[0][0]["intent"] == "intent0"  # full payloads for the examples
+    with pytest.raises(InputError, match="no point of 'docs' has a value under the payload key 'intnet'"):
+        read_collection(coll, label_field="intnet")  # a misspelt key: said, not a page without its quality section
 
 
 def test_report_command_writes_the_page(tmp_path):

@@ -168,7 +168,7 @@ def test_vector_config_errors(store):
         store.open("named", vector="x")
     with pytest.raises(StoreError, match="only sparse vectors: s"):
         store.open("sparse")
-    with pytest.raises(StoreError, match="uses Euclid distance"):
+    with pytest.raises(StoreError, match="uses Euclid distance for the unnamed vector;"):
         store.open("euclid")
     # reading a clustering (status, labels, report) needs neither a chosen vector nor cosine distance
     assert store.open("named", reading=True).vector == "img" and store.open("euclid", reading=True).info().dim == 4

@@ -174,6 +174,14 @@ def test_cli_import_sync_search_labels_status(files, part, lander):
     assert "generation   1" in out and "clusters" in out and "(domain text)" in out
 
 
+@pytest.mark.parametrize("key, says", [("text", "row 0 already has the key 'text'"), (" ", "--label-key is empty")])
+def test_cli_import_labels_never_replace_payload(files, key, says):
+    """--labels under a key the --payload rows already use would overwrite the user's values: refused, nothing written."""
+    code, out, err = run(["import", "docs", str(files / "x.npy"), "--labels", str(files / "y.npy"), "--label-key", key,
+                          "--payload", str(files / "p.jsonl"), "--path", str(files / "qd")])
+    assert code == 2 and says in out + err and not (files / "qd").exists()
+
+
 def _files(root) -> dict:
     """Every file's size and modification time (Edge files are large and sparse: reading them is slow)."""
     return {p.relative_to(root): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}

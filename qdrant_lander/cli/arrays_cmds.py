@@ -24,7 +24,7 @@ def _predict_timed(embeddings: Path, settings: Settings, labels: np.ndarray | No
     x = load_npy(embeddings, "embeddings")
     if labels is not None:
         check_labels(labels, len(x))
-    lander = lander_from_settings(settings).for_data(check_embeddings(x))  # auto: name the preset used
+    lander = lander_from_settings(settings)
     start = time.perf_counter()
     result = lander.predict(x)
     return lander, result, time.perf_counter() - start
@@ -143,12 +143,12 @@ def cluster(embeddings: Path, out: Path, levels_out: Path | None, as_json: bool,
     if levels_out is not None:
         save_npy(levels_out, result.paths)
     summary = {"points": int(len(result.labels)), "clusters": result.n_clusters, "levels": result.n_levels,
-               "tau": result.tau, "domain": lander.domain, "seconds": round(seconds, 3), "model": lander.card.name,
+               "tau": result.tau, "domain": result.domain, "seconds": round(seconds, 3), "model": lander.card.name,
                "provider": lander.scorer.provider}
     click.echo(json.dumps(summary) if as_json else
                f"{summary['points']} points -> {summary['clusters']} clusters in {summary['levels']} levels at tau "
                f"{result.tau} ({seconds:.2f}s, model {summary['model']} on {summary['provider']}, domain "
-               f"{lander.domain}); labels written to {out}")
+               f"{result.domain}); labels written to {out}")
 
 
 @main.command(name="eval")
@@ -168,14 +168,14 @@ def evaluate(embeddings: Path, labels: Path, as_json: bool, settings: Settings) 
     lander, result, seconds = _predict_timed(embeddings, settings, labels=y)
     s = score(y, result.labels)
     report = {**s.model_dump(), "levels": result.n_levels, "seconds": round(seconds, 3), "model": lander.card.name,
-              "domain": lander.domain}
+              "domain": result.domain}
     if as_json:
         click.echo(json.dumps(report))
         return
     click.echo(f"Fp {s.fp:.4f} (P {s.pairwise_precision:.4f} R {s.pairwise_recall:.4f})  "
                f"Fb {s.fb:.4f} (P {s.bcubed_precision:.4f} R {s.bcubed_recall:.4f})  NMI {s.nmi:.4f}")
     click.echo(f"{s.n_clusters} clusters for {s.n_classes} classes, {result.n_levels} levels, {seconds:.2f}s "
-               f"(model {lander.card.name}, domain {lander.domain})")
+               f"(model {lander.card.name}, domain {result.domain})")
 
 
 # --- export (issue 3) ---------------------------------------------------------------------------

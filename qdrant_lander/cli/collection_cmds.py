@@ -75,7 +75,8 @@ def clustered_from_settings(settings: Settings, name: str) -> Iterator[Collectio
 @click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--labels", "labels_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="int .npy [N] of known labels, stored in each point's payload under --label-key.")
-@click.option("--label-key", default="label", show_default=True, help="Payload key for --labels.")
+@click.option("--label-key", default="label", show_default=True,
+              help="Payload key for --labels (refused if a --payload row already has it).")
 @click.option("--payload", "payload_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON Lines file, one object per row of EMBEDDINGS, stored as each point's payload.")
 @click.option("--start-id", type=int,
@@ -103,6 +104,12 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
         raise InputError(f"{payload_path} has {len(payloads)} objects but {embeddings} has {len(x)} rows")
     if labels_path is not None:
         y = check_labels(load_npy(labels_path, "labels"), len(x))
+        if not label_key.strip():
+            raise InputError("--label-key is empty: name the payload key the labels go under")
+        taken = next((r for r, p in enumerate(payloads or ()) if label_key in p), None)
+        if taken is not None:  # the labels would silently replace the user's own values
+            raise InputError(f"{payload_path} row {taken} already has the key '{label_key}': "
+                             "choose another --label-key")
         payloads = [{**(payloads[i] if payloads else {}), label_key: int(y[i])} for i in range(len(x))]
     with store_from_settings(settings) as store:
         if start_id is None:

@@ -21,6 +21,7 @@ import numpy as np
 from qdrant_client import models
 
 from ..errors import StoreError, StoredDataError
+from ..payload import vector_name
 
 META_COLLECTION = "_lander_meta"
 # Meta records are written by the main thread and by Lease.kept's renewal thread: one lock for every
@@ -85,7 +86,7 @@ def check_vector_config(collection: str, dense: dict[str, tuple[int, str]], spar
         raise StoreError(f"collection '{collection}' has no vector named '{vector}'; it has {names}")
     size, distance = dense[vector]
     if distance.lower() != "cosine" and not reading:
-        raise StoreError(f"collection '{collection}' uses {distance} distance for vector '{vector or 'default'}'; "
+        raise StoreError(f"collection '{collection}' uses {distance} distance for {vector_name(vector)}; "
                          "lander clusters by cosine similarity, so the collection must use Cosine")
     return vector, size
 
