@@ -11,7 +11,8 @@ re-read the later writer, so exactly one wins; two whose write/re-read sequences
 each other. Only a writer whose read-write gap exceeds ``settle`` (a stalled process) can slip in,
 and every renewal re-reads the record, so a daemon that finds another owner stops at its next
 renewal. An expired lease is free, and so is one whose holder was a process on this host that is
-gone: ``ttl`` bounds how long a crash elsewhere blocks others.
+gone (by pid and, on Linux, the process's start time: a restarted container's daemon is pid 1 again):
+``ttl`` bounds how long a crash elsewhere blocks others.
 
 The embedded store (Qdrant Edge) is also locked by the OS to the one process that opened it, so a
 second process cannot even open the collection; the lease then guards writers inside one process.
@@ -27,6 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -50,20 +52,33 @@ class LeaseRecord(BaseModel):
     host: str
     pid: int
     expires_at: float  # unix time
+    started: int | None = None  # the holder's start time (clock ticks since boot; None: not Linux, or an old record)
 
     def describe(self) -> str:
         left = self.expires_at - time.time()
         return f"{self.owner} (pid {self.pid} on {self.host}, expires in {left:.0f} s)"
 
 
-def _alive(pid: int) -> bool:
+def _started(pid: int) -> int | None:
+    """When process ``pid`` started (Linux: /proc/PID/stat field 22, clock ticks since boot); None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # fields after the command name start at field 3
+
+
+def _running(pid: int, started: int | None) -> bool:
+    """Whether the process that wrote a record on this host runs: its pid is alive and, where the record has
+    a start time, that process started then. A daemon restarted in its container gets the same pid (1) as the
+    one killed there, and would otherwise wait a whole ttl for a lease nobody holds."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process
-        return True
-    return True
+        pass
+    return started is None or _started(pid) in (None, started)
 
 
 class Lease:
@@ -79,7 +94,8 @@ class Lease:
         return LeaseRecord(**meta) if meta else None
 
     def _write(self, expires_at: float) -> None:
-        rec = LeaseRecord(owner=self.owner, host=socket.gethostname(), pid=os.getpid(), expires_at=expires_at)
+        rec = LeaseRecord(owner=self.owner, host=socket.gethostname(), pid=os.getpid(), expires_at=expires_at,
+                          started=_started(os.getpid()))
         self.col.set_meta(LEASE_META, rec.model_dump())
 
     def holder(self) -> LeaseRecord | None:
@@ -88,7 +104,7 @@ class Lease:
         rec = self._read()
         if rec is None or rec.expires_at <= time.time():
             return None
-        if rec.host == socket.gethostname() and rec.pid != os.getpid() and not _alive(rec.pid):
+        if rec.host == socket.gethostname() and not _running(rec.pid, rec.started):
             return None
         return rec
 
@@ -168,10 +184,16 @@ class Lease:
                             "too; run `sync --full` again once it is done")
 
     def release(self) -> None:
-        """Give the lease up now (expired record) so the next daemon need not wait for the expiry."""
+        """Give the lease up now (expired record) so the next daemon need not wait for the expiry.
+
+        A store that fails here (the server went away, which is often why the holder stops) leaves the lease
+        to expire by itself: raising would replace the error that stopped the holder, and its exit code."""
         if not self.held:
             return
-        rec = self._read()
-        if rec is not None and rec.owner == self.owner:
-            self._write(time.time())
         self.held = False
+        try:
+            rec = self._read()
+            if rec is not None and rec.owner == self.owner:
+                self._write(time.time())
+        except Exception as e:  # noqa: BLE001 - the store's own errors, whatever the store
+            log.warning("could not release the lease on '%s'; it expires within %.0f s: %s", self.col.name, self.ttl, e)

@@ -283,3 +283,7 @@ def test_cluster_guide_collection_setup_runs(monkeypatch):
     info = client.get_collection("docs")
     assert info.config.params.vectors.distance == qdrant_client.models.Distance.COSINE
     assert client.collection_exists("_lander_meta")
+    # the lease's records: majority writes (majority reads in the store), so one node down stops nothing
+    meta = code[code.index('"_lander_meta"'):]
+    replicas, acks = (int(re.search(rf"{k}=(\d+)", meta).group(1)) for k in ("replication_factor", "write_consistency_factor"))
+    assert replicas >= 3 and replicas // 2 < acks < replicas

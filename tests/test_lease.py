@@ -69,6 +69,29 @@ def test_waiting_for_a_lease(col):
     assert 0.25 < time.monotonic() - t < 5
 
 
+def test_a_holder_on_this_host_counts_only_while_that_process_runs(col):
+    """A record naming this host and a pid holds the lease only if that process (pid and start time) runs: a
+    daemon restarted in its container is pid 1 again, and must not wait a whole ttl for its predecessor's lease."""
+    mine = Lease(col, ttl=30, settle=0.01, owner="mine")
+    mine.acquire()
+    rec = col.get_meta(LEASE_META)
+    assert rec["pid"] == os.getpid() and rec["started"] is not None
+    other = Lease(col, ttl=30, settle=0.01, owner="other")
+    assert not other.try_acquire()  # the same pid and start time: the holder runs
+    col.set_meta(LEASE_META, {**rec, "started": rec["started"] - 1})  # the same pid, an earlier process
+    assert other.holder() is None and other.try_acquire()
+
+
+def test_release_on_a_lost_store_leaves_the_lease_to_expire(col, caplog):
+    """The store gone (often why a holder stops): release logs instead of raising over the error that stopped it."""
+    lease = Lease(col, ttl=30, settle=0.01, owner="a")
+    with pytest.raises(ValueError, match="the pass's own error"):
+        with lease.holding():
+            col.client.close()  # the server went away
+            raise ValueError("the pass's own error")
+    assert not lease.held and "could not release the lease on 'docs'; it expires within 30 s" in caplog.text
+
+
 def test_two_daemons_on_one_collection(col):
     lander = Lander(os.environ.get("LANDER_TEST_MODEL"), device="cpu", threads=1)
     opts = DaemonOptions(interval=0.05, lease_ttl=30)

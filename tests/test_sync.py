@@ -5,6 +5,7 @@ force, so its collections stay at a few hundred points.
 """
 
 import json
+import threading
 import re
 
 import numpy as np
@@ -307,6 +308,39 @@ def test_cli_server_that_does_not_answer_is_one_line_and_exit_4():
     for cmd in (["status", "docs"], ["sync", "docs", "--watch"]):
         code, out, err = run([*cmd, "--url", "http://127.0.0.1:9"])  # the discard port: nothing listens
         assert code == 4 and err.startswith("Error: cannot reach the Qdrant server at http://127.0.0.1:9"), err
+        assert "Traceback" not in err
+
+
+@pytest.fixture
+def refusing_server():
+    """An HTTP server that answers every request as a Qdrant server answers a wrong API key: 401."""
+    import http.server
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            body = json.dumps({"status": {"error": "Must provide an API key or an Authorization bearer token"}})
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        do_GET = do_POST = do_PUT = answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_cli_a_refused_api_key_is_bad_configuration(refusing_server, files):
+    """A wrong key gave a traceback and exit 1, which a systemd unit restarts forever; it is bad configuration (2)."""
+    for cmd in (["status", "docs"], ["sync", "docs", "--watch"], ["import", "docs", str(files / "x.npy")]):
+        code, _, err = run([*cmd, "--url", refusing_server, "--api-key", "wrong"])
+        assert code == 2 and "refused the request (401 Unauthorized): check the API key" in err, err
         assert "Traceback" not in err
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from ..errors import StoreError, StoreUnreachable
+from ..errors import InputError, StoreError, StoreUnreachable
 from .base import (HNSW_EF, META_COLLECTION, META_LOCK, Collection, CollectionInfo, Hit, Neighbours, Points, Store,
                    check_vector_config, drop_self, in_asked_order, point_ids, vector_rows)
 
@@ -143,7 +143,9 @@ class ServerCollection(Collection):
     def get_meta(self, key: str) -> dict[str, Any] | None:
         if not self.client.collection_exists(META_COLLECTION):
             return None
-        rec = self.client.retrieve(META_COLLECTION, [self._meta_id(key)], with_payload=True)
+        # A majority read meets a majority write (deploy/CLUSTER.md): the lease's confirming read sees the last write.
+        rec = self.client.retrieve(META_COLLECTION, [self._meta_id(key)], with_payload=True,
+                                   consistency=models.ReadConsistencyType.MAJORITY)
         return rec[0].payload["value"] if rec else None
 
     def set_meta(self, key: str, value: dict[str, Any]) -> None:
@@ -173,11 +175,17 @@ class ServerStore(Store):
 
     @contextmanager
     def _reached(self) -> Iterator[None]:
-        """Every command's first call: a server that does not answer is one line, not a traceback."""
+        """Every command's first call: a server that does not answer, or refuses our key, is one line, not a
+        traceback. A refused key is bad configuration (exit 2): a supervisor must not restart it forever."""
         try:
             yield
         except ResponseHandlingException as e:
             raise StoreUnreachable(f"cannot reach the {self.description}: {e}") from None
+        except UnexpectedResponse as e:
+            if e.status_code not in (401, 403):
+                raise
+            raise InputError(f"the {self.description} refused the request ({e.status_code} {e.reason_phrase}): "
+                             "check the API key (--api-key / QLANDER_API_KEY)") from None
 
     def open(self, name: str, *, vector: str | None = None, reading: bool = False) -> ServerCollection:
         with self._reached():
