@@ -5,7 +5,8 @@
 
 Each dev task's test part is clustered twice with the same ONNX model (default: the shipped one), same
 exact kNN graph, one onnxruntime thread: once at the card's fixed tau, once choosing tau from
-``AUTO_TAUS`` by agreement with the level-0 links (bias: ``--bias``, else the card's). Prints Fp / Fb of both, the tau chosen, and the
+``AUTO_TAUS`` by agreement with the level-0 links (bias: ``--bias``, else the card's; the shipped model's
+card has none, so give ``--bias`` with it). Prints Fp / Fb of both, the tau chosen, and the
 decoding time of both with their ratio (kNN graph not included: it is the same for both).
 """
 
@@ -57,7 +58,8 @@ def run(lander: Lander, task: str, bias: float) -> AutoTauRow:
 
 @click.command(help=__doc__)
 @click.option("--model", default=None, help="Model directory or .onnx file (default: the shipped model).")
-@click.option("--bias", type=float, default=None, help="Agreement bias (default: the card's tau_bias).")
+@click.option("--bias", type=float, default=None,
+              help="Agreement bias (default: the card's tau_bias; required for a card without one, as the shipped model's).")
 @click.option("--tasks", "tasks_opt", default=None, help=f"Comma-separated tasks (default: {', '.join(TASKS)}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def main(model: str | None, bias: float | None, tasks_opt: str | None, as_json: bool) -> None:

@@ -20,7 +20,7 @@ process per shard): the rate it reaches is reported next to the one asked for.
 Store: what the embedded store's kNN queries alone cost, the floor under any pass. A synthetic
 collection of N points is imported and indexed, 1,000 more are upserted (unindexed, as arrivals
 are), and their k+1 neighbours are queried in one ``query_batch`` at several HNSW search breadths
-(``ef``; the daemon uses ``HNSW_EF``), each against exact search: seconds per 1,000 queries, the
+(``ef``; the daemon's passes use ``PASS_EF``), each against exact search: seconds per 1,000 queries, the
 points/s the queries alone allow, and recall.
 
 Arrivals: no full pass while many points arrive (``--growth 0``, or the 25% a growth-triggered full
@@ -28,7 +28,7 @@ pass waits for on a large collection): pass seconds with the daemon indexing the
 Edge's threshold, against the same stream left outside the index (the daemon before it did).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py quality [--model M | --domain text]
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py speed --sizes 10000 100000
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py speed --sizes 10000 100000 --stream 30000 --batch 1000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py sustain --sizes 10000 --rate 2000 --chunk 100 --watch-seconds 20
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py store --sizes 10000 100000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/incremental_bench.py arrivals --sizes 10000 --stream 40000 --batch 1000
@@ -61,6 +61,7 @@ from benchmarks.synthetic import synthetic  # noqa: E402
 from benchmarks.tasks import clinc_75_75  # noqa: E402
 from qdrant_lander import Lander  # noqa: E402
 from qdrant_lander.daemon import Daemon, DaemonOptions  # noqa: E402
+from qdrant_lander.incremental import PASS_EF  # noqa: E402
 from qdrant_lander.knn import KnnGraph  # noqa: E402
 from qdrant_lander.metrics import score  # noqa: E402
 from qdrant_lander.stores.edge import HNSW_EF, EdgeStore  # noqa: E402
@@ -100,14 +101,16 @@ def quality(args: argparse.Namespace, lander: Lander) -> dict:
         out["full"] = {**_fp(y, *read_labels(col)), "seconds": round(time.perf_counter() - t0, 1), "domain": rep.domain}
     for growth in args.growth:
         opts = DaemonOptions(growth=growth, hops=args.hops)
-        out[f"stream_growth_{growth}"] = stream_quality(x, y, lander, opts, args.batch)
+        stream = stream_quality(x, y, lander, opts, args.batch)
+        out[f"stream_growth_{growth}"] = {**stream, "fp_over_full": round(stream["fp"] / out["full"]["fp"], 3)}
         print(json.dumps(out), flush=True)
     tuned = tune(GreedyIncremental, task.train.x, task.train.y)
     g = GreedyDBSCAN(**tuned.params)
     t0 = time.perf_counter()
     for s in range(0, len(x), args.batch):
         labels = g.partial_fit(x[s:s + args.batch])
-    out["greedy_dbscan"] = {**_fp(y, np.arange(len(x)), labels), "params": tuned.params,
+    greedy = _fp(y, np.arange(len(x)), labels)
+    out["greedy_dbscan"] = {**greedy, "fp_over_full": round(greedy["fp"] / out["full"]["fp"], 3), "params": tuned.params,
                             "train_fp": round(tuned.fp, 4), "seconds": round(time.perf_counter() - t0, 1)}
     return out
 
@@ -158,7 +161,7 @@ def _synced(n: int, x: np.ndarray, d: str, args: argparse.Namespace, lander: Lan
     """(store, collection, daemon) right after the full pass: made here, or copied from the snapshot."""
     snap = Path(args.snapshot) / str(n) if args.snapshot else None
     opts = DaemonOptions(growth=0, hops=args.hops, interval=args.interval)
-    made_with = {k: getattr(args, k) for k in ("seed", "stream", "rate", "watch_seconds", "hops", "model")}
+    made_with = {k: getattr(args, k) for k in ("seed", "stream", "rate", "watch_seconds", "hops", "model", "domain")}
     if snap is None or not snap.exists():
         store = EdgeStore(d)
         t0 = time.perf_counter()
@@ -178,7 +181,8 @@ def _synced(n: int, x: np.ndarray, d: str, args: argparse.Namespace, lander: Lan
         np.savez(snap / "seed.npz", **seed)
         (snap / "args.json").write_text(json.dumps(made_with))
     else:
-        if json.loads((snap / "args.json").read_text()) != made_with:  # other data or model: not comparable
+        made = {"domain": "any", **json.loads((snap / "args.json").read_text())}  # made before domain was recorded: any
+        if made != made_with:  # other data, model or decoding: not comparable
             sys.exit(f"snapshot {snap} was made with {(snap / 'args.json').read_text()}, not {made_with}")
         shutil.copytree(snap / "store", d, dirs_exist_ok=True)
     out["snapshot"] = str(snap)
@@ -302,7 +306,7 @@ def store_at(n: int, args: argparse.Namespace, k: int) -> dict:
             recall = np.mean([len(f & set(e.tolist())) / k for f, e in zip(found, exact)])
             best = min(secs) * 1000 / len(q)
             rows.append({"ef": ef, "s_per_1000": round(best, 3), "queries_alone_points_per_s": round(1000 / best),
-                         "recall": round(float(recall), 4), "daemon": ef == HNSW_EF})
+                         "recall": round(float(recall), 4), "daemon": ef == PASS_EF})
             print(json.dumps({"collection": n, **rows[-1]}), flush=True)
         out["rows"] = rows
     return out
@@ -362,7 +366,7 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=0.25, help="watch: daemon interval")
     p.add_argument("--repeats", type=int, default=3, help="store: timings per search breadth (the fastest is kept)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (0: its default, one per "
-                   "core, as the CLI runs it; 1 for the runs recorded before session 18)")
+                   "core, as the CLI runs it; issue 5's recorded protocol uses 1)")
     p.add_argument("--snapshot", default=None, help="speed: directory keeping each size's collection after its "
                    "full pass (made on first use, copied by later runs: same index, same decisions)")
     args = p.parse_args()
@@ -376,8 +380,14 @@ def main() -> None:
     else:
         args.batch = args.batch or 500
         run = {"speed": speed_at, "sustain": sustain_at, "arrivals": arrivals_at}[args.what]
+        rates = {}
         for n in args.sizes:
-            print(json.dumps(run(n, args, lander)), flush=True)
+            out = run(n, args, lander)
+            print(json.dumps(out), flush=True)
+            rates[n] = out.get("cycle_points_per_s", out.get("steady_points_per_s"))
+        if args.what == "speed" and len(rates) > 1 and None not in rates.values():  # cost against collection size
+            small, large = min(rates), max(rates)
+            print(json.dumps({f"points_per_s_{large}_over_{small}": round(rates[large] / rates[small], 3)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def lander_rows(left_out: str, train_parts: list[Part], tests: list[Task], confi
                           TrainConfig(**{**config, "node_mode": "structure"}), name=f"lodo-without-{left_out}",
                           trained_on=[p.name for p in train_parts])
         if save is not None:
-            model.save(model_dir(save, left_out), onnx=False)
+            model.save(model_dir(save, left_out))  # with model.onnx: calibrate_bench --model and the CLI load it
     card = model.card
     trained_s = card.notes.get("train_seconds", 0.0) + card.notes.get("choose_seconds", 0.0) or None
     rows = []

@@ -349,6 +349,10 @@ def main(quick: bool, tasks_opt: str | None, methods_opt: str | None, max_tune_p
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     tasks = _names(tasks_opt, TASKS, "tasks") or list(TASKS)
     methods = _names(methods_opt, METHODS, "methods")
+    old = _stored_rows(out) if out is not None else []
+    if quick and any(not r.run.quick for r in old):  # merge keeps one mode: the full table would be lost
+        raise click.UsageError(f"{rows_file(out)} holds rows of full runs: a --quick run would replace their table "
+                               "with class subsamples; write quick runs to another --out")
     command = " ".join(["python -m benchmarks.quality", *(["--quick"] if quick else []),
                         *([f"--tasks {tasks_opt}"] if tasks_opt else []),
                         *([f"--methods {methods_opt}"] if methods_opt else [])])
@@ -357,16 +361,19 @@ def main(quick: bool, tasks_opt: str | None, methods_opt: str | None, max_tune_p
     rows, skipped = run_all(tasks, methods, info)
     click.echo(json.dumps([r.model_dump() for r in rows], indent=1) if as_json else section(rows, skipped))
     if out is not None:
-        store = rows_file(out)
-        old = [Row(**r) for r in json.loads(store.read_text())] if store.exists() else []
         rows = merge(old, rows)
-        store.write_text(json.dumps([r.model_dump() for r in rows], indent=1) + "\n")
+        rows_file(out).write_text(json.dumps([r.model_dump() for r in rows], indent=1) + "\n")
         write_section(out, section(rows, skipped))
 
 
 def rows_file(out: Path) -> Path:
     """The raw rows behind ``out``'s table, so a later run of a few methods can update their rows only."""
     return out.with_name("quality_rows.json")
+
+
+def _stored_rows(out: Path) -> list[Row]:
+    store = rows_file(out)
+    return [Row(**r) for r in json.loads(store.read_text())] if store.exists() else []
 
 
 if __name__ == "__main__":

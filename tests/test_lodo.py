@@ -78,6 +78,7 @@ def test_quick_run_trains_saves_and_reloads_the_model_without_the_left_out_domai
         assert r["task"] == "lfw" and "lfw" not in r["tuned_on"] and "omniglot" in r["tuned_on"]
         assert 0 <= r["fp"] <= 1 and 0 <= r["fb"] <= 1 and r["n_classes"] > 100
     card = json.loads((model_dir(tmp_path, "faces") / "card.json").read_text())
+    assert (model_dir(tmp_path, "faces") / "model.onnx").is_file()  # what serving, calibrate and calibrate_bench load
     assert card["node_mode"] == "structure" and not any("lfw" in t for t in card["trained_on"])
     again = runner.invoke(main, [*args[:4], "ours", "--json", "--models", str(tmp_path)])
     assert again.exit_code == 0, again.output

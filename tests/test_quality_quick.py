@@ -1,6 +1,7 @@
 """The quality benchmark's quick mode end to end, as CI runs it (class subsamples of every dev task)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +89,15 @@ def test_rerunning_some_methods_updates_only_their_rows(quick_run):
     assert len(table) == len(rows)  # same (task, method) pairs, none lost, none doubled
     runs = {line.split("|")[1].strip() + "/" + line.split("|")[2].strip(): line.split("|")[-2].strip() for line in table}
     assert runs["orl2lfw/finch"] == "2" and set(runs.values()) == {"1", "2"}  # runs numbered by time
+
+
+def test_a_quick_run_never_replaces_a_table_of_full_runs(tmp_path):
+    """The stored rows keep one mode: a smoke run into the results file would have dropped every full row."""
+    from benchmarks.quality import rows_file
+
+    rows = json.loads(rows_file(Path(__file__).parents[1] / "benchmarks" / "RESULTS.md").read_text())
+    out = tmp_path / "RESULTS.md"
+    rows_file(out).write_text(json.dumps(rows[:2]))
+    result = CliRunner().invoke(main, ["--quick", "--tasks", "orl2lfw", "--methods", "finch", "--out", str(out)])
+    assert result.exit_code == 2 and "holds rows of full runs" in result.output
+    assert json.loads(rows_file(out).read_text()) == rows[:2] and not out.exists()
