@@ -13,7 +13,8 @@ import importlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,26 @@ ONE_CLUSTER_WARNING = 50  # points from which one cluster holding nearly all of 
 ONE_CLUSTER_SHARE = 0.9  # "nearly all": a few points split off from a collapse must not hide it
 
 
-def _model_dir(out_dir: str | Path) -> Path:
-    """The model directory ``out_dir``, made before the training or calibration that fills it: one that cannot be
-    made (a file on its path, no permission) is refused before minutes of work rather than after them."""
-    out = Path(out_dir)
+@contextmanager
+def _model_dir(out_dir: str | Path | None) -> Iterator[Path]:
+    """The model directory ``out_dir`` (None: a new temporary one), made before the training or calibration that
+    fills it: one that cannot be made (a file on its path, no permission) is refused before minutes of work rather
+    than after them. If the work fails, a directory made here and still empty is removed again."""
+    if out_dir is None:
+        out, made = Path(tempfile.mkdtemp(prefix="lander-model-")), True
+    else:
+        out = Path(out_dir)
+        made = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot write a model directory at {out}: {e.strerror or e}") from e
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot write a model directory at {out}: {e.strerror or e}") from e
-    return out
+        yield out
+    except BaseException:
+        if made and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def _labeled_sample(x: np.ndarray, y: np.ndarray, *, purpose: str, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -187,10 +199,10 @@ class Lander:
             xa = unique_rows(xa).take(xa)
             if len(xa) <= (k := max(k for c in configs for k in c.decode_k)):
                 raise InputError(f"adapt_to needs more than {k} distinct vectors (the largest k tried), got {len(xa)}")
-        out = _model_dir(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lander-model-"))
         kwargs = dict(progress=progress, name=name, trained_on=trained_on or [])
-        trained = train_best(x, y, configs, **kwargs) if adapt_to is None else train_adapted(x, y, xa, configs, **kwargs)
-        trained.save(out)
+        with _model_dir(out_dir) as out:
+            trained = train_best(x, y, configs, **kwargs) if adapt_to is None else train_adapted(x, y, xa, configs, **kwargs)
+            trained.save(out)
         self.model, self._scorer = out, None
         return self
 
@@ -209,22 +221,22 @@ class Lander:
 
         card = self.card
         x, y = _labeled_sample(x, y, purpose="calibration", dim=card.input_dim if card.input_dim != "any" else None)
-        out = _model_dir(out_dir)
-        best, _ = choose_decoding(self.scorer, x, y, node_mode=card.node_mode, max_levels=card.max_levels)
-        calibrated = card.model_copy(update={
-            "k": best.k, "tau": best.tau, "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
-            "absorb_share": best.absorb_share, "tau_bias": None,
-            "notes": {**card.notes, "calibrated_fp": round(best.fp, 4), "calibrated_points": float(len(x)),
-                      "calibrated_classes": float(np.unique(y).size)}})
-        if self.scorer.path.resolve() != (out / ONNX_FILE).resolve():
-            shutil.copyfile(self.scorer.path, out / ONNX_FILE)
-            # torch weights (what `export` reads) left in out_dir by another model would be exported under this card
-            weights = self.scorer.path.parent / MODEL_FILE
-            if self.scorer.path.name == ONNX_FILE and weights.is_file():
-                shutil.copyfile(weights, out / MODEL_FILE)
-            else:
-                (out / MODEL_FILE).unlink(missing_ok=True)
-        (out / CARD_FILE).write_text(calibrated.model_dump_json(indent=2) + "\n")
+        with _model_dir(out_dir) as out:
+            best, _ = choose_decoding(self.scorer, x, y, node_mode=card.node_mode, max_levels=card.max_levels)
+            calibrated = card.model_copy(update={
+                "k": best.k, "tau": best.tau, "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
+                "absorb_share": best.absorb_share, "tau_bias": None,
+                "notes": {**card.notes, "calibrated_fp": round(best.fp, 4), "calibrated_points": float(len(x)),
+                          "calibrated_classes": float(np.unique(y).size)}})
+            if self.scorer.path.resolve() != (out / ONNX_FILE).resolve():
+                shutil.copyfile(self.scorer.path, out / ONNX_FILE)
+                # torch weights (what `export` reads) left in out_dir by another model would be exported under this card
+                weights = self.scorer.path.parent / MODEL_FILE
+                if self.scorer.path.name == ONNX_FILE and weights.is_file():
+                    shutil.copyfile(weights, out / MODEL_FILE)
+                else:
+                    (out / MODEL_FILE).unlink(missing_ok=True)
+            (out / CARD_FILE).write_text(calibrated.model_dump_json(indent=2) + "\n")
         return Lander(out, device=self.device, threads=self.threads)
 
     def predict(self, x: np.ndarray) -> ClusterResult:

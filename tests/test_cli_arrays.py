@@ -293,3 +293,23 @@ def test_the_saved_card_carries_the_exported_revision(model_dir):
     on_disk = json.loads((model_dir / "card.json").read_text())
     in_file = OnnxScorer(model_dir / "model.onnx", device="cpu").card  # the file's own metadata, not card.json
     assert on_disk["revision"] == in_file.revision
+
+
+def test_an_interrupted_calibration_leaves_no_empty_model_directory(slices, model_dir, tmp_path, monkeypatch):
+    """The directory is made before the grid (to refuse a bad --out early); work that then fails (Ctrl-C here)
+    must not leave it behind empty. A directory that existed before is the user's: it stays."""
+    import qdrant_lander.training.tau as tau
+    from qdrant_lander import Lander
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tau, "choose_decoding", interrupted)
+    x, y = np.load(slices / "xte.npy"), np.load(slices / "yte.npy")
+    with pytest.raises(KeyboardInterrupt):
+        Lander(model_dir).calibrate(x, y, out_dir=tmp_path / "new" / "cal")
+    assert not (tmp_path / "new" / "cal").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        Lander(model_dir).calibrate(x, y, out_dir=tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir()
