@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -63,7 +64,11 @@ class ReportData(BaseModel):
     @field_validator("truth", mode="before")
     @classmethod
     def _truth(cls, v: Any) -> np.ndarray | None:
-        return None if v is None else np.asarray(v, dtype=object)
+        if v is None:
+            return None
+        truth = np.empty(len(v), dtype=object)  # one label per point, even when labels are equal-length lists
+        truth[:] = list(v)
+        return truth
 
     @model_validator(mode="after")
     def _lengths(self) -> ReportData:
@@ -208,7 +213,7 @@ def _quality(data: ReportData) -> tuple[Scores, int, int] | None:
     has = np.array([t is not None and t == t for t in data.truth], dtype=bool)  # t == t drops NaN
     if has.sum() < 2:
         return None
-    _, y = np.unique(data.truth[has].astype(str), return_inverse=True)
+    _, y = np.unique([str(t) for t in data.truth[has]], return_inverse=True)  # any label type, lists included
     pred = data.clusters[has].copy()
     loose = pred < 0
     pred[loose] = pred.max(initial=0) + 1 + np.arange(loose.sum())
@@ -354,6 +359,18 @@ li {{ margin: 1px 0; }}
 """
 
 
+_PAYLOAD_PATH = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*")  # what Qdrant's payload selector reads as a key path
+
+
+def _nested(payload: dict[str, Any], path: str) -> Any:
+    """The value at a dotted key path (Qdrant returns ``a.b`` as ``{"a": {"b": ...}}``); None where absent."""
+    for key in path.split("."):
+        if not isinstance(payload, dict):
+            return None
+        payload = payload.get(key)
+    return payload
+
+
 def read_collection(
     collection: Collection, *, label_field: str | None = None, top: int = 20, examples: int = 5, batch_size: int = 1024
 ) -> ReportData:
@@ -364,6 +381,9 @@ def read_collection(
     (points clustered in different passes) are padded with their last id: a supernode that stopped
     merging is still itself at the levels above.
     """
+    if label_field is not None and not _PAYLOAD_PATH.fullmatch(label_field):
+        raise InputError(f"--label-field '{label_field}' is not a payload key lander can read: a key of letters, digits, "
+                         "_ and -, or a nested one written a.b")
     keys = [KEY] + ([label_field] if label_field else [])
     total = collection.count()
     ids: list[int] = []
@@ -377,7 +397,7 @@ def read_collection(
                 ids.append(pid)
                 clusters.append(int(lander.get("cluster", -1)))
                 paths.append([int(s) for s in lander.get("path", [])])
-                truth.append(p.get(label_field) if label_field else None)
+                truth.append(_nested(p, label_field) if label_field else None)
             bar.update(len(batch.ids))
     if not ids:
         raise InputError(f"collection '{collection.name}' is empty: nothing to report")
@@ -400,6 +420,10 @@ def read_collection(
     if state:
         info |= {"model": state.model, "domain": state.domain or "not recorded", "generation": str(state.generation),
                  "last full sync": f"{state.finished_at or state.started_at:%Y-%m-%d %H:%M %Z}"}
+        if state.vector:
+            info["vector"] = state.vector
+        if state.state != "complete":  # as `status` says it: points may hold two generations
+            info["last full sync"] += " (did not finish: run qdrant-lander sync again)"
     return ReportData(
         title=collection.name,
         clusters=cl,

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from qdrant_lander.cli import main
 from qdrant_lander.errors import InputError, MissingExtraError
 from qdrant_lander.metrics import score
+from qdrant_lander.payload import SYNC_META
 from qdrant_lander.report import ReportData, build_report, read_collection
 from qdrant_lander.stores.edge import EdgeStore
 
@@ -134,6 +135,23 @@ def test_read_collection_gets_clusters_paths_labels_and_examples(store):
     assert d.examples[0][0]["intent"] == "intent0"  # full payloads for the examples
     with pytest.raises(InputError, match="no point of 'docs' has a value under the payload key 'intnet'"):
         read_collection(coll, label_field="intnet")  # a misspelt key: said, not a page without its quality section
+    for bad in ("", "my label", "<k>"):  # Qdrant reads the key as a JSON path: these were tracebacks (exit 1)
+        with pytest.raises(InputError, match="is not a payload key lander can read"):
+            read_collection(coll, label_field=bad)
+
+
+def test_read_collection_reads_nested_and_list_labels(store):
+    """A label under a nested key (meta.intent) read as missing; equal-length list labels made a 2-D array that
+    crashed the quality section."""
+    coll = store.create("docs", 4)
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    coll.upsert(np.arange(6), x, [{"meta": {"intent": i % 2}, "tags": ["a", str(i % 2)],
+                                   "lander": {"cluster": i % 2, "path": [i % 2], "density": 0.5, "peak": i < 2,
+                                              "model": "m", "generation": 1}} for i in range(6)])
+    assert read_collection(coll, label_field="meta.intent").truth.tolist() == [0, 1, 0, 1, 0, 1]
+    tags = read_collection(coll, label_field="tags")
+    assert tags.truth.shape == (6,) and tags.truth[1] == ["a", "1"]
+    assert "Pairwise F" in build_report(tags)  # one class per distinct list: clusters match them exactly
 
 
 def test_report_command_writes_the_page(tmp_path):
@@ -152,6 +170,10 @@ def test_report_command_writes_the_page(tmp_path):
     nowhere = CliRunner().invoke(main, ["report", "docs", "--out", str(tmp_path / "no" / "r.html"),
                                         "--path", str(tmp_path / "qd")])
     assert nowhere.exit_code == 2 and "the directory" in nowhere.output and "no does not exist" in nowhere.output
+    typo = CliRunner().invoke(main, ["report", "docs", "--out", str(tmp_path / "t.html"), "--path", str(tmp_path / "qd"),
+                                     "--fields", "txet"])
+    assert typo.exit_code == 2 and "no example member has any of the --fields ['txet']" in typo.output
+    assert "'text'" in typo.output and not (tmp_path / "t.html").exists()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -193,6 +215,10 @@ def test_report_of_a_real_sync(tmp_path):
         col = import_points(store, "docs", x[keep], [rows[i] for i in keep], progress=False)
         rep = full_sync(col, Lander(), progress=False)
         d = read_collection(col, label_field="intent", top=5, examples=2)
+        col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "state": "writing"})  # a sync killed mid-write
+        unfinished = read_collection(col, top=1, examples=1).info
+    assert unfinished["last full sync"].endswith("(did not finish: run qdrant-lander sync again)")
+    assert "vector" not in d.info  # the unnamed vector: nothing to name
     assert (d.clusters >= 0).all() and len(np.unique(d.clusters)) == rep.clusters
     assert d.paths.shape == (len(keep), rep.levels) and (d.paths[:, -1] == d.clusters).all()
     assert d.info["model"] == rep.model and d.info["generation"] == str(rep.generation)

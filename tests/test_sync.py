@@ -348,3 +348,18 @@ def test_cli_search_refuses_a_negative_point_id(tmp_path):
     """--like -1 reached the store's binding and died with a Rust conversion traceback."""
     code, _, err = run(["search", "docs", "--cluster", "1", "--like", "-1", "--path", str(tmp_path)])
     assert code == 2 and "-1 is not in the range x>=0" in err
+
+
+def test_cli_read_commands_turn_bad_files_into_one_line(files, part):
+    """labels --out where nothing can be written, and a --vector-file of strings, were tracebacks (exit 1); a search
+    of a collection never synced says so rather than only "no points"."""
+    path = ["--path", str(files / "qd")]
+    assert run(["import", "docs", str(files / "x.npy"), *path])[0] == 0
+    np.save(files / "q.npy", part.x[0])
+    code, _, err = run(["search", "docs", "--cluster", "0", "--vector-file", str(files / "q.npy"), *path])
+    assert code == 0 and "was never synced: run qdrant-lander sync first" in err
+    np.save(files / "words.npy", np.array(["a"] * part.x.shape[1]))
+    code, _, err = run(["search", "docs", "--cluster", "0", "--vector-file", str(files / "words.npy"), *path])
+    assert code == 2 and "holds <U1 values: a query vector is real numbers" in err, err
+    code, _, err = run(["labels", "docs", "--out", "/proc/lander-labels.npy", *path])  # a directory, not writable
+    assert code == 2 and err.startswith("Error: cannot write /proc/lander-labels.npy"), err

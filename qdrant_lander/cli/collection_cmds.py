@@ -231,6 +231,7 @@ def search(collection: str, cluster_id: int, like: int | None, vector_file: Path
     qdrant_lander.payload.cluster_filter(ID), a qdrant-client Filter for query_points/scroll/count.
     """
     from ..payload import cluster_filter
+    from ..sync import last_sync
     from ..validate import check_embeddings
 
     if (like is None) == (vector_file is None):
@@ -246,6 +247,8 @@ def search(collection: str, cluster_id: int, like: int | None, vector_file: Path
             if query.ndim > 1 and query.shape[0] != 1:  # flattened, several vectors read as one of the wrong size
                 raise InputError(f"{vector_file} holds {query.shape[0]} vectors (shape {query.shape}); give one, "
                                  "of shape [D] or [1, D]")
+            if not (np.issubdtype(query.dtype, np.integer) or np.issubdtype(query.dtype, np.floating)):
+                raise InputError(f"{vector_file} holds {query.dtype} values: a query vector is real numbers")
             query = query.astype(np.float32).reshape(-1)
             if query.size != col.info().dim:
                 raise InputError(f"query vector has size {query.size}, collection '{collection}' has {col.info().dim}")
@@ -254,11 +257,13 @@ def search(collection: str, cluster_id: int, like: int | None, vector_file: Path
             except InputError as e:
                 raise InputError(f"query vector from {vector_file}: {e}") from None
         hits = col.search(query, limit=limit, filter=cluster_filter(cluster_id))
+        synced = last_sync(col) is not None
     if as_json:
         click.echo(json.dumps([{"id": h.id, "score": h.score, "payload": h.payload} for h in hits]))
         return
     if not hits:
-        click.echo(f"no points in cluster {cluster_id}", err=True)
+        click.echo(f"no points in cluster {cluster_id}" + ("" if synced else f" (collection '{collection}' was never "
+                                                                           "synced: run qdrant-lander sync first)"), err=True)
     for h in hits:
         shown = {k: v for k, v in h.payload.items() if k != "lander"}
         click.echo(f"{h.id}\t{h.score:.4f}\t{json.dumps(shown, ensure_ascii=False)}")

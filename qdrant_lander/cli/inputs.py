@@ -59,8 +59,11 @@ def check_outputs(*paths: Path | None, inputs: Iterable[Path] = ()) -> None:
 
 def save_npy(path: Path, array: np.ndarray) -> None:
     """``numpy.save`` to exactly ``path`` (given a name, numpy adds ``.npy`` to it, and messages named the wrong file)."""
-    with path.open("wb") as f:
-        np.save(f, array)
+    try:
+        with path.open("wb") as f:
+            np.save(f, array)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def load_jsonl(path: Path) -> list[dict[str, Any]]:

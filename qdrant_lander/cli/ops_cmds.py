@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..config import Settings
+from ..errors import InputError
 from . import main
 from .settings_options import settings_options
 
@@ -34,7 +35,8 @@ def config_show(settings: Settings, as_json: bool) -> None:
 @main.command()
 @click.argument("collection")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="HTML file to write.")
-@click.option("--label-field", default=None, help="Payload key with true labels: adds Fp/Fb/NMI and each cluster's main label.")
+@click.option("--label-field", default=None,
+              help="Payload key with true labels (nested: a.b): adds Fp/Fb/NMI and each cluster's main label.")
 @click.option("--fields", default=None, help="Comma-separated payload keys shown for example members [default: all but lander].")
 @click.option("--top", default=20, show_default=True, type=click.IntRange(1), help="How many of the largest clusters to list.")
 @click.option("--examples", default=5, show_default=True, type=click.IntRange(1), help="Example members per listed cluster.")
@@ -58,5 +60,10 @@ def report(collection: str, out: Path, label_field: str | None, fields: str | No
     with clustered_from_settings(settings, collection) as coll:
         data = read_collection(coll, label_field=label_field, top=top, examples=examples,
                                batch_size=settings.batch_size)
-    write_report(data, str(out), fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None, top=top)
+    shown = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+    members = [p for ps in data.examples.values() for p in ps]
+    if shown and members and not any(f in p for p in members for f in shown):  # a misspelt key: a page of "(none)"
+        raise InputError(f"no example member has any of the --fields {shown}; keys they have: "
+                         f"{sorted({k for p in members for k in p} - {'lander'})}")
+    write_report(data, str(out), fields=shown, top=top)
     click.echo(f"wrote {out}", err=True)

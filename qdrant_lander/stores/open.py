@@ -21,7 +21,9 @@ def open_store(url: str | None = None, api_key: str | None = None, path: str | P
     """``https://`` urls use TLS; the API key is sent only to a server, never logged."""
     if url:
         _check_url(url)
-        return ServerStore(QdrantClient(url=url, api_key=api_key, timeout=TIMEOUT_S), f"Qdrant server at {url}")
+        # No version check: it runs in a thread of its own and its warning interleaved with our one-line errors.
+        client = QdrantClient(url=url, api_key=api_key, timeout=TIMEOUT_S, check_compatibility=False)
+        return ServerStore(client, f"Qdrant server at {url}")
     return EdgeStore(path)
 
 
