@@ -257,7 +257,7 @@ def search(collection: str, cluster_id: int, like: int | None, vector_file: Path
             except InputError as e:
                 raise InputError(f"query vector from {vector_file}: {e}") from None
         hits = col.search(query, limit=limit, filter=cluster_filter(cluster_id))
-        synced = last_sync(col) is not None
+        synced = bool(hits) or last_sync(col) is not None  # read only for the "no points" message
     if as_json:
         click.echo(json.dumps([{"id": h.id, "score": h.score, "payload": h.payload} for h in hits]))
         return
