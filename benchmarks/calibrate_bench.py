@@ -46,6 +46,7 @@ def _scored(lander: Lander, x: np.ndarray, y: np.ndarray) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def main(model: str | None, tasks: str, classes: int, seeds: tuple[int, ...], baselines: str, as_json: bool) -> None:
     base = Lander(model, domain="any", device="cpu", threads=1)
+    methods = list(filter(None, baselines.split(",")))
     rows = []
     for name in tasks.split(","):
         task = TASKS[name]()
@@ -58,13 +59,17 @@ def main(model: str | None, tasks: str, classes: int, seeds: tuple[int, ...], ba
                 seconds = time.perf_counter() - t0
                 row["calibrated"].append({"seed": seed, "points": len(part.x), "seconds": round(seconds, 1),
                                           **_scored(calibrated, task.test.x, task.test.y)})
-            for method in filter(None, baselines.split(",")):
+            for method in methods:
                 tuned = tune(BASELINES[method], part.x, part.y)
                 s = score(task.test.y, BASELINES[method](**tuned.params).fit_predict(task.test.x))
                 row.setdefault(method, []).append({"seed": seed, "params": tuned.params, "fp": round(s.fp, 4),
                                                    "fb": round(s.fb, 4)})
-        for key in ["calibrated", *filter(None, baselines.split(","))]:
+        for key in ["calibrated", *methods]:
             row[f"{key}_mean"] = {m: round(float(np.mean([c[m] for c in row[key]])), 4) for m in ("fp", "fb")}
+        if methods:  # the comparison itself: calibrated mean over the best baseline's mean, per metric
+            row["calibrated_vs_best_baseline"] = {
+                m: round(row["calibrated_mean"][m] / max(row[f"{b}_mean"][m] for b in methods), 3)
+                for m in ("fp", "fb")}
         rows.append(row)
         if not as_json:
             c = row["card"]
@@ -72,7 +77,9 @@ def main(model: str | None, tasks: str, classes: int, seeds: tuple[int, ...], ba
                        f"{classes} classes: " + ", ".join(f"tau {r['tau']} k {r['k']} -> {r['fp']:.3f} / {r['fb']:.3f} "
                                                           f"({r['points']} pts, {r['seconds']} s)" for r in row["calibrated"])
                        + "; mean " + ", ".join(f"{key} {row[f'{key}_mean']['fp']:.3f} / {row[f'{key}_mean']['fb']:.3f}"
-                                               for key in ["calibrated", *filter(None, baselines.split(","))]))
+                                               for key in ["calibrated", *methods])
+                       + ("; calibrated vs best baseline {fp:.3f}x / {fb:.3f}x".format(**row["calibrated_vs_best_baseline"])
+                          if methods else ""))
     if as_json:
         click.echo(json.dumps(rows, indent=1))
 

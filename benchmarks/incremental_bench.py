@@ -220,14 +220,16 @@ def watched(col, daemon: Daemon, x: np.ndarray, start_id: int, args: argparse.Na
     lat = np.asarray(w.latency)  # in the order points got their payload
     third = max(1, lat.size // 3)
     busy = [r for r in reports if r.new]
-    return {"rate_per_s": args.rate, "fed_per_s": round(len(x) / fed_s, 1), "interval_s": args.interval,
+    p95_thirds = [float(np.percentile(lat[:third], 95)), float(np.percentile(lat[-third:], 95))]
+    return {"rate_per_s": args.rate, "fed_per_s": round(len(x) / fed_s, 1),
+            "fed_over_asked": round(len(x) / fed_s / args.rate, 3), "interval_s": args.interval,
             "points": int(lat.size), "unlabelled_after_60s": len(w.arrived),
             "latency_p50_s": round(float(np.percentile(lat, 50)), 3),
             "latency_p95_s": round(float(np.percentile(lat, 95)), 3),
             "latency_max_s": round(float(lat.max()), 3),
             # a daemon that keeps up has the same latency at the end of the feed as at its start
-            "latency_p95_first_last_third_s": [round(float(np.percentile(lat[:third], 95)), 3),
-                                               round(float(np.percentile(lat[-third:], 95)), 3)],
+            "latency_p95_first_last_third_s": [round(v, 3) for v in p95_thirds],
+            "latency_p95_last_over_first": round(p95_thirds[1] / p95_thirds[0], 3),  # ~1 when it keeps up
             "passes": len(busy), "new_per_pass_median": int(np.median([r.new for r in busy])) if busy else 0,
             "pass_s_median": round(float(np.median([r.seconds for r in busy])), 3) if busy else 0.0}
 
@@ -308,7 +310,9 @@ def store_at(n: int, args: argparse.Namespace, k: int) -> dict:
             rows.append({"ef": ef, "s_per_1000": round(best, 3), "queries_alone_points_per_s": round(1000 / best),
                          "recall": round(float(recall), 4), "daemon": ef == PASS_EF})
             print(json.dumps({"collection": n, **rows[-1]}), flush=True)
-        out["rows"] = rows
+        sync_ef = next(r for r in rows if r["ef"] == HNSW_EF)  # a full sync's breadth: what the others are against
+        out["rows"] = [{**r, "time_vs_sync_ef": round(r["s_per_1000"] / sync_ef["s_per_1000"], 3),
+                        "recall_vs_sync_ef": round(r["recall"] / sync_ef["recall"], 4)} for r in rows]
     return out
 
 

@@ -36,7 +36,8 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from benchmarks.baselines import BASELINES, Baseline, Grid, Tuned, grid_fps, grid_settings
-from benchmarks.quality import Clock, RunInfo, _describe, _names, _params, machine, quick_task, shrink, timed
+from benchmarks.quality import (Clock, RunInfo, _describe, _names, _params, machine, quick_task, shrink, timed,
+                                vs_best_baseline)
 from benchmarks.tasks import TASKS, Part, Task
 from qdrant_lander.decode import DecodeSettings, cluster_hierarchy
 from qdrant_lander.errors import LanderError
@@ -206,11 +207,13 @@ def _f(v: float | None, fmt: str = ".3f") -> str:
 
 def table(rows: list[LodoRow]) -> str:
     head = ("| left out | test part | method | chosen settings | tuned / trained on | tune Fp | test Fp | test Fb "
-            "| test NMI | clusters / classes | in-domain Fp / Fb | tune s (cpu) | cluster s (cpu) |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| Fp / Fb vs best tuned baseline | test NMI | clusters / classes | in-domain Fp / Fb | tune s (cpu) "
+            "| cluster s (cpu) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    ratio = vs_best_baseline(rows, lambda r: (r.left_out, r.task))
     return head + "\n".join(
         f"| {r.left_out} | {r.task} | {r.method} | {_params(r.params)} | {r.tuned_on} | {_f(r.tune_fp)} | "
-        f"{r.fp:.3f} | {r.fb:.3f} | {r.nmi:.3f} | {r.n_clusters} / {r.n_classes} | "
+        f"{r.fp:.3f} | {r.fb:.3f} | {ratio(r)} | {r.nmi:.3f} | {r.n_clusters} / {r.n_classes} | "
         f"{_f(r.in_domain_fp)} / {_f(r.in_domain_fb)} | {_f(r.tune_s, '.1f')} ({_f(r.tune_cpu_s, '.1f')}) | "
         f"{r.cluster_s:.1f} ({r.cluster_cpu_s:.1f}) |" for r in rows) + "\n"
 

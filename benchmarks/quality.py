@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import click
 import numpy as np
@@ -249,13 +249,30 @@ def _params(p: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.items()) or "-"
 
 
+def vs_best_baseline(rows: Sequence[Any], group: Callable[[Any], Hashable]) -> Callable[[Any], str]:
+    """A table cell per row: its test Fp and Fb as ratios to the best tuned baseline's of its group (a task, or
+    a left-out domain's test part), so a reader sees who wins without subtracting columns; '-' without one."""
+    best: dict[Hashable, tuple[float, float]] = {}
+    for r in rows:
+        if r.method in BASELINES:
+            fp, fb = best.get(group(r), (0.0, 0.0))
+            best[group(r)] = (max(fp, r.fp), max(fb, r.fb))
+
+    def cell(r: Any) -> str:
+        fp, fb = best.get(group(r), (0.0, 0.0))
+        return f"{r.fp / fp:.3f}x / {r.fb / fb:.3f}x" if fp > 0 and fb > 0 else "-"
+
+    return cell
+
+
 def table(rows: list[Row], runs: list[RunInfo]) -> str:
-    head = ("| task | method | chosen params | tuned on | train Fp | test Fp | test Fb | test NMI "
-            "| #clusters / #classes | tune s (cpu) | cluster s (cpu) | run |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| task | method | chosen params | tuned on | train Fp | test Fp | test Fb | Fp / Fb vs best tuned baseline "
+            "| test NMI | #clusters / #classes | tune s (cpu) | cluster s (cpu) | run |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    ratio = vs_best_baseline(rows, lambda r: r.task)
     lines = [
         f"| {r.task} | {r.method} | {_params(r.params)} | {r.tuned_on} | "
-        f"{'-' if r.train_fp is None else f'{r.train_fp:.3f}'} | {r.fp:.3f} | {r.fb:.3f} | {r.nmi:.3f} | "
+        f"{'-' if r.train_fp is None else f'{r.train_fp:.3f}'} | {r.fp:.3f} | {r.fb:.3f} | {ratio(r)} | {r.nmi:.3f} | "
         f"{r.n_clusters} / {r.n_classes} | {r.tune_s:.1f} ({r.tune_cpu_s:.1f}) | "
         f"{r.cluster_s:.1f} ({r.cluster_cpu_s:.1f}) | {runs.index(r.run) + 1} |"
         for r in rows

@@ -2,13 +2,14 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from benchmarks.baselines import BASELINES
-from benchmarks.quality import NOTES, SECTION, main, quick_task, write_section
+from benchmarks.quality import NOTES, SECTION, main, quick_task, vs_best_baseline, write_section
 from benchmarks.tasks import TASKS
 from qdrant_lander.metrics import score
 
@@ -42,6 +43,20 @@ def test_table_is_written_into_its_own_section(quick_run):
     table = text[text.index(SECTION):]
     assert "| task | method | chosen params |" in table
     assert sum(line.startswith("| lfw | ") for line in table.splitlines()) == 7
+    rows, _, _ = quick_run
+    lfw = {r["method"]: r for r in rows if r["task"] == "lfw"}
+    best_fp = max(r["fp"] for m, r in lfw.items() if m in BASELINES)
+    ours = next(line for line in table.splitlines() if line.startswith("| lfw | default-model |"))
+    assert f"| {lfw['default-model']['fp'] / best_fp:.3f}x / " in ours  # the ratio column beside the scores
+
+
+def test_ratios_are_to_the_best_tuned_baseline_of_the_same_group_on_each_metric():
+    rows = [SimpleNamespace(task=t, method=m, fp=fp, fb=fb) for t, m, fp, fb in [
+        ("a", "leiden-cpm", 0.8, 0.5), ("a", "hdbscan", 0.4, 1.0), ("a", "ours", 0.6, 0.75),
+        ("b", "hdbscan", 0.5, 0.5), ("b", "ours", 0.6, 0.5), ("c", "ours", 0.9, 0.9)]]
+    cell = vs_best_baseline(rows, lambda r: r.task)
+    assert [cell(r) for r in rows] == ["1.000x / 0.500x", "0.500x / 1.000x", "0.750x / 0.750x",
+                                       "1.000x / 1.000x", "1.200x / 1.000x", "-"]
 
 
 def test_the_shipped_model_picks_each_tasks_domain_unasked(quick_run):
