@@ -52,6 +52,10 @@ class Settings(BaseModel):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus /metrics and /healthz on this port."
     )
+    stall_after: float | None = Field(
+        None, gt=0, description="With --metrics-port: /healthz answers 503 (status stalled) while a pass has run "
+        "longer than this many seconds, e.g. a hung server call; set it well above your longest full sync. "
+        "Unset = never.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of the daemon.")
     vector: str | None = Field(None, description="Named vector to import and cluster, or whose clustering to "
                                "read; unset = the unnamed or only vector (reading: the one the last sync clustered).")

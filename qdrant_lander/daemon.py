@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -173,17 +173,18 @@ class Daemon:
         """One pass (full if asked or due), logged in one line and counted in the metrics."""
         t0 = time.perf_counter()
         try:
-            if full or self._full_due():
-                report = self.full_pass()
-            else:
-                o = self.options
-                report = incremental_pass(self.col, self.lander.scorer, self.lander.card, cache=self.cache,
-                                          labels=self.labels, hops=o.hops, max_new=o.max_new,
-                                          batch_size=o.batch_size)
-                if report.new:  # else the next passes' queries scan every arrival since the last full pass
-                    t1 = time.perf_counter()
-                    self.col.index_arrivals()
-                    report.seconds = round(report.seconds + time.perf_counter() - t1, 4)
+            with self.metrics.running() if self.metrics is not None else nullcontext():  # /healthz sees a hang
+                if full or self._full_due():
+                    report = self.full_pass()
+                else:
+                    o = self.options
+                    report = incremental_pass(self.col, self.lander.scorer, self.lander.card, cache=self.cache,
+                                              labels=self.labels, hops=o.hops, max_new=o.max_new,
+                                              batch_size=o.batch_size)
+                    if report.new:  # else the next passes' queries scan every arrival since the last full pass
+                        t1 = time.perf_counter()
+                        self.col.index_arrivals()
+                        report.seconds = round(report.seconds + time.perf_counter() - t1, 4)
         except CollectionNotReady:
             raise  # not a failure: too few points yet
         except Exception as e:
@@ -261,12 +262,13 @@ class Daemon:
 
 
 def run(col: Collection, lander: Lander, mode: str, options: DaemonOptions,
-        metrics_port: int | None = None) -> tuple[int, PassReport | None]:
+        metrics_port: int | None = None, stall_after: float | None = None) -> tuple[int, PassReport | None]:
     """What ``qdrant-lander sync --once/--full/--watch`` does: (exit code, report of the single pass).
 
-    ``/metrics`` and ``/healthz`` are served on ``metrics_port`` in watch mode.
+    ``/metrics`` and ``/healthz`` are served on ``metrics_port`` in watch mode; ``/healthz`` turns 503 while
+    a pass has run longer than ``stall_after`` seconds.
     """
-    metrics = Metrics() if metrics_port is not None else None
+    metrics = Metrics(stall_after) if metrics_port is not None else None
     daemon = Daemon(metrics.instrument(col) if metrics else col, lander, options, metrics)  # counts store errors
     if mode == "watch":
         if metrics is not None:

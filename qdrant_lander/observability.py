@@ -3,7 +3,10 @@
 The daemon calls :meth:`Metrics.record_pass` after every pass (or :meth:`Metrics.record_failure` when
 a pass raised) and :meth:`Metrics.record_error` for every failed Qdrant call; :meth:`Metrics.start`
 serves ``/metrics`` (Prometheus text format) and ``/healthz`` (JSON; HTTP 503 when the last pass
-failed, so a Kubernetes probe or a load balancer can act on it) from a background thread.
+failed, or when the pass in progress has run past ``stall_after`` seconds, so a Kubernetes probe or a
+load balancer can act on it) from a background thread. A pass that hangs (a server call waiting out the
+client's timeout) ends in neither success nor failure: :meth:`Metrics.running` marks the pass in progress
+so it can be seen.
 Each :class:`Metrics` has its own registry, so two daemons in one process (or tests) never share
 counters.
 """
@@ -15,6 +18,8 @@ import inspect
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,9 +34,14 @@ PASS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 360
 
 
 class Metrics:
-    """Counters of the daemon's work plus the state ``/healthz`` reports."""
+    """Counters of the daemon's work plus the state ``/healthz`` reports.
 
-    def __init__(self) -> None:
+    ``stall_after``: seconds a pass may run before ``/healthz`` calls the daemon stalled (None = never: a
+    full sync of a large collection legitimately runs long, so only the operator knows the bound).
+    """
+
+    def __init__(self, stall_after: float | None = None) -> None:
+        self.stall_after = stall_after
         self.registry = CollectorRegistry()
         r = self.registry
         self.points = Counter("qlander_points_clustered", "Points given a cluster id.", registry=r)
@@ -55,6 +65,8 @@ class Metrics:
         self.waiting = Gauge(
             "qlander_points_waiting", "Points without a cluster id when the last pass ended.", registry=r
         )
+        Gauge("qlander_pass_running_seconds", "How long the pass in progress has run (0 between passes).",
+              registry=r).set_function(lambda: self._running_for() or 0.0)
         for outcome in ("ok", "failed"):  # export zeros from the start, so rate() works on first failure
             self.passes.labels(outcome)
         self._lock = threading.Lock()
@@ -62,6 +74,7 @@ class Metrics:
         self._last_error: str | None = None
         self._last_at: float | None = None
         self._counts = {"ok": 0, "failed": 0}
+        self._started: float | None = None  # monotonic start of the pass in progress
         self._server: ThreadingHTTPServer | None = None
 
     def record_pass(
@@ -80,6 +93,21 @@ class Metrics:
     def record_failure(self, error: BaseException | str, *, seconds: float) -> None:
         """A pass that raised; ``/healthz`` turns unhealthy until the next pass succeeds."""
         self._finish("failed", seconds, str(error) or type(error).__name__)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Marks a pass in progress, however it ends (record_pass/record_failure report how)."""
+        with self._lock:
+            self._started = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._started = None
+
+    def _running_for(self) -> float | None:
+        started = self._started
+        return None if started is None else time.monotonic() - started
 
     def record_error(self, operation: str) -> None:
         """One failed Qdrant call (``operation`` = e.g. ``scroll``, ``query_batch_points``, ``set_payload``)."""
@@ -104,17 +132,21 @@ class Metrics:
             self._counts[outcome] += 1
 
     def health(self) -> tuple[bool, dict]:
-        """(healthy, body): healthy until a pass fails; ``status`` is starting, ok or failing."""
+        """(healthy, body): healthy until a pass fails or the pass in progress outruns ``stall_after``;
+        ``status`` is starting, ok, failing or stalled."""
         with self._lock:
             ok = self._last_ok
+            running = self._running_for()
+            stalled = running is not None and self.stall_after is not None and running > self.stall_after
             body = {
-                "status": "starting" if ok is None else "ok" if ok else "failing",
+                "status": "stalled" if stalled else "starting" if ok is None else "ok" if ok else "failing",
                 "last_pass_ok": ok,
                 "last_pass_at": self._last_at,
                 "last_error": self._last_error,
                 "passes": dict(self._counts),
+                "pass_running_s": None if running is None else round(running, 1),
             }
-        return ok is not False, body
+        return ok is not False and not stalled, body
 
     def start(self, port: int, host: str = "0.0.0.0") -> int:
         """Serve ``/metrics`` and ``/healthz`` in a daemon thread; returns the bound port (0 = any free)."""

@@ -1,6 +1,7 @@
 """The daemon's /metrics and /healthz, served for real over HTTP on a free port."""
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -80,6 +81,74 @@ def test_healthz_follows_the_last_pass(served):
     assert status == 200 and json.loads(body)["last_error"] is None
 
 
+def test_healthz_reports_a_pass_that_runs_past_stall_after():
+    m = Metrics(stall_after=0.2)
+    port = m.start(0, host="127.0.0.1")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        m.record_pass(points=1, seconds=0.1)
+        with m.running():
+            status, _, body = get(base + "/healthz")
+            assert status == 200 and json.loads(body)["pass_running_s"] is not None  # running, not yet stalled
+            time.sleep(0.3)
+            status, _, body = get(base + "/healthz")
+            assert status == 503 and json.loads(body)["status"] == "stalled", body
+            assert json.loads(body)["pass_running_s"] >= 0.2
+            assert samples(get(base + "/metrics")[2])[("qlander_pass_running_seconds", ())] >= 0.2
+        status, _, body = get(base + "/healthz")  # the pass ended: healthy again, nothing running
+        assert status == 200 and json.loads(body)["pass_running_s"] is None
+        assert samples(get(base + "/metrics")[2])[("qlander_pass_running_seconds", ())] == 0
+    finally:
+        m.stop()
+
+
+def test_without_stall_after_a_long_pass_stays_healthy():
+    m = Metrics()
+    with m.running():
+        time.sleep(0.05)
+        healthy, body = m.health()
+    assert healthy and body["status"] == "starting" and body["pass_running_s"] >= 0.05
+
+
+def test_a_daemon_pass_blocked_in_a_store_call_shows_as_stalled(tmp_path):
+    """A real daemon pass waiting on the store (as on a server call that hangs): /healthz sees it, and the
+    mark clears when the call returns."""
+    import threading
+
+    import numpy as np
+
+    from qdrant_lander.daemon import Daemon, DaemonOptions
+    from qdrant_lander.lander import Lander
+    from qdrant_lander.stores.edge import EdgeStore
+    from qdrant_lander.sync import import_points
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    m = Metrics(stall_after=0.2)
+    with EdgeStore(tmp_path / "q") as store:
+        col = import_points(store, "docs", x, progress=False)
+        daemon = Daemon(col, Lander(domain="any", device="cpu", threads=1), DaemonOptions(growth=0), m)
+        daemon.run_pass(full=True)
+        release, entered = threading.Event(), threading.Event()
+        scroll = col.scroll
+
+        def hanging_scroll(*args, **kwargs):
+            entered.set()
+            release.wait(30)
+            return scroll(*args, **kwargs)
+
+        col.scroll = hanging_scroll
+        worker = threading.Thread(target=daemon.run_pass)
+        worker.start()
+        assert entered.wait(30)
+        time.sleep(0.3)
+        healthy, body = m.health()
+        release.set()
+        worker.join(60)
+    assert not healthy and body["status"] == "stalled" and body["last_pass_ok"] is True
+    assert m.health()[0] and m.health()[1]["pass_running_s"] is None
+
+
 def test_unknown_path_is_404_and_instances_do_not_share_counters(served):
     m, base = served
     assert get(base + "/")[0] == 404
@@ -87,7 +156,7 @@ def test_unknown_path_is_404_and_instances_do_not_share_counters(served):
     m.record_pass(points=7, seconds=0.1)
     assert samples(get(base + "/metrics")[2])[("qlander_points_clustered_total", ())] == 7
     assert other.health() == (True, {"status": "starting", "last_pass_ok": None, "last_pass_at": None,
-                                     "last_error": None, "passes": {"ok": 0, "failed": 0}})
+                                     "last_error": None, "passes": {"ok": 0, "failed": 0}, "pass_running_s": None})
 
 
 def test_port_in_use_is_an_error():
@@ -147,7 +216,8 @@ def test_watch_daemon_serves_metrics_and_health(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cli = "import sys; from qdrant_lander.cli import main; sys.exit(main())"
-    env = {**os.environ, "QLANDER_PATH": str(tmp_path / "qd"), "QLANDER_INTERVAL": "0.5", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "QLANDER_PATH": str(tmp_path / "qd"), "QLANDER_INTERVAL": "0.5", "OMP_NUM_THREADS": "1",
+           "QLANDER_STALL_AFTER": "600"}
     proc = subprocess.Popen([sys.executable, "-c", cli, "sync", "docs", "--watch", "--metrics-port", str(port)],
                             env=env, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
     try:

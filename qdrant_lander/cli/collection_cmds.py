@@ -143,7 +143,7 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
 @click.option("--wait-lease", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Seconds to wait while another writer (a daemon, another sync) holds the collection (else exit 3).")
 @settings_options(*_STORE, "batch_size", "vector", "model", "domain", "device", "threads", "interval", "rebuild_every",
-                  "growth", "metrics_port", "log_level")
+                  "growth", "metrics_port", "stall_after", "log_level")
 def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full: bool, switch_vector: bool,
          wait_lease: float, settings: Settings) -> None:
     """Cluster every point of COLLECTION and write the result as payload.
@@ -164,7 +164,8 @@ def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full
     \b
     Incremental (docs/daemon.md): --once clusters only the points without a `lander` payload, --watch keeps
     doing so every --interval seconds (one log line per pass; --rebuild-every N re-clusters everything
-    after N passes with new points; --metrics-port serves /metrics and /healthz). One writer per
+    after N passes with new points; --metrics-port serves /metrics and /healthz, --stall-after makes /healthz
+    report a pass that runs too long). One writer per
     collection. Exit codes: 0 done or stopped, 2 bad input, 3 another writer holds the collection,
     4 the server does not answer (--watch: after repeated failed passes).
     """
@@ -208,7 +209,7 @@ def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, as_jso
                             wait_lease=wait_lease, knn=knn, batch_size=settings.batch_size, progress=mode == "full")
     lander = lander_from_settings(settings)
     with collection_from_settings(settings, collection, wait=wait_lease) as col:
-        code, report = run(col, lander, mode, options, settings.metrics_port)
+        code, report = run(col, lander, mode, options, settings.metrics_port, settings.stall_after)
     if report is not None:
         click.echo(report.model_dump_json() if as_json else report.log_line())
     sys.exit(code)
