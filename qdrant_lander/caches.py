@@ -103,20 +103,32 @@ class NeighbourCache:
         self._nbr = np.empty((0, k), dtype=np.int64)  # neighbour point ids, most similar first
         self._sim = np.empty((0, k), dtype=np.float32)
         self._vec = np.empty((0, 0), dtype=np.float32)
+        # A stale row's list named a point that changed or went: the list is fetched again when needed, but the
+        # point's vector is kept, so a later re-upsert of the point itself is still seen as a change.
+        self._stale = np.empty(0, dtype=bool)
 
     def __len__(self) -> int:
-        return len(self._at)
+        return len(self.ids())
 
     def ids(self) -> np.ndarray:
-        return self._at.ids
+        """Points whose list is cached."""
+        return self._at.ids[~self._stale[self._at.rows]]
 
     def has(self, ids: np.ndarray) -> np.ndarray:
-        return self._at.find(ids) >= 0
+        """Whether each point's list is cached."""
+        r = self._at.find(ids)
+        return (r >= 0) & ~self._stale[np.maximum(r, 0)]
+
+    def known_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of ``ids`` whose unit vector is cached, with a list or not; those vectors)."""
+        r = self._at.find(ids)
+        return r >= 0, self._vec[r[r >= 0]]
 
     def _rows(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         r = self._at.find(as_ids(ids))
-        if (r < 0).any():
-            raise KeyError(f"points not in the neighbour cache: {as_ids(ids)[r < 0][:5].tolist()}")
+        missing = (r < 0) | self._stale[np.maximum(r, 0)]
+        if missing.any():
+            raise KeyError(f"points not in the neighbour cache: {as_ids(ids)[missing][:5].tolist()}")
         return r
 
     def lists(self, ids: Iterable[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,8 +146,9 @@ class NeighbourCache:
         if not self._vec.shape[1]:  # the first points cached set the dimension
             self._vec = np.empty((len(self._nbr), x.shape[1]), dtype=np.float32)
         rows = self._at.place(as_ids(ids))
-        self._nbr, self._sim, self._vec = (_grown(a, self._at.high) for a in (self._nbr, self._sim, self._vec))
-        self._nbr[rows], self._sim[rows], self._vec[rows] = nbr, sim, x
+        self._nbr, self._sim, self._vec, self._stale = (_grown(a, self._at.high)
+                                                        for a in (self._nbr, self._sim, self._vec, self._stale))
+        self._nbr[rows], self._sim[rows], self._vec[rows], self._stale[rows] = nbr, sim, x, False
 
     def fetch(self, col: Collection, ids: np.ndarray, *, ef: int, batch_size: int) -> np.ndarray:
         """Make sure ``ids`` are cached (lists searched at HNSW breadth ``ef``); returns the ids that no
@@ -163,6 +176,7 @@ class NeighbourCache:
         self._at.reset(ids)
         self._nbr, self._sim = np.empty((n + spare, self.k), np.int64), np.empty((n + spare, self.k), np.float32)
         self._vec = np.empty((n + spare, x.shape[1]), np.float32)
+        self._stale = np.zeros(n + spare, dtype=bool)
         self._nbr[:n], self._sim[:n], self._vec[:n] = ids[graph.nbr], graph.sim, x
 
     def add_arrivals(self, ids: np.ndarray, x: np.ndarray, nbr: np.ndarray, sim: np.ndarray) -> None:
@@ -172,7 +186,8 @@ class NeighbourCache:
         q_all, p_all, s_all = nbr.reshape(-1), np.repeat(ids, nbr.shape[1]), sim.reshape(-1)
         met, at = np.unique(q_all, return_inverse=True)  # each listed neighbour once (a pass lists ~2.5x fewer)
         met_row = self._at.find(met)
-        kth = np.where(met_row >= 0, self._sim[met_row, -1], np.inf)[at]  # uncached neighbours: no list to update
+        listed = (met_row >= 0) & ~self._stale[np.maximum(met_row, 0)]
+        kth = np.where(listed, self._sim[met_row, -1], np.inf)[at]  # neighbours without a list: none to update
         keep = s_all > kth
         if not keep.any():
             return
@@ -192,11 +207,12 @@ class NeighbourCache:
         self._sim[targets] = np.take_along_axis(cand_sim, top, axis=1)
 
     def forget(self, gone: np.ndarray) -> None:
-        """Drop deleted points and every cached list that names one of them (refetched when needed)."""
+        """Drop deleted (or changed) points, and every cached list that names one of them (refetched when
+        needed; the vectors of those points stay known)."""
         if not len(gone):
             return
-        stale = np.isin(self._at.ids, gone) | np.isin(self._nbr[self._at.rows], gone).any(axis=1)
-        self._at.drop(self._at.ids[stale])
+        self._stale[self._at.rows[np.isin(self._nbr[self._at.rows], gone).any(axis=1)]] = True
+        self._at.drop(gone)
 
 
 class Label(NamedTuple):

@@ -397,15 +397,18 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     follower_ids = np.fromiter(followers, dtype=np.int64, count=len(followers))
     new_ids, x_new = new_ids[distinct.rep], distinct.take(x_new)
     nb = _knn_without(col, new_ids, x_new, card.k, follower_ids)
-    cached = cache.has(new_ids)  # re-upserted, or met as a neighbour while it waited for its pass
-    if cached.any():  # a changed vector: its list and every list naming it at the old similarity go
-        cache.forget(new_ids[cached][(cache.gather(new_ids[cached])[2] != x_new[cached]).any(axis=1)])
+    # Re-upserted, or met as a neighbour while it waited for its pass: a changed vector's list and every list
+    # naming it at the old similarity go (also when its own list went before: its vector is still known).
+    known, old_x = cache.known_vectors(new_ids)
+    if known.any():
+        cache.forget(new_ids[known][(old_x != x_new[known]).any(axis=1)])
     cache.add_arrivals(new_ids, x_new, nb.ids.astype(np.int64), nb.sim.astype(np.float32))
 
     # The receptive field; cached lists that name deleted points are dropped and the field grown again.
     for _ in range(5):
         field, gone = _Field.grow(col, cache, new_ids, hops, batch_size)
-        gone = np.union1d(gone, _gone(col, field.ids))
+        # the outermost ring's lists reach past the field: their similarities feed its rows' features too
+        gone = np.union1d(gone, _gone(col, np.union1d(field.ids, cache.lists(field.rings[-1])[0])))
         if not len(gone):
             break
         report.deleted_seen += len(gone)

@@ -211,6 +211,26 @@ def test_merges_relabel_only_into_ids_the_store_already_holds(store, data, lande
     assert targets and all(survivor in held for survivor, held in targets)
 
 
+def _delete(store, col, ids) -> None:
+    if isinstance(store, EdgeStore):
+        import qdrant_edge as qe
+        col.shard.update(qe.UpdateOperation.delete_points([int(i) for i in ids]))
+    else:
+        col.client.delete(col.name, points_selector=models.PointIdsList(points=[int(i) for i in ids]), wait=True)
+
+
+def _stale_entries(col, cache) -> list[tuple[int, int]]:
+    """(list owner, neighbour) pairs of the cache whose similarity is not today's, or whose neighbour is gone."""
+    all_ids, xv = read_vectors(col, progress=False)
+    cached = all_ids[cache.has(all_ids)]
+    nbr, sim = cache.lists(cached)
+    at = np.searchsorted(all_ids, nbr).clip(max=len(all_ids) - 1)
+    alive = all_ids[at] == nbr
+    true = np.einsum("rd,rkd->rk", xv[np.searchsorted(all_ids, cached)], xv[at])
+    bad = ~alive | (np.abs(true - sim) > 1e-4)
+    return [(int(q), int(p)) for q, p in zip(np.repeat(cached, nbr.shape[1])[bad.ravel()], nbr[bad])]
+
+
 def test_deleted_and_reupserted_points(store, data, lander):
     x, _ = data
     col = import_points(store, "docs", x[:350], progress=False)
@@ -223,11 +243,7 @@ def test_deleted_and_reupserted_points(store, data, lander):
     # a cluster's peak with a new vector
     victims = [int(q) for q in cache.lists([355])[0][0, :3] if q < 350]
     peak = next(pid for pid, lp in labels.items() if lp.peak and pid not in victims)
-    if isinstance(store, EdgeStore):
-        import qdrant_edge as qe
-        col.shard.update(qe.UpdateOperation.delete_points(victims))
-    else:
-        col.client.delete(col.name, points_selector=models.PointIdsList(points=victims), wait=True)
+    _delete(store, col, victims)
     arrivals = np.concatenate([x[[355]] * 0.95 + x[[380]] * 0.05, x[381:400]])
     import_points(store, "docs", arrivals, start_id=380, progress=False)
     import_points(store, "docs", x[[peak]] * 0.9 + x[[400]] * 0.1, start_id=peak, progress=False)
@@ -259,11 +275,7 @@ def test_label_cache_gives_the_passes_the_store_would(store, data, lander):
             import_points(store, col.name, x[s:s + 50], start_id=s, progress=False)
             if s == 250:  # a labelled point deleted, another re-upserted with a new vector (payload replaced)
                 col.delete_payload([10], [KEY])  # what a re-upsert that replaces the payload leaves
-                if isinstance(store, EdgeStore):
-                    import qdrant_edge as qe
-                    col.shard.update(qe.UpdateOperation.delete_points([11]))
-                else:
-                    col.client.delete(col.name, points_selector=models.PointIdsList(points=[11]), wait=True)
+                _delete(store, col, [11])
             if s == 300:  # a pass that journaled a merge and died before relabelling (one process: the warm cache
                 # is the one of the process that died, so it is stale)
                 clusters = sorted({lp.cluster for lp in check_consistent(col).values()})
@@ -667,11 +679,7 @@ def test_arrivals_deleted_while_a_pass_reads_them_are_skipped(store, data, lande
 
         def read_then_delete(*args, **kwargs):
             out = knn_without(*args, **kwargs)
-            if isinstance(store, EdgeStore):
-                import qdrant_edge as qe
-                col.shard.update(qe.UpdateOperation.delete_points(victims))
-            else:
-                col.client.delete(col.name, points_selector=models.PointIdsList(points=victims), wait=True)
+            _delete(store, col, victims)
             return out
 
         monkeypatch.setattr(incremental, "_knn_without", read_then_delete)
@@ -700,6 +708,41 @@ def test_a_re_upserted_vector_leaves_no_stale_similarity_in_the_daemons_lists(st
     nbr, sim = daemon.cache.lists(cached)
     true = np.einsum("rd,rkd->rk", xv[np.searchsorted(all_ids, cached)], xv[np.searchsorted(all_ids, nbr)])
     assert len(cached) > 100 and np.abs(true - sim).max() < 1e-4
+
+
+def test_a_point_moved_after_its_own_list_was_dropped_leaves_no_stale_similarity(store, data, lander):
+    """P's list goes when its nearest neighbour Q moves; when P moves next, the lists naming P must go too (the
+    cache still knows P's old vector although it no longer holds P's list)."""
+    x, _ = data
+    col = import_points(store, "docs", x[:300], progress=False)
+    daemon = Daemon(col, lander, DaemonOptions(lease_ttl=30, growth=0))
+    daemon.run_pass(full=True)
+    p = 257
+    q = int(daemon.cache.lists([p])[0][0, 0])
+    col.upsert(np.asarray([q]), x[[400]])
+    daemon.run_pass()
+    assert not daemon.cache.has(np.asarray([p]))[0]  # P's list named Q: dropped
+    col.upsert(np.asarray([p]), x[[401]])
+    daemon.run_pass()
+    assert _stale_entries(col, daemon.cache) == []
+
+
+def test_deleted_points_named_by_the_outermost_rings_lists_are_dropped(store, data, lander):
+    """Points deleted just outside the field (named only by the outermost ring's lists, whose similarities feed
+    that ring's features) are noticed, and the lists naming them fetched again."""
+    x, _ = data
+    col = import_points(store, "docs", x[:300], progress=False)
+    daemon = Daemon(col, lander, DaemonOptions(lease_ttl=30, growth=0))
+    daemon.run_pass(full=True)
+    new = np.arange(300, 320)
+    ring1 = np.unique(np.argsort(-(x[new] @ x[:300].T), axis=1)[:, :daemon.cache.k])
+    ring2 = np.setdiff1d(np.unique(daemon.cache.lists(ring1)[0]), ring1)
+    victims = np.random.default_rng(0).choice(ring2, 15, replace=False)
+    _delete(store, col, victims)
+    col.upsert(new, x[new])
+    rep = daemon.run_pass()
+    assert rep.new == 20 and rep.deleted_seen >= 1
+    assert not np.isin(daemon.cache.lists(ring1)[0], victims).any()
 
 
 def test_a_journal_of_an_earlier_generation_is_dropped_not_replayed(store, data, lander):
