@@ -551,6 +551,9 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         if copies := copies_of.get(int(ids[r])):
             items.append((copies, {KEY: value.model_copy(update={"peak": False}).model_dump()}))
             written.extend((pid, Label(value.cluster, False, tuple(path))) for pid in copies)
+    # Until every write is done the cache must not answer for these points: a re-upserted point's old label would
+    # outlive a pass that fails after writing its new one (the next pass reads them from the store instead).
+    labels.forget(np.asarray([pid for pid, _ in written], dtype=np.int64))
     for s in range(0, len(items), batch_size):
         col.set_payloads(items[s:s + batch_size])
     if merges:  # the relabels must be durable before the journal that would replay them goes

@@ -745,6 +745,36 @@ def test_deleted_points_named_by_the_outermost_rings_lists_are_dropped(store, da
     assert not np.isin(daemon.cache.lists(ring1)[0], victims).any()
 
 
+def test_a_pass_that_fails_while_writing_leaves_no_stale_label_in_the_daemons_cache(store, data, lander):
+    """A re-upserted point's new label is written, then a later payload batch fails: the daemon's next pass must
+    not trust the old label it cached (here an exact copy of the point's new vector would take the old cluster)."""
+    x, y = data
+    col = import_points(store, "docs", x[:300], progress=False)
+    daemon = Daemon(col, lander, DaemonOptions(lease_ttl=30, growth=0, batch_size=4))
+    daemon.run_pass(full=True)  # caches every label
+    p = 5
+    far = next(i for i in range(300, len(x)) if y[i] != y[p])
+    col.upsert(np.asarray([p]), x[[far]], [{"text": "edited"}])  # re-embedded: payload replaced
+    col.upsert(np.arange(300, 308), x[300:308])
+    calls, set_payloads = [], col.set_payloads
+
+    def failing(items):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise ConnectionError("store timed out")
+        return set_payloads(items)
+
+    col.set_payloads = failing
+    with pytest.raises(ConnectionError):
+        daemon.run_pass()
+    del col.set_payloads
+    col.upsert(np.asarray([2000]), x[[far]])
+    daemon.run_pass()
+    stored = payloads(col)
+    assert stored[2000][KEY]["cluster"] == stored[p][KEY]["cluster"]
+    assert all(daemon.labels.get(pid).cluster == v[KEY]["cluster"] for pid, v in stored.items() if pid in daemon.labels)
+
+
 def test_a_journal_of_an_earlier_generation_is_dropped_not_replayed(store, data, lander):
     """A pass died with a merge journaled; then a plain full sync renamed every cluster. Replaying the old journal
     would merge two clusters of the new generation that share the old ids."""
