@@ -286,6 +286,13 @@ def _sizes(col: Collection, clusters: list[int]) -> dict[int, int]:
     return {int(v): c for v, c in col.facet(CLUSTER_FIELD, limit=len(clusters), filter=f)}
 
 
+def _has_peak(col: Collection, cluster: int, batch_size: int) -> bool:
+    """Whether a stored point is ``cluster``'s peak. Its members' flags are read (rare: re-upserted peaks only),
+    because the embedded store (qdrant-edge-py 0.9) matches no boolean payload value in a filter."""
+    members = col.scroll(batch_size=batch_size, filter=cluster_filter(cluster), vectors=False, payload=[KEY])
+    return any((p.get(KEY) or {}).get("peak") for batch in members for p in batch.payloads)
+
+
 def _labels(col: Collection, ids: np.ndarray, cache: LabelCache, batch_size: int) -> Labels:
     """Labels of ``ids`` (``known`` where they have one): cached ones from ``cache``, the rest read and cached."""
     missing = ids[~cache.find(ids).known].tolist()
@@ -487,11 +494,15 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
                 groups.union(int(group[q]), int(group[b]))
     # A re-upserted peak (its payload replaced, its vector kept) has no denser neighbour and would start a cluster
     # of one, leaving its old cluster without a peak that later merges start from: it rejoins the cluster named
-    # after it when that cluster is among its neighbours.
+    # after it when that cluster is among its neighbours, as its peak only when the cluster has none (a full
+    # pass's stable ids can name a cluster after a member that is not its peak: one peak per cluster).
+    not_peak: set[int] = set()
     for r in np.flatnonzero(root[:n_new] == np.arange(n_new)).tolist():
         pid, nbr = int(ids[r]), graph.nbr[r]
         if (known[nbr] & (lab.cluster[nbr] == pid)).any():
             groups.union(int(new_group[r]), pid)
+            if _has_peak(col, pid, batch_size):
+                not_peak.add(r)
 
     new_size: dict[int, int] = Counter(new_group.tolist())
     read_sizes: dict[int, int] = {}
@@ -544,7 +555,8 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         rt, g = int(root[r]), int(new_group[r])
         path = lab.path[rt, :lab.depth[rt]].tolist() if rt >= n_new else [provisional[g]] * levels
         value = LanderPayload(cluster=final[g], path=path, density=float(density[r]),
-                              peak=rt == r and final[g] in (provisional.get(g), int(ids[r])), model=card.name,
+                              peak=rt == r and r not in not_peak and final[g] in (provisional.get(g), int(ids[r])),
+                              model=card.name,
                               generation=state.generation)
         items.append(([int(ids[r])], {KEY: value.model_dump()}))
         written.append((int(ids[r]), Label(value.cluster, value.peak, tuple(path))))

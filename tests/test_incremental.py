@@ -9,6 +9,7 @@ import os
 import shutil
 import threading
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -60,6 +61,8 @@ def check_consistent(col) -> dict[int, LanderPayload]:
         for lp in out.values():
             above.setdefault(lp.path[level], set()).add((*lp.path[level + 1:], lp.cluster))
         assert all(len(c) == 1 for c in above.values()), level
+    peaks = Counter(lp.cluster for lp in out.values() if lp.peak)
+    assert max(peaks.values(), default=1) == 1, {c: n for c, n in peaks.items() if n > 1}  # one peak per cluster
     return out
 
 
@@ -190,6 +193,24 @@ def test_a_reupserted_peak_with_its_vector_unchanged_stays_its_clusters_peak(sto
     assert {lp.cluster for lp in after.values()} == {lp.cluster for lp in before.values()}
     assert all(after[p].cluster == p for p in peaks)
     assert any(after[p].peak for p in peaks)  # one that is still its cluster's densest point is its peak again
+
+
+def test_a_reupserted_member_that_names_its_cluster_rejoins_it_without_a_second_peak(store, data, lander):
+    """A full pass's stable ids can name a cluster after a member that is not its peak; re-sent with its vector
+    unchanged and no denser neighbour, that member rejoins the cluster named after it, but not as a second peak."""
+    x, _ = data
+    col = import_points(store, "docs", x[:400], progress=False)
+    full_sync(col, lander, progress=False)
+    before = check_consistent(col)
+    sizes = Counter(lp.cluster for lp in before.values())
+    cluster = max(sizes, key=sizes.get)
+    member = next(pid for pid, lp in before.items() if lp.cluster == cluster and not lp.peak)
+    col.set_payload_by_filter(cluster_filter(cluster), {"cluster": member}, key=KEY)  # as a stable-id rename leaves it
+    col.upsert(np.asarray([member]), x[[member]], [{"text": "edited"}])  # its vector unchanged
+    no_links = lander.card.model_copy(update={"tau": 1.0})  # no denser neighbour: it would start a cluster of its own
+    incremental_pass(col, lander.scorer, no_links, cache=NeighbourCache(lander.card.k))
+    after = check_consistent(col)
+    assert after[member].cluster == member and not after[member].peak
 
 
 def test_merges_relabel_only_into_ids_the_store_already_holds(store, data, lander, monkeypatch):
