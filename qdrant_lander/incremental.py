@@ -179,8 +179,8 @@ class _Field:
 
     def graph(self, cache: NeighbourCache) -> tuple[KnnGraph, np.ndarray]:
         """Local kNN graph and the field's unit vectors; lists of the outermost ring may leave the field and
-        point at the row itself there (those rows only feed node features, which read similarities, not
-        neighbour ids)."""
+        point at the row itself there. Those rows only feed node features: their similarity terms are exact,
+        their neighbour-centroid terms approximate (the row stands in for each neighbour outside the field)."""
         nbr_ids, sim, x = cache.gather(self.ids)
         rows = rows_of(self.ids, nbr_ids)
         rows = np.where(rows >= 0, rows, np.arange(len(self.ids))[:, None])
