@@ -2,9 +2,11 @@
 neighbourhood.
 
 The model runs on the new points' neighbourhood only: the new points and ``hops`` rings of their
-neighbours with the same kNN lists a full sync reads, so the new points' links and densities, and
-their neighbours' densities, are computed on today's graph the way a full sync computes them (up to
-the outermost ring, whose lists are cut at the field's edge). Every new point then
+neighbours with the kNN lists a full sync would read, so the new points' links and densities, and
+their neighbours' densities, are computed on today's graph the way a full sync computes them, up to
+two approximations: the outermost ring's lists are cut at the field's edge, and a daemon's cached list
+gains an arrival only when the arrival lists it in turn (the reverse update), so it can miss one that is
+not a mutual neighbour until the next full pass. Every new point then
 
 * **attaches** to its most probable denser neighbour above tau (the decoder's own rule) and takes that
   point's ``cluster`` and ``path``; chains of new points resolve to the old point they end at;
