@@ -70,6 +70,17 @@ def test_payload_writes_keep_user_keys(col):
     assert sorted(h.id for h in hits) == [5, 7] and hits[0].id == 5 and hits[0].payload["text"] == "t0"
 
 
+def test_a_boolean_match_counts_on_the_server_path_and_is_refused_by_the_embedded_store(store, col):
+    """qdrant-edge-py 0.9 matches no point on a boolean value: an error, never a silent count of 0."""
+    col.set_payloads([([5], {"flag": True}), ([6, 7], {"flag": False})])
+    flagged = models.Filter(must=[models.FieldCondition(key="flag", match=models.MatchValue(value=True))])
+    if isinstance(store, EdgeStore):
+        with pytest.raises(StoreError, match="cannot match boolean"):
+            col.count(flagged)
+    else:
+        assert col.count(flagged) == 1
+
+
 def test_payload_writes_skip_points_deleted_meanwhile(col):
     """A sync writes labels for the points it read; one another client deleted since is skipped, not a failed sync
     (Edge: 'No point with id', a server: 404, local mode: KeyError), and the other writes still land."""

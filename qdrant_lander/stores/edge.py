@@ -56,6 +56,9 @@ _SCHEMA = {
 
 def _match(m: Any) -> Any:
     if isinstance(m, models.MatchValue):
+        if isinstance(m.value, bool):  # qdrant-edge-py 0.9 matches no point on a boolean value: say so, not 0 hits
+            raise StoreError("the embedded store (qdrant-edge-py 0.9) cannot match boolean payload values in a "
+                             "filter; match a keyword or integer field instead, or use a Qdrant server")
         return qe.MatchValue(m.value)
     if isinstance(m, models.MatchAny):
         return qe.MatchAny(list(m.any))
