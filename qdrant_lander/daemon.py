@@ -43,7 +43,7 @@ from .observability import Metrics
 from .payload import unclustered_filter
 from .stable_ids import stable_ids
 from .stores.base import Collection
-from .sync import KnnMode, SyncReport, full_sync, last_sync, read_labels
+from .sync import KnnMode, SyncReport, ensure_indexes, full_sync, last_sync, read_labels
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +161,11 @@ class Daemon:
             log.debug("%s", e)
             return True
         o = self.options
+        points, waiting = self.col.count(), self.col.count(unclustered_filter())
+        if points and waiting == points:  # nothing labelled to attach to (payloads cleared, collection remade)
+            return True
         if o.growth <= 0:
             return False
-        points, waiting = self.col.count(), self.col.count(unclustered_filter())
         # Unlabelled points count too: a collection whose payloads were cleared or re-upserted (re-embedded) is
         # as new as one that grew, and passes never split what they attach (an incremental pass over 1,500
         # cleared points: Fp 0.790 against the full sync's 0.902).
@@ -208,6 +210,7 @@ class Daemon:
         the labels cached before are dropped (the kNN lists stay: only vectors change them)."""
         with self.lease.holding(wait=self.options.wait_lease):
             self.labels.clear()
+            ensure_indexes(self.col)  # a user may have dropped one: passes facet and filter on them
             yield
 
     def once(self, *, full: bool = False) -> PassReport:

@@ -280,6 +280,18 @@ def _ids_in_use(col: Collection, candidates: Sequence[int]) -> set[int]:
     return {c for c in candidates if used([c])}
 
 
+def _fresh_ids(col: Collection, start: int, n: int) -> tuple[list[int], int]:
+    """``n`` fresh ids from ``start`` on that no point uses (the counter's record may have been lost or be older
+    than the payloads), and the counter after them."""
+    fresh: list[int] = []
+    while len(fresh) < n:
+        candidates = list(range(start, start + n - len(fresh)))
+        used = _ids_in_use(col, candidates)
+        fresh += [c for c in candidates if c not in used]
+        start += len(candidates)
+    return fresh, start
+
+
 def _sizes(col: Collection, clusters: list[int]) -> dict[int, int]:
     """Points per cluster for a few clusters, in one facet call."""
     if not clusters:
@@ -523,11 +535,11 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     roots_new = sorted(g for g in new_size if g < 0)
     taken = _ids_in_use(col, [int(ids[-1 - g]) for g in roots_new])
     provisional: dict[int, int] = {}
-    next_fresh = inc.next_fresh_id
+    fresh, next_fresh = _fresh_ids(col, inc.next_fresh_id, sum(int(ids[-1 - g]) in taken for g in roots_new))
     for g in roots_new:
         pid = int(ids[-1 - g])
         if pid in taken:  # e.g. a re-upserted peak whose old cluster still has members
-            pid, next_fresh = next_fresh, next_fresh + 1
+            pid = fresh.pop(0)
         provisional[g] = pid
     final: dict[int, int] = {}
     merges: list[tuple[int, int]] = []

@@ -234,6 +234,13 @@ def last_sync(col: Collection) -> SyncState | None:
     return SyncState(**meta) if meta else None
 
 
+def ensure_indexes(col: Collection) -> None:
+    """The payload indexes lander's reads need (idempotent): cluster for relabels, new-point scans and the
+    cluster sizes (a store facets only an indexed field), path for id collision checks."""
+    for field in (CLUSTER_FIELD, PATH_FIELD):
+        col.create_index(field, models.PayloadSchemaType.INTEGER)
+
+
 def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: str, *, batch_size: int = 1024,
                  progress: bool = True, clusters: np.ndarray | None = None, domain: str) -> SyncState:
     """Write a new generation of payloads, bracketed by ``writing``/``complete`` meta records."""
@@ -243,8 +250,7 @@ def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: st
                       clusters=res.n_clusters, started_at=datetime.now(timezone.utc), tau=res.tau,
                       domain=domain, absorb_size=res.absorb_size, vector=col.vector)
     col.set_meta(SYNC_META, state.model_dump(mode="json"))
-    for field in (CLUSTER_FIELD, PATH_FIELD):  # cluster: relabels, new-point scans; path: id collision checks
-        col.create_index(field, models.PayloadSchemaType.INTEGER)
+    ensure_indexes(col)
     batch: list[tuple[list[int], dict]] = []
     with _bar(len(ids), "write payload", progress) as bar:
         for item in lander_payloads(ids, res, model, generation, clusters):

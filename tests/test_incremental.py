@@ -22,10 +22,10 @@ from qdrant_lander.domains import load_presets
 from qdrant_lander.decode import decode_level
 from qdrant_lander.caches import Label, LabelCache, NeighbourCache
 from qdrant_lander.incremental import (FRESH_ID_START, INCREMENTAL_META, IncrementalState, NeedsFullSync, _check_cached,
-                                       _ids_in_use, _score_parents, incremental_pass, replay_journal)
+                                       _fresh_ids, _ids_in_use, _score_parents, incremental_pass, replay_journal)
 from qdrant_lander.metrics import score
 from qdrant_lander.model_card import CARD_FILE, ONNX_FILE
-from qdrant_lander.payload import KEY, SYNC_META, LanderPayload, cluster_filter, unclustered_filter
+from qdrant_lander.payload import CLUSTER_FIELD, KEY, SYNC_META, LanderPayload, cluster_filter, unclustered_filter
 from qdrant_lander.stable_ids import stable_ids
 from qdrant_lander.validate import check_embeddings
 from qdrant_lander.stores.edge import EdgeStore
@@ -618,6 +618,51 @@ def test_cli_once_and_full(tmp_path, data):
     assert rep["sync"]["clusters"] >= 1 and json.loads(inc.stdout)["sync"] is None
     missing = run(main, ["sync", "nope", "--once", *store])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_a_collection_with_nothing_labelled_gets_a_full_pass_whatever_the_growth_rule(store, data, lander):
+    """Every lander key removed (or the collection made again): with growth 0 a pass would attach the points to
+    nothing and decode one level; it is a full pass instead."""
+    x, _ = data
+    col = import_points(store, "docs", x[:300], progress=False)
+    daemon = Daemon(col, lander, DaemonOptions(lease_ttl=30, growth=0))
+    daemon.once(full=True)
+    col.delete_payload(list(range(300)), [KEY])
+    rep = daemon.once()
+    assert rep.full and rep.new == 300 and col.count(unclustered_filter()) == 0
+
+
+def test_a_dropped_cluster_index_is_made_again_by_the_daemon(tmp_path, data, lander):
+    """Edge facets only an indexed field: without the index status and every pass failed (a traceback; watch mode
+    exited 4 and was restarted forever). The read says what to run; the daemon makes the index again."""
+    import qdrant_edge as qe
+
+    from qdrant_lander.errors import StoredDataError
+    from qdrant_lander.sync import status
+
+    x, _ = data
+    with EdgeStore(tmp_path / "d") as store:
+        col = import_points(store, "docs", x[:300], progress=False)
+        full_sync(col, lander, progress=False)
+        col.shard.update(qe.UpdateOperation.delete_field_index(CLUSTER_FIELD))
+        with pytest.raises(StoredDataError, match="--once"):
+            status(col)
+        import_points(store, "docs", x[300:350], start_id=300, progress=False)
+        rep = Daemon(col, lander, DaemonOptions(lease_ttl=30, growth=0)).once()
+        assert rep.new == 50 and status(col).clustered == 350
+
+
+def test_fresh_ids_skip_ids_the_payloads_already_use(store):
+    """The fresh-id counter lives in a meta record that can be lost (or be older than the payloads): ids handed
+    out must still be unused, else two unrelated clusters share one."""
+    x = np.eye(4, 8, dtype=np.float32)
+    col = store.create("docs", 8)
+    col.upsert(np.arange(4), x)
+    col.set_payloads([([0, 1], {KEY: {"cluster": FRESH_ID_START, "path": [FRESH_ID_START]}}),
+                      ([2], {KEY: {"cluster": 7, "path": [FRESH_ID_START + 2]}})])
+    col.create_index(CLUSTER_FIELD, models.PayloadSchemaType.INTEGER)
+    assert _fresh_ids(col, FRESH_ID_START, 2) == ([FRESH_ID_START + 1, FRESH_ID_START + 3], FRESH_ID_START + 4)
+    assert _fresh_ids(col, FRESH_ID_START + 4, 0) == ([], FRESH_ID_START + 4)
 
 
 def test_growth_is_a_setting(tmp_path, data):

@@ -24,7 +24,7 @@ import numpy as np
 import qdrant_edge as qe
 from qdrant_client import models
 
-from ..errors import InputError, StoreBusy, StoreError
+from ..errors import InputError, StoreBusy, StoredDataError, StoreError
 from .base import (HNSW_EF, META_LOCK, Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config,
                    drop_self, in_asked_order, point_ids, vector_rows)
 
@@ -234,7 +234,13 @@ class EdgeCollection(Collection):
             self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[schema]))
 
     def facet(self, key: str, *, limit: int, filter: models.Filter | None = None) -> list[tuple[Any, int]]:
-        res = self.shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True, filter=to_edge_filter(filter)))
+        try:
+            res = self.shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True, filter=to_edge_filter(filter)))
+        except Exception as e:  # noqa: BLE001 - Edge raises plain Exception
+            if "No appropriate index" not in str(e):
+                raise
+            raise StoredDataError(f"collection '{self.name}' has no payload index on '{key}' (dropped?): "
+                                  f"`qdrant-lander sync {self.name} --once` creates it again") from None
         # Edge's payload index keeps a value no point holds any more (after a relabel or a cleared payload) with
         # count 0 until the segment is rebuilt: status counted such merged-away clusters.
         return [(h.value, h.count) for h in res.hits if h.count > 0]
