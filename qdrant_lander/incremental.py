@@ -119,8 +119,7 @@ def sync_state(col: Collection) -> SyncState:
 
 
 def load_state(col: Collection) -> IncrementalState:
-    meta = col.get_meta(INCREMENTAL_META)
-    return IncrementalState(**meta) if meta else IncrementalState()
+    return col.get_record(INCREMENTAL_META, IncrementalState) or IncrementalState()
 
 
 def relabel(col: Collection, absorbed: int, survivor: int) -> None:

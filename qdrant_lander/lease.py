@@ -90,8 +90,7 @@ class Lease:
         self.held = False
 
     def _read(self) -> LeaseRecord | None:
-        meta = self.col.get_meta(LEASE_META)
-        return LeaseRecord(**meta) if meta else None
+        return self.col.get_record(LEASE_META, LeaseRecord)
 
     def _write(self, expires_at: float) -> None:
         rec = LeaseRecord(owner=self.owner, host=socket.gethostname(), pid=os.getpid(), expires_at=expires_at,

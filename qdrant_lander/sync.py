@@ -230,8 +230,7 @@ def lander_payloads(ids: np.ndarray, res: ClusterResult, model: str, generation:
 
 def last_sync(col: Collection) -> SyncState | None:
     """The record of the collection's last full sync (finished or not), None if it was never synced."""
-    meta = col.get_meta(SYNC_META)
-    return SyncState(**meta) if meta else None
+    return col.get_record(SYNC_META, SyncState)
 
 
 def ensure_indexes(col: Collection) -> None:

@@ -104,6 +104,21 @@ def test_meta_records(col):
     assert col.get_meta("sync") == {"generation": 2} and col.get_meta("lease") == {"owner": "a"}
 
 
+def test_a_damaged_record_is_an_error_that_says_how_to_remove_it(store, col):
+    """A record edited by hand (or cut short on disk) stopped every command with a JSON or pydantic traceback."""
+    from qdrant_lander.lease import Lease
+    from qdrant_lander.sync import last_sync
+
+    col.set_meta("sync", {"state": "complete", "generation": "two"})
+    with pytest.raises(StoredDataError, match="'sync' record .*qdrant-lander sync docs"):
+        last_sync(col)
+    assert Lease(col).holder() is None  # the other records are still read
+    if isinstance(store, EdgeStore):
+        (col.root / "lander_meta.json").write_text('{"sync": {"state": "compl')  # a file cut short
+        with pytest.raises(StoredDataError, match="lander_meta.json is damaged.*delete it"):
+            Lease(col).holder()
+
+
 def test_a_collection_made_again_under_a_dropped_ones_name_has_no_records(x):
     """On a server the records live in _lander_meta, outside the collection (the embedded store keeps them in the
     collection's folder): a new collection of a dropped one's name showed its sync ('generation 1 complete'), and

@@ -15,15 +15,17 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 from qdrant_client import models
 
 from ..errors import StoreError, StoredDataError
 from ..payload import vector_name
 
 META_COLLECTION = "_lander_meta"
+M = TypeVar("M", bound=BaseModel)
 # Meta records are written by the main thread and by Lease.kept's renewal thread: one lock for every
 # collection of the process (meta writes are rare) keeps a read-modify-write or a store that is not
 # thread-safe (qdrant-client's local mode) from interleaving them.
@@ -223,6 +225,22 @@ class Collection(ABC):
 
     @abstractmethod
     def set_meta(self, key: str, value: dict[str, Any]) -> None: ...
+
+    def get_record(self, key: str, model: type[M]) -> M | None:
+        """The meta record ``key`` read as ``model`` (None if never set). One that does not fit (edited by hand,
+        or written by a newer version) is a StoredDataError saying which record, not a traceback."""
+        meta = self.get_meta(key)
+        if not meta:
+            return None
+        try:
+            return model(**meta)
+        except (TypeError, ValidationError) as e:
+            raise StoredDataError(f"the '{key}' record of collection '{self.name}' is not one this qdrant-lander "
+                                  f"wrote ({str(e).splitlines()[0]}); {self.meta_where(key)}") from None
+
+    @abstractmethod
+    def meta_where(self, key: str) -> str:
+        """How to remove the record ``key`` (the labels are in the payloads; a plain sync rewrites the records)."""
 
 
 class Store(ABC):

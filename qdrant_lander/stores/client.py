@@ -148,6 +148,10 @@ class ServerCollection(Collection):
                                    consistency=models.ReadConsistencyType.MAJORITY)
         return rec[0].payload["value"] if rec else None
 
+    def meta_where(self, key: str) -> str:
+        return (f"delete point {self._meta_id(key)} of collection '{META_COLLECTION}', then run "
+                f"`qdrant-lander sync {self.name}`")
+
     def set_meta(self, key: str, value: dict[str, Any]) -> None:
         with META_LOCK:
             if not self.client.collection_exists(META_COLLECTION):

@@ -247,7 +247,18 @@ class EdgeCollection(Collection):
 
     def _meta(self) -> dict[str, Any]:
         f = self.root / META_FILE
-        return json.loads(f.read_text()) if f.exists() else {}
+        try:
+            meta = json.loads(f.read_text()) if f.exists() else {}
+        except json.JSONDecodeError as e:
+            meta = e
+        if not isinstance(meta, dict):
+            raise StoredDataError(f"{f} is damaged ({meta if isinstance(meta, Exception) else 'not a JSON object'}): "
+                                  f"delete it (it holds the sync, lease and pass records; the labels are in the "
+                                  f"payloads), then run `qdrant-lander sync {self.name}`")
+        return meta
+
+    def meta_where(self, key: str) -> str:
+        return (f"remove the key '{key}' from {self.root / META_FILE}, then run `qdrant-lander sync {self.name}`")
 
     def get_meta(self, key: str) -> dict[str, Any] | None:
         return self._meta().get(key)
