@@ -26,7 +26,7 @@ from .domains import (FAR_PROFILE, Domain, check_domain, nearest_preset, space_p
                       with_domain)
 from .errors import InputError, MissingExtraError
 from .knn import KnnGraph, knn_graph
-from .model_card import CARD_FILE, MODEL_FILE, ONNX_FILE, ModelCard, card_in_force
+from .model_card import CARD_FILE, MODEL_FILE, ONNX_FILE, ModelCard, calibrated_name, card_in_force
 from .runtime import OnnxScorer, default_model_path
 from .validate import check_embeddings, check_labels, check_neighbours, check_unit_rows
 
@@ -223,8 +223,10 @@ class Lander:
         x, y = _labeled_sample(x, y, purpose="calibration", dim=card.input_dim if card.input_dim != "any" else None)
         with _model_dir(out_dir) as out:
             best, _ = choose_decoding(self.scorer, x, y, node_mode=card.node_mode, max_levels=card.max_levels)
+            # Its own name: payloads, `status` and the passes' same-model checks must tell it from the model it
+            # copies (same weights, other decoding); calibrating a calibrated copy replaces the suffix.
             calibrated = card.model_copy(update={
-                "k": best.k, "tau": best.tau, "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
+                "name": calibrated_name(card.name, best.k, best.tau), "k": best.k, "tau": best.tau, "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
                 "absorb_share": best.absorb_share, "tau_bias": None,
                 "notes": {**card.notes, "calibrated_fp": round(best.fp, 4), "calibrated_points": float(len(x)),
                           "calibrated_classes": float(np.unique(y).size)}})

@@ -51,10 +51,23 @@ def check_format(card: ModelCard, source: object) -> None:
                          "`qdrant-lander train`")
 
 
+CALIBRATED = "+cal-"  # a calibrated copy's name: its weights' name, this, and its decoding (Lander.calibrate)
+
+
+def calibrated_name(name: str, k: int, tau: float) -> str:
+    """The name of a copy of model ``name`` calibrated to ``k`` and ``tau`` (a copy of a copy replaces the suffix)."""
+    return f"{name.split(CALIBRATED)[0]}{CALIBRATED}k{k}-tau{tau:g}"
+
+
+def _weights_field(card: ModelCard, field: str) -> object:
+    value = getattr(card, field)
+    return value.split(CALIBRATED)[0] if field == "name" else value
+
+
 def check_same_model(card: ModelCard, weights: ModelCard, source: object) -> None:
     """Refuse a card (e.g. a calibrated ``card.json``) that describes other weights than ``source``'s: served or
     exported together, they would cluster with inputs or a decoding the weights were never trained for."""
-    if any(getattr(card, f) != getattr(weights, f) for f in _WEIGHT_FIELDS):
+    if any(_weights_field(card, f) != _weights_field(weights, f) for f in _WEIGHT_FIELDS):
         raise ModelError(f"the card given for {source} describes another model ({', '.join(_WEIGHT_FIELDS)} must "
                          f"match the weights': {[getattr(weights, f) for f in _WEIGHT_FIELDS]}, the card says "
                          f"{[getattr(card, f) for f in _WEIGHT_FIELDS]})")

@@ -163,6 +163,7 @@ def test_calibrate_chooses_the_decoding_on_the_labels_and_the_directory_uses_it(
                               node_mode=before.card.node_mode, max_levels=before.card.max_levels)  # the trainer's grid
     got = (card["k"], card["tau"], card["min_support"], card["absorb_share"])
     assert got == (want.k, want.tau, want.min_support, want.absorb_share)
+    assert card["name"] == f"cli-test+cal-k{want.k}-tau{want.tau:g}"  # payloads tell it from the model it copies
     assert card["notes"]["calibrated_points"] == 200 and card["notes"]["calibrated_fp"] == round(want.fp, 4)
     assert (out / "model.onnx").read_bytes() == (model_dir / "model.onnx").read_bytes()
     after = Lander(out, device="cpu")
@@ -283,7 +284,7 @@ def test_calibrate_into_another_models_directory_carries_its_own_weights(slices,
     assert (other / "model.pt").read_bytes() == (model_dir / "model.pt").read_bytes()
     Lander(device="cpu").calibrate(np.load(slices / "xte.npy"), np.load(slices / "yte.npy"), out_dir=other)
     assert not (other / "model.pt").exists() and stale  # the shipped model has no model.pt in a directory
-    assert Lander(other, device="cpu").card.name == Lander(device="cpu").card.name
+    assert Lander(other, device="cpu").card.name.startswith(Lander(device="cpu").card.name + "+cal-")
 
 
 def test_the_saved_card_carries_the_exported_revision(model_dir):
