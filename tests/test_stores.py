@@ -135,6 +135,18 @@ def test_a_collection_made_again_under_a_dropped_ones_name_has_no_records(x):
     assert store.open("other").get_meta("sync") == {"generation": 7}
 
 
+def test_an_embedded_collection_made_again_after_its_shard_was_deleted_has_no_records(tmp_path, x):
+    """Deleting a collection's shard folder by hand left its lander_meta.json: the new collection showed the dead
+    one's generation, model and last sync."""
+    import shutil
+
+    with EdgeStore(tmp_path / "q") as store:
+        store.create("docs", x.shape[1]).set_meta("sync", {"generation": 3})
+    shutil.rmtree(tmp_path / "q" / "docs" / SHARD_DIR)
+    with EdgeStore(tmp_path / "q") as store:
+        assert store.create("docs", x.shape[1]).get_meta("sync") is None
+
+
 def test_edge_persists_and_locks(tmp_path, x):
     path = tmp_path / "qdrant_data"
     with open_store(path=path) as store:

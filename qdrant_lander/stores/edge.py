@@ -323,6 +323,7 @@ class EdgeStore(Store):
             shard = qe.EdgeShard.create(str(root / SHARD_DIR), cfg)
         except Exception as e:
             raise _edge_error(e, f"cannot create collection '{name}' in the {self.description}") from None
+        (root / META_FILE).unlink(missing_ok=True)  # a dropped collection's records (its shard deleted by hand)
         self._open[name] = EdgeCollection(name, root, shard, "", dim, SEGMENTS)
         return self._open[name]
 
