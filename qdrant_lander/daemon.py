@@ -106,14 +106,19 @@ def _as_last_synced(col: Collection, lander: Lander) -> Lander:
     """``lander`` with ``auto`` resolved as the collection's last full sync resolved it, so incremental
     passes decode like it; unresolved when there is none (the first pass is then a full one). Only the
     default model has presets: any other decodes with its own card, whichever model synced last."""
+    try:
+        state = sync_state(col)
+    except NeedsFullSync:
+        state = None
+    if state is not None and state.model != lander.card.name:  # e.g. a --model left off the daemon's command line
+        log.warning("collection '%s' was last fully synced with model %s, this daemon runs %s: incremental passes "
+                    "decode new points with it until a full pass (`sync --full`) re-clusters everything; pass the "
+                    "same --model to keep the first", col.name, state.model, lander.card.name)
     if lander.domain != "auto":
         return lander
     if lander.model is not None:
         return lander.for_domain("any")
-    try:
-        return lander.for_domain(sync_state(col).domain or "any")  # not recorded: synced before auto existed
-    except NeedsFullSync:
-        return lander
+    return lander.for_domain(state.domain or "any") if state else lander  # no domain: synced before auto existed
 
 
 class Daemon:

@@ -665,6 +665,19 @@ def test_fresh_ids_skip_ids_the_payloads_already_use(store):
     assert _fresh_ids(col, FRESH_ID_START + 4, 0) == ([], FRESH_ID_START + 4)
 
 
+def test_a_daemon_with_another_model_than_the_last_full_sync_says_so(store, data, lander, caplog):
+    """A --model left off the daemon's command line decoded new points with the default model, silently."""
+    x, _ = data
+    col = import_points(store, "docs", x[:300], progress=False)
+    full_sync(col, lander, progress=False)
+    with caplog.at_level("WARNING", logger="qdrant_lander"):
+        Daemon(col, lander, DaemonOptions(growth=0))
+        assert not caplog.records
+        col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "model": "my-model+cal-k20-tau0.9"})
+        Daemon(col, lander, DaemonOptions(growth=0))
+    assert "last fully synced with model my-model+cal-k20-tau0.9" in caplog.text
+
+
 def test_growth_is_a_setting(tmp_path, data):
     """The growth rule comes from the environment or a TOML file like every daemon setting, not only a flag."""
     from click.testing import CliRunner
