@@ -174,6 +174,11 @@ def test_cli_import_sync_search_labels_status(files, part, lander):
     code, out, _ = run(["status", "docs", *path])
     assert "generation   1" in out and "clusters" in out and "(domain text)" in out
 
+    meta = files / "qd" / "docs" / "lander_meta.json"  # the sync record removed by hand: labels stay, and say so
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "sync"}))
+    code, out, _ = run(["status", "docs", *path])
+    assert code == 0 and f"not recorded ({len(part.x)} points carry labels" in out and "never" not in out
+
 
 @pytest.mark.parametrize("key, says", [("text", "row 0 already has the key 'text'"), (" ", "--label-key is empty")])
 def test_cli_import_labels_never_replace_payload(files, key, says):

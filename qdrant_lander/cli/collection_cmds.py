@@ -318,6 +318,9 @@ def status(collection: str, top: int, as_json: bool, settings: Settings) -> None
             click.echo(f"vector       {st.vector}")
         click.echo(f"model        {st.model} (domain {st.domain or 'not recorded'})\ngeneration   {st.generation}{note}\n"
                    f"last sync    {st.last_sync:%Y-%m-%d %H:%M:%S} UTC")
+    elif st.clustered:  # labels without a sync record: the record was removed (or written by another tool)
+        click.echo(f"last sync    not recorded ({st.clustered} points carry labels; `qdrant-lander sync {collection}` "
+                   "records one)")
     else:
         click.echo("last sync    never (run: qdrant-lander sync " + collection + ")")
     if st.largest:
