@@ -569,8 +569,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         path = lab.path[rt, :lab.depth[rt]].tolist() if rt >= n_new else [provisional[g]] * levels
         value = LanderPayload(cluster=final[g], path=path, density=float(density[r]),
                               peak=rt == r and r not in not_peak and final[g] in (provisional.get(g), int(ids[r])),
-                              model=card.name,
-                              generation=state.generation)
+                              model=card.name, generation=state.generation)
         items.append(([int(ids[r])], {KEY: value.model_dump()}))
         written.append((int(ids[r]), Label(value.cluster, value.peak, tuple(path))))
         if copies := copies_of.get(int(ids[r])):

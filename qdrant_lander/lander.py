@@ -226,7 +226,8 @@ class Lander:
             # Its own name: payloads, `status` and the passes' same-model checks must tell it from the model it
             # copies (same weights, other decoding); calibrating a calibrated copy replaces the suffix.
             calibrated = card.model_copy(update={
-                "name": calibrated_name(card.name, best.k, best.tau), "k": best.k, "tau": best.tau, "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
+                "name": calibrated_name(card.name, best.k, best.tau), "k": best.k, "tau": best.tau,
+                "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
                 "absorb_share": best.absorb_share, "tau_bias": None,
                 "notes": {**card.notes, "calibrated_fp": round(best.fp, 4), "calibrated_points": float(len(x)),
                           "calibrated_classes": float(np.unique(y).size)}})

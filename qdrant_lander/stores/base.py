@@ -25,11 +25,11 @@ from ..errors import StoreError, StoredDataError
 from ..payload import vector_name
 
 META_COLLECTION = "_lander_meta"
-M = TypeVar("M", bound=BaseModel)
 # Meta records are written by the main thread and by Lease.kept's renewal thread: one lock for every
 # collection of the process (meta writes are rare) keeps a read-modify-write or a store that is not
 # thread-safe (qdrant-client's local mode) from interleaving them.
 META_LOCK = threading.Lock()
+M = TypeVar("M", bound=BaseModel)  # a meta record's model (Collection.get_record)
 HNSW_EF = 128  # kNN search breadth of full syncs on either store: default ef misses ~15% of true neighbours on hard data
 
 

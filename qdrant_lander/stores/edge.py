@@ -249,12 +249,12 @@ class EdgeCollection(Collection):
         f = self.root / META_FILE
         try:
             meta = json.loads(f.read_text()) if f.exists() else {}
+            problem = None if isinstance(meta, dict) else "not a JSON object"
         except json.JSONDecodeError as e:
-            meta = e
-        if not isinstance(meta, dict):
-            raise StoredDataError(f"{f} is damaged ({meta if isinstance(meta, Exception) else 'not a JSON object'}): "
-                                  f"delete it (it holds the sync, lease and pass records; the labels are in the "
-                                  f"payloads), then run `qdrant-lander sync {self.name}`")
+            problem = str(e)
+        if problem:
+            raise StoredDataError(f"{f} is damaged ({problem}): delete it (it holds the sync, lease and pass records; "
+                                  f"the labels are in the payloads), then run `qdrant-lander sync {self.name}`")
         return meta
 
     def meta_where(self, key: str) -> str:
