@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from benchmarks.baselines import BASELINES, HDBSCAN, Baseline, tune
+from benchmarks.quality_chart import draw
 from benchmarks.tasks import TASKS, Part, Task, subsample_classes
 from qdrant_lander.errors import LanderError
 from qdrant_lander.metrics import score
@@ -358,7 +359,8 @@ def _names(value: str | None, known: dict, what: str) -> list[str] | None:
               help="Tune on a whole-class subset of the train part when it has more points than this.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Markdown file whose 'Quality (dev tasks)' section is rewritten; rows of (task, method) pairs "
-                   "not rerun are kept from quality_rows.json next to it (only rows of the same quick/full mode).")
+                   "not rerun are kept from quality_rows.json next to it (only rows of the same quick/full mode), "
+                   "and quality.png beside it is redrawn from them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of the markdown section.")
 def main(quick: bool, tasks_opt: str | None, methods_opt: str | None, max_tune_points: int, out: Path | None,
          as_json: bool) -> None:
@@ -366,7 +368,7 @@ def main(quick: bool, tasks_opt: str | None, methods_opt: str | None, max_tune_p
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     tasks = _names(tasks_opt, TASKS, "tasks") or list(TASKS)
     methods = _names(methods_opt, METHODS, "methods")
-    old = _stored_rows(out) if out is not None else []
+    old = stored_rows(rows_file(out)) if out is not None else []
     if quick and any(not r.run.quick for r in old):  # merge keeps one mode: the full table would be lost
         raise click.UsageError(f"{rows_file(out)} holds rows of full runs: a --quick run would replace their table "
                                "with class subsamples; write quick runs to another --out")
@@ -381,6 +383,12 @@ def main(quick: bool, tasks_opt: str | None, methods_opt: str | None, max_tune_p
         rows = merge(old, rows)
         rows_file(out).write_text(json.dumps([r.model_dump() for r in rows], indent=1) + "\n")
         write_section(out, section(rows, skipped))
+        draw(rows, chart_file(out))
+
+
+def chart_file(out: Path) -> Path:
+    """The picture of ``out``'s table (:mod:`benchmarks.quality_chart`), redrawn with it."""
+    return out.with_name("quality.png")
 
 
 def rows_file(out: Path) -> Path:
@@ -388,8 +396,8 @@ def rows_file(out: Path) -> Path:
     return out.with_name("quality_rows.json")
 
 
-def _stored_rows(out: Path) -> list[Row]:
-    store = rows_file(out)
+def stored_rows(store: Path) -> list[Row]:
+    """The rows kept in ``store`` (a :func:`rows_file`), none if it does not exist yet."""
     return [Row(**r) for r in json.loads(store.read_text())] if store.exists() else []
 
 

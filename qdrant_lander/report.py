@@ -143,7 +143,8 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _style(ax: Any) -> None:
+def style_axes(ax: Any) -> None:
+    """The look every figure of ours shares (the report's and the benchmarks'): a light grid behind, no box."""
     ax.grid(True, color=GRID, linewidth=0.8)
     ax.set_axisbelow(True)
     for side in ("top", "right"):
@@ -166,7 +167,7 @@ def _size_figure(Figure: type, sizes: np.ndarray) -> bytes:
     ax.set_xlabel("cluster size (points)")
     ax.set_ylabel("clusters")
     ax.set_title("Cluster size distribution", fontsize=11)
-    _style(ax)
+    style_axes(ax)
     share = np.cumsum(sizes) / sizes.sum() * 100
     rank = np.arange(1, len(sizes) + 1)
     cov.plot(rank, share, color=ORANGE, linewidth=2)
@@ -175,7 +176,7 @@ def _size_figure(Figure: type, sizes: np.ndarray) -> bytes:
     cov.set_xlabel("k largest clusters")
     cov.set_ylabel("% of clustered points")
     cov.set_title("Points covered by the largest clusters", fontsize=11)
-    _style(cov)
+    style_axes(cov)
     return _png(fig)
 
 
@@ -191,7 +192,7 @@ def _level_figure(Figure: type, levels: list[tuple[int, int]]) -> bytes:
     ax.set_xticks(range(len(counts)), ["points"] + [f"level {i}" for i in range(1, len(counts))])
     ax.set_ylabel("nodes")
     ax.margins(y=0.15)
-    _style(ax)
+    style_axes(ax)
     return _png(fig)
 
 

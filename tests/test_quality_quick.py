@@ -116,3 +116,23 @@ def test_a_quick_run_never_replaces_a_table_of_full_runs(tmp_path):
     result = CliRunner().invoke(main, ["--quick", "--tasks", "orl2lfw", "--methods", "finch", "--out", str(out)])
     assert result.exit_code == 2 and "holds rows of full runs" in result.output
     assert json.loads(rows_file(out).read_text()) == rows[:2] and not out.exists()
+
+
+def test_the_chart_is_redrawn_beside_the_table(quick_run):
+    _, _, out = quick_run
+    assert out.with_name("quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_chart_shows_the_shipped_and_trained_models_beside_the_baseline_users_would_have_picked():
+    from benchmarks.quality_chart import BASELINE, SHOWN, bars
+
+    rows = [SimpleNamespace(task=t, method=m, fp=fp, fb=fb) for t, m, fp, fb in [
+        ("a", "hdbscan", 0.7, 0.9), ("a", "leiden-cpm", 0.8, 0.6), ("a", "hdbscan-2-2", 0.95, 0.95),
+        ("a", "ours", 0.75, 0.7), ("a", "ours-adapt", 0.99, 0.99), ("a", "default-model", 0.6, 0.65),
+        ("orl2lfw", "default-model", 0.9, 0.9), ("orl2lfw", "ours", 0.5, 0.5)]]
+    got = bars(rows)
+    assert list(got) == ["a", "orl2lfw"]
+    assert [(b.series, b.fp, b.fb, b.name) for b in got["a"]] == [
+        (SHOWN["default-model"], 0.6, 0.65, ""), (SHOWN["ours"], 0.75, 0.7, ""),
+        (BASELINE, 0.8, 0.6, "leiden-cpm")]  # tuned by Fp: its Fb shown as it is; the untuned fixed setting left out
+    assert [b.series for b in got["orl2lfw"]] == [SHOWN["ours"]]  # the shipped model trained on that test part's set
