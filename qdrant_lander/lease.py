@@ -11,7 +11,8 @@ re-read the later writer, so exactly one wins; two whose write/re-read sequences
 each other. Only a writer whose read-write gap exceeds ``settle`` (a stalled process) can slip in,
 and every renewal re-reads the record, so a daemon that finds another owner stops at its next
 renewal. An expired lease is free, and so is one whose holder was a process on this host that is
-gone (by pid and, on Linux, the process's start time: a restarted container's daemon is pid 1 again):
+gone (by pid and, on Linux, the process's start time: a restarted container's daemon is pid 1 again; "this
+host" also means the same boot and pid namespace, as host-networked containers share a hostname):
 ``ttl`` bounds how long a crash elsewhere blocks others.
 
 The embedded store (Qdrant Edge) is also locked by the OS to the one process that opened it, so a
@@ -53,6 +54,7 @@ class LeaseRecord(BaseModel):
     pid: int
     expires_at: float  # unix time
     started: int | None = None  # the holder's start time (clock ticks since boot; None: not Linux, or an old record)
+    pid_space: str | None = None  # where its pid means something: boot id and pid namespace (None: not Linux)
 
     def describe(self) -> str:
         left = self.expires_at - time.time()
@@ -66,6 +68,16 @@ def _started(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[19])  # fields after the command name start at field 3
+
+
+def _pid_space() -> str | None:
+    """This boot's id and this process's pid namespace (Linux). A hostname alone does not say that a pid can be
+    checked here: containers with host networking (``--network host``, ``hostNetwork`` pods) share the node's
+    hostname but not its pids, and two machines can carry one default name."""
+    try:
+        return f"{Path('/proc/sys/kernel/random/boot_id').read_text().strip()}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
 
 
 def _running(pid: int, started: int | None) -> bool:
@@ -94,16 +106,18 @@ class Lease:
 
     def _write(self, expires_at: float) -> None:
         rec = LeaseRecord(owner=self.owner, host=socket.gethostname(), pid=os.getpid(), expires_at=expires_at,
-                          started=_started(os.getpid()))
+                          started=_started(os.getpid()), pid_space=_pid_space())
         self.col.set_meta(LEASE_META, rec.model_dump())
 
     def holder(self) -> LeaseRecord | None:
-        """The current holder if the lease is held, not expired, and not a dead process on this host
-        (a daemon killed with -9 on this machine frees its lease at once, not after ``ttl``)."""
+        """The current holder if the lease is held, not expired, and not a dead process whose pid we can check
+        (same host, boot and pid namespace: a daemon killed with -9 there frees its lease at once, not after
+        ``ttl``)."""
         rec = self._read()
         if rec is None or rec.expires_at <= time.time():
             return None
-        if rec.host == socket.gethostname() and not _running(rec.pid, rec.started):
+        here = rec.host == socket.gethostname() and rec.pid_space == _pid_space()
+        if here and not _running(rec.pid, rec.started):
             return None
         return rec
 

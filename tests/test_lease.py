@@ -82,6 +82,18 @@ def test_a_holder_on_this_host_counts_only_while_that_process_runs(col):
     assert other.holder() is None and other.try_acquire()
 
 
+def test_a_holder_in_another_pid_namespace_under_this_hostname_holds_the_lease(col):
+    """Host-networked containers (docker --network host, hostNetwork pods) share the node's hostname, not its
+    pids: a live holder there, whose pid names no process (or another one) here, must not be judged dead."""
+    mine = Lease(col, ttl=30, settle=0.01, owner="mine")
+    mine.acquire()
+    rec = col.get_meta(LEASE_META)
+    assert rec["pid_space"].endswith(os.readlink("/proc/self/ns/pid"))
+    col.set_meta(LEASE_META, {**rec, "owner": "container", "pid": 2**22 + 1, "pid_space": "other-boot/pid:[1]"})
+    other = Lease(col, ttl=30, settle=0.01, owner="other")
+    assert other.holder().owner == "container" and not other.try_acquire()
+
+
 def test_release_on_a_lost_store_leaves_the_lease_to_expire(col, caplog):
     """The store gone (often why a holder stops): release logs instead of raising over the error that stopped it."""
     lease = Lease(col, ttl=30, settle=0.01, owner="a")

@@ -96,6 +96,28 @@ def test_payload_writes_skip_points_deleted_meanwhile(col):
     assert [p["lander"]["cluster"] for p in got.payloads] == [8, 10, 12]
 
 
+def _delete(col, ids):
+    if hasattr(col, "shard"):
+        col.shard.update(qe.UpdateOperation.delete_points(ids))
+    else:
+        col.client.delete(col.name, points_selector=models.PointIdsList(points=ids), wait=True)
+
+
+def test_knn_of_points_deleted_since_they_were_read_comes_from_their_vectors(col):
+    """A server fails a whole batch of queries by id when one id is gone (404; local mode: ValueError): a sync
+    whose points another client deletes between its scroll and its kNN must not fail, on either store."""
+    ids, v = read_vectors(col, progress=False)
+    ref = col.knn(ids[:20], v[:20], 5)
+    _delete(col, [int(ids[3]), int(ids[11])])
+    got = col.knn(ids[:20], v[:20], 5)
+    kept = np.setdiff1d(np.arange(20), [3, 11])
+    gone = ~np.isin(ref.ids[kept], [ids[3], ids[11]]).any(axis=1)  # rows that did not name a deleted point
+    np.testing.assert_array_equal(got.ids[kept][gone], ref.ids[kept][gone])
+    assert not np.isin(got.ids, [ids[3], ids[11]]).any()  # the deleted points are nobody's neighbour
+    alive = [i for i in ref.ids[3].tolist() if i != ids[11]][:4]
+    assert got.ids[3][:4].tolist() == alive  # the deleted point: its neighbours, found by its vector
+
+
 def test_meta_records(col):
     assert col.get_meta("sync") is None
     col.set_meta("sync", {"generation": 1})
@@ -190,12 +212,24 @@ def _named_and_sparse(store):
                             qe.EdgeConfig(sparse_vectors={"s": qe.EdgeSparseVectorParams()})).close()
         qe.EdgeShard.create(str(root / "euclid" / SHARD_DIR),
                             qe.EdgeConfig(vectors=p(size=4, distance=qe.Distance.Euclid))).close()
+        multi = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
+        qe.EdgeShard.create(str(root / "colbert" / SHARD_DIR), qe.EdgeConfig(vectors={
+            "tokens": p(size=4, distance=qe.Distance.Cosine, multivector_config=multi)})).close()
+        qe.EdgeShard.create(str(root / "mixed" / SHARD_DIR), qe.EdgeConfig(vectors={
+            "tokens": p(size=4, distance=qe.Distance.Cosine, multivector_config=multi),
+            "doc": p(size=3, distance=qe.Distance.Cosine)})).close()
     else:
         c, vp = store.client, models.VectorParams
         c.create_collection("named", vectors_config={"img": vp(size=4, distance=models.Distance.COSINE),
                                                      "txt": vp(size=3, distance=models.Distance.COSINE)})
         c.create_collection("sparse", vectors_config={}, sparse_vectors_config={"s": models.SparseVectorParams()})
         c.create_collection("euclid", vectors_config=vp(size=4, distance=models.Distance.EUCLID))
+        multi = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+        c.create_collection("colbert", vectors_config={"tokens": vp(size=4, distance=models.Distance.COSINE,
+                                                                    multivector_config=multi)})
+        c.create_collection("mixed", vectors_config={
+            "tokens": vp(size=4, distance=models.Distance.COSINE, multivector_config=multi),
+            "doc": vp(size=3, distance=models.Distance.COSINE)})
 
 
 def test_vector_config_errors(store):
@@ -208,6 +242,12 @@ def test_vector_config_errors(store):
         store.open("sparse")
     with pytest.raises(StoreError, match="uses Euclid distance for the unnamed vector;"):
         store.open("euclid")
+    # ColBERT-style vectors (several per point) are not clusterable: said, not a crash when their rows are read
+    with pytest.raises(StoreError, match=r"no dense vectors to cluster \(it has only multi vectors: tokens\)"):
+        store.open("colbert")
+    with pytest.raises(StoreError, match="vector 'tokens' of collection 'mixed' holds multi vectors"):
+        store.open("mixed", vector="tokens")
+    assert store.open("mixed").vector == "doc"  # the one dense vector is the one to cluster
     # reading a clustering (status, labels, report) needs neither a chosen vector nor cosine distance
     assert store.open("named", reading=True).vector == "img" and store.open("euclid", reading=True).info().dim == 4
     v = np.array([[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0]], dtype=np.float32)
@@ -327,3 +367,27 @@ def test_a_url_no_server_can_be_at_is_bad_input(url):
     """These gave a traceback (exit 1) or 'cannot reach the server' (exit 4: a unit restarts it forever)."""
     with pytest.raises(InputError, match="QLANDER_URL"):
         open_store(url)
+
+
+def test_server_upserts_stay_under_the_request_size_a_server_accepts(x, monkeypatch):
+    """A server refuses a body over its max_request_size_mb (32 MiB by default): 1,024 points of 3,072 floats are
+    64 MiB as JSON, so batches are cut by bytes as well as by points."""
+    from qdrant_client import QdrantClient
+
+    from qdrant_lander.stores.client import JSON_FLOAT_BYTES, ServerCollection, ServerStore, request_slices
+
+    assert list(request_slices(3072, None, 1024, 24 * 2**20)) == [slice(0, 372), slice(372, 744), slice(744, 1024)]
+    payloads = [{"text": "x" * 1000}] * 3 + [{}] * 3
+    row = 4 * JSON_FLOAT_BYTES + 32
+    assert list(request_slices(4, payloads, 6, 2 * (row + 1020))) == [slice(0, 2), slice(2, 6)]  # payload bytes count
+    assert list(request_slices(4, None, 3, 1)) == [slice(0, 1), slice(1, 2), slice(2, 3)]  # one point always goes
+
+    store = ServerStore(QdrantClient(":memory:"))
+    monkeypatch.setattr(ServerCollection, "max_request_bytes", 40 * (D * JSON_FLOAT_BYTES + 32 + 20))
+    sent = []
+    upsert = store.client.upsert
+    store.client.upsert = lambda name, points, **kw: (sent.append(len(points.ids)), upsert(name, points=points, **kw))
+    import_points(store, "big", x, [{"n": i} for i in range(N)], batch_size=128, progress=False)
+    assert max(sent) <= 41 and sum(sent) == N  # batches of 128 points cut to the bytes allowed
+    got = store.open("big").retrieve(list(range(N)), vectors=True)
+    assert got.ids.tolist() == list(range(N)) and [p["n"] for p in got.payloads] == list(range(N))

@@ -66,16 +66,23 @@ class Hit:
     payload: dict[str, Any]
 
 
-def check_vector_config(collection: str, dense: dict[str, tuple[int, str]], sparse: Sequence[str],
+def check_vector_config(collection: str, dense: dict[str, tuple[int, str]], others: dict[str, str],
                         vector: str | None, *, reading: bool = False) -> tuple[str, int]:
     """Pick the dense vector to cluster: ``(name, dim)``, or a StoreError that says what to pass.
 
-    ``dense`` maps vector name ("" = unnamed) to (size, distance name). ``reading``: the caller reads a
-    clustering (payload, meta), so any dense vector will do when none is named and the distance is not checked.
+    ``dense`` maps vector name ("" = unnamed) to (size, distance name); ``others`` maps the names of vectors that
+    are not one dense vector per point to their kind ("sparse"; "multi": ColBERT-style, several per point).
+    ``reading``: the caller reads a clustering (payload, meta), so any dense vector will do when none is named and
+    the distance is not checked.
     """
+    if vector is not None and vector in others:
+        raise StoreError(f"{vector_name(vector)} of collection '{collection}' holds {others[vector]} vectors: lander "
+                         "clusters one dense vector per point")
     if not dense:
-        kinds = f" (it has only sparse vectors: {', '.join(sparse)})" if sparse else ""
-        raise StoreError(f"collection '{collection}' has no dense vectors to cluster{kinds}")
+        kinds = "; ".join(f"{kind} vectors: {', '.join(sorted(n or '(unnamed)' for n, k in others.items() if k == kind))}"
+                          for kind in sorted(set(others.values())))
+        raise StoreError(f"collection '{collection}' has no dense vectors to cluster" + (f" (it has only {kinds})"
+                                                                                          if others else ""))
     if vector is None:
         if "" in dense:
             vector = ""
@@ -91,6 +98,12 @@ def check_vector_config(collection: str, dense: dict[str, tuple[int, str]], spar
         raise StoreError(f"collection '{collection}' uses {distance} distance for {vector_name(vector)}; "
                          "lander clusters by cosine similarity, so the collection must use Cosine")
     return vector, size
+
+
+def missing_index(collection: str, key: str) -> StoredDataError:
+    """A store facets only an indexed key; sync creates lander's indexes, so a missing one was dropped by hand."""
+    return StoredDataError(f"collection '{collection}' has no payload index on '{key}' (dropped?): "
+                           f"`qdrant-lander sync {collection} --once` creates it again")
 
 
 def point_ids(ids: Sequence[Any], collection: str) -> np.ndarray:

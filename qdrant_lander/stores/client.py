@@ -7,6 +7,7 @@ brute force (fine for the small collections tests use).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -21,14 +22,42 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from ..errors import InputError, StoreError, StoreUnreachable
 from .base import (HNSW_EF, META_COLLECTION, META_LOCK, Collection, CollectionInfo, Hit, Neighbours, Points, Store,
-                   check_vector_config, drop_self, in_asked_order, point_ids, vector_rows)
+                   check_vector_config, drop_self, in_asked_order, missing_index, point_ids, vector_rows)
 
 log = logging.getLogger(__name__)
 
 INDEX_WAIT_S = 600  # longest wait for the server's background indexing before kNN starts anyway
+MAX_REQUEST_BYTES = 24 * 2**20  # under a server's default 32 MiB request limit, with room for JSON overhead
+JSON_FLOAT_BYTES = 22  # a float32 as qdrant-client's JSON writes it: up to 17 digits, sign, point, exponent, comma
+
+
+def create_index(client: QdrantClient, collection: str, field: str, schema: models.PayloadSchemaType) -> None:
+    """A payload index (idempotent on a server)."""
+    with warnings.catch_warnings():  # local mode warns that indexes are a no-op there; servers use them
+        warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+        client.create_payload_index(collection, field_name=field, field_schema=schema, wait=True)
+
+
+def request_slices(dim: int, payloads: Sequence[dict[str, Any]] | None, n: int, limit: int) -> Iterator[slice]:
+    """Consecutive slices of ``n`` points whose upsert request stays under ``limit`` bytes. A server refuses bodies
+    above its ``max_request_size_mb`` (32 MiB by default, fixed on Qdrant Cloud), and 1,024 points of 3,072
+    floats are 64 MiB as JSON: a batch counted in points is not enough."""
+    sizes = np.full(n, dim * JSON_FLOAT_BYTES + 32, dtype=np.int64)  # + the id and the brackets
+    if payloads is not None:
+        sizes += [len(json.dumps(p, default=str)) for p in payloads]
+    start, total = 0, 0
+    for i, size in enumerate(sizes.tolist()):
+        if total + size > limit and i > start:
+            yield slice(start, i)
+            start, total = i, 0
+        total += size
+    if n > start:
+        yield slice(start, n)
 
 
 class ServerCollection(Collection):
+    max_request_bytes = MAX_REQUEST_BYTES
+
     def __init__(self, client: QdrantClient, name: str, vector: str, dim: int):
         self.client, self.name, self.vector, self.dim = client, name, vector, dim
 
@@ -86,11 +115,24 @@ class ServerCollection(Collection):
     def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False,
             ef: int | None = None) -> Neighbours:
         params = models.SearchParams(hnsw_ef=max(ef or HNSW_EF, k + 1), exact=exact)
-        requests = [models.QueryRequest(query=int(i), using=self.vector or None, limit=k + 1, params=params)
-                    for i in ids]
-        with warnings.catch_warnings():  # local mode (tests) says it ignores search params; servers use them
-            warnings.filterwarnings("ignore", message="Local mode performs exact")
-            results = self.client.query_batch_points(self.name, requests=requests)
+
+        def query(by_vector: set[int]) -> list[Any]:
+            requests = [models.QueryRequest(query=v.tolist() if int(i) in by_vector else int(i),
+                                            using=self.vector or None, limit=k + 1, params=params)
+                        for i, v in zip(ids, vectors)]
+            with warnings.catch_warnings():  # local mode (tests) says it ignores search params; servers use them
+                warnings.filterwarnings("ignore", message="Local mode performs exact")
+                return self.client.query_batch_points(self.name, requests=requests)
+
+        try:  # by id: the vectors stay on the server
+            results = query(set())
+        except (UnexpectedResponse, ValueError) as e:  # a server answers 404, local mode raises ValueError
+            if not (e.status_code == 404 if isinstance(e, UnexpectedResponse) else "not found" in str(e)):
+                raise
+            # A point deleted since it was read fails the whole batch: query it by the vector in hand, as the
+            # embedded store does for every point (it is no longer in the index, so it is not its own hit).
+            present = set(self.retrieve(ids, payload=False).ids.tolist())
+            results = query({int(i) for i in ids} - present)
         return drop_self(ids, [[(p.id, p.score) for p in r.points] for r in results], k, self.name)
 
     def search(self, vector: np.ndarray, *, limit: int, filter: models.Filter | None = None) -> list[Hit]:
@@ -99,10 +141,18 @@ class ServerCollection(Collection):
         return [Hit(int(p.id), float(p.score), p.payload or {}) for p in res.points]
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None) -> None:
-        rows = vectors.tolist()
-        batch = models.Batch(ids=[int(i) for i in ids], vectors={self.vector: rows} if self.vector else rows,
-                             payloads=list(payloads) if payloads is not None else None)
-        self.client.upsert(self.name, points=batch, wait=True)
+        for part in request_slices(vectors.shape[1], payloads, len(ids), self.max_request_bytes):
+            rows = vectors[part].tolist()
+            batch = models.Batch(ids=[int(i) for i in ids[part]], vectors={self.vector: rows} if self.vector else rows,
+                                 payloads=list(payloads[part]) if payloads is not None else None)
+            try:
+                self.client.upsert(self.name, points=batch, wait=True)
+            except UnexpectedResponse as e:
+                if e.status_code != 413:
+                    raise
+                raise StoreError(f"the server refused {part.stop - part.start} points in one request as too large "
+                                 f"(413): its max_request_size_mb is below {self.max_request_bytes / 2**20:.0f} MiB; "
+                                 "raise it, or give a smaller --batch-size") from None
 
     def set_payloads(self, items: Sequence[tuple[Sequence[int], dict[str, Any]]]) -> None:
         try:
@@ -129,13 +179,17 @@ class ServerCollection(Collection):
         self.client.delete_payload(self.name, keys=list(keys), points=[int(i) for i in ids], wait=True)
 
     def create_index(self, field: str, schema: models.PayloadSchemaType) -> None:
-        with warnings.catch_warnings():  # local mode warns that indexes are a no-op there; servers use them
-            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-            self.client.create_payload_index(self.name, field_name=field, field_schema=schema, wait=True)
+        create_index(self.client, self.name, field, schema)
 
     def facet(self, key: str, *, limit: int, filter: models.Filter | None = None) -> list[tuple[Any, int]]:
-        res = self.client.facet(self.name, key=key, limit=limit, exact=True, facet_filter=filter)
-        return [(h.value, h.count) for h in res.hits]
+        try:
+            res = self.client.facet(self.name, key=key, limit=limit, exact=True, facet_filter=filter)
+        except UnexpectedResponse as e:
+            if e.status_code != 400 or "Index required" not in str(e):
+                raise
+            raise missing_index(self.name, key) from None
+        # A server lists the values a segment's index still holds, with count 0 for those a merge emptied.
+        return [(h.value, h.count) for h in res.hits if h.count > 0]
 
     def _meta_id(self, key: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qdrant-lander/{self.name}/{key}"))
@@ -163,7 +217,8 @@ class ServerCollection(Collection):
                     # another writer (a second daemon starting) created it between our check and our create
             point = models.PointStruct(id=self._meta_id(key), vector={},
                                        payload={"collection": self.name, "key": key, "value": value})
-            self.client.upsert(META_COLLECTION, points=[point], wait=True)
+            # strong ordering: two writers' records (the lease) reach every replica in one order (deploy/CLUSTER.md)
+            self.client.upsert(META_COLLECTION, points=[point], wait=True, ordering=models.WriteOrdering.STRONG)
 
 
 class ServerStore(Store):
@@ -200,9 +255,10 @@ class ServerStore(Store):
         vecs = params.vectors
         if isinstance(vecs, models.VectorParams):
             vecs = {"": vecs}
-        dense = {n: (p.size, p.distance.value) for n, p in (vecs or {}).items()}
-        vec, dim = check_vector_config(name, dense, sorted(params.sparse_vectors or {}), vector,
-                                       reading=reading)
+        dense = {n: (p.size, p.distance.value) for n, p in (vecs or {}).items() if p.multivector_config is None}
+        others = {**dict.fromkeys(params.sparse_vectors or {}, "sparse"),
+                  **{n: "multi" for n in vecs or {} if n not in dense}}
+        vec, dim = check_vector_config(name, dense, others, vector, reading=reading)
         return ServerCollection(self.client, name, vec, dim)
 
     def create(self, name: str, dim: int) -> ServerCollection:
@@ -210,6 +266,8 @@ class ServerStore(Store):
             raise StoreError(f"collection '{name}' already exists on the {self.description}")
         self.client.create_collection(name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
         if self.client.collection_exists(META_COLLECTION):  # records outlive a collection dropped by another client
+            # indexed first: a server in strict mode (Qdrant Cloud's default) refuses a delete by an unindexed key
+            create_index(self.client, META_COLLECTION, "collection", models.PayloadSchemaType.KEYWORD)
             self.client.delete(META_COLLECTION, wait=True, points_selector=models.FilterSelector(filter=models.Filter(
                 must=[models.FieldCondition(key="collection", match=models.MatchValue(value=name))])))
         return ServerCollection(self.client, name, "", dim)

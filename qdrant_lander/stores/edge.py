@@ -26,7 +26,7 @@ from qdrant_client import models
 
 from ..errors import InputError, StoreBusy, StoredDataError, StoreError
 from .base import (HNSW_EF, META_LOCK, Collection, CollectionInfo, Hit, Neighbours, Points, Store, check_vector_config,
-                   drop_self, in_asked_order, point_ids, vector_rows)
+                   drop_self, in_asked_order, missing_index, point_ids, vector_rows)
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +239,7 @@ class EdgeCollection(Collection):
         except Exception as e:  # noqa: BLE001 - Edge raises plain Exception
             if "No appropriate index" not in str(e):
                 raise
-            raise StoredDataError(f"collection '{self.name}' has no payload index on '{key}' (dropped?): "
-                                  f"`qdrant-lander sync {self.name} --once` creates it again") from None
+            raise missing_index(self.name, key) from None
         # Edge's payload index keeps a value no point holds any more (after a relabel or a cleared payload) with
         # count 0 until the segment is rebuilt: status counted such merged-away clusters.
         return [(h.value, h.count) for h in res.hits if h.count > 0]
@@ -299,9 +298,11 @@ class EdgeStore(Store):
         if name not in self._open and name not in self.collections():
             raise self._missing(name)
         cfg = json.loads((root / SHARD_DIR / "edge_config.json").read_text())
-        dense = {n: (p["size"], p["distance"]) for n, p in cfg.get("vectors", {}).items()}
-        vec, dim = check_vector_config(name, dense, list(cfg.get("sparse_vectors", {})), vector,
-                                       reading=reading)
+        vectors = cfg.get("vectors", {})
+        dense = {n: (p["size"], p["distance"]) for n, p in vectors.items() if not p.get("multivector_config")}
+        others = {**dict.fromkeys(cfg.get("sparse_vectors", {}), "sparse"),
+                  **{n: "multi" for n in vectors if n not in dense}}
+        vec, dim = check_vector_config(name, dense, others, vector, reading=reading)
         col = self._open.get(name)
         if col is None or col.vector != vec:  # one shard per collection (the OS lock allows one), a view per vector
             segments = (cfg.get("optimizers") or {}).get("default_segment_number")
