@@ -50,6 +50,11 @@ STRUCTURE_NODE_FEATURES: tuple[str, ...] = ("mean_sim", "first_sim", "kth_sim", 
                                             "centroid_norm")
 
 
+def node_width(node_mode: NodeMode, dim: int) -> int:
+    """Width of the model's node input ``x``: the structure features, or a node's peak and mean embeddings."""
+    return len(STRUCTURE_NODE_FEATURES) if node_mode == "structure" else 2 * dim
+
+
 @dataclass(frozen=True)
 class LevelInputs:
     """Everything the model reads for one level, plus bookkeeping the decoder needs.

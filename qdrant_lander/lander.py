@@ -24,7 +24,7 @@ from .decode import ClusterResult, cluster_hierarchy
 from .dedup import unique_rows
 from .domains import (FAR_PROFILE, Domain, check_domain, nearest_preset, space_profile,
                       with_domain)
-from .errors import InputError, MissingExtraError
+from .errors import InputError, MissingExtraError, ModelError
 from .knn import KnnGraph, knn_graph
 from .model_card import CARD_FILE, MODEL_FILE, ONNX_FILE, ModelCard, calibrated_name, card_in_force
 from .runtime import OnnxScorer, default_model_path
@@ -78,6 +78,14 @@ def _labeled_sample(x: np.ndarray, y: np.ndarray, *, purpose: str, dim: int | No
     return x, y
 
 
+def _shipped() -> Path | None:
+    """The shipped model's resolved path; None in an installation without it (then only a model of your own works)."""
+    try:
+        return default_model_path().resolve()
+    except ModelError:
+        return None
+
+
 class Lander:
     """Learned hierarchical clustering with a LANDER model.
 
@@ -91,7 +99,7 @@ class Lander:
 
     def __init__(self, model: str | Path | None = None, *, domain: Domain = "auto", device: str = "auto",
                  threads: int | None = None):
-        if model is not None and Path(model).resolve() == default_model_path().resolve():
+        if model is not None and Path(model).resolve() == _shipped():
             model = None  # the shipped file named by its path: the same model, so its presets and `auto` apply
         if check_domain(domain) not in ("auto", "any") and model is not None:  # e.g. a calibrated copy: its own decoding stands
             raise InputError(f"domain '{domain}' selects a decoding of the shipped default model; a model of your own "
@@ -274,11 +282,19 @@ class Lander:
         check_unit_rows(vectors)  # the model's features are cosines: other lengths cluster silently wrong
         check_neighbours(graph.nbr, graph.n, graph.sim)
         result = dataclasses.replace(cluster_hierarchy(vectors, graph, self.scorer, card), domain=self.domain)
-        largest = int(np.unique(result.labels, return_counts=True)[1].max())
-        if len(vectors) >= ONE_CLUSTER_WARNING and largest >= ONE_CLUSTER_SHARE * len(vectors):
+        sizes = np.unique(result.labels, return_counts=True)[1]
+        hint = " (faces, text or characters: pass domain/--domain)" if self.model is None else ""
+        if len(vectors) >= ONE_CLUSTER_WARNING and sizes.max() >= ONE_CLUSTER_SHARE * len(vectors):
             # The usual sign of a tau that does not fit the space (e.g. faces under the default model's `any`).
-            hint = " (faces, text or characters: pass domain/--domain)" if self.model is None else ""
             log.warning("%d of %d points fell into one cluster at tau %s: the model's tau may not fit this space%s; "
-                        "a few labeled classes fit it with `qdrant-lander calibrate`", largest, len(vectors),
+                        "a few labeled classes fit it with `qdrant-lander calibrate`", sizes.max(), len(vectors),
                         result.tau, hint)
+        elif len(vectors) >= ONE_CLUSTER_WARNING and (alone := int((sizes == 1).sum())) >= ONE_CLUSTER_SHARE * len(vectors):
+            # The mirror image: almost no link trusted. Isotropic random blobs (make_blobs in many dimensions) do
+            # this: every neighbour is about as near as any other and few are mutual, which in real embeddings
+            # marks points between groups.
+            log.warning("%d of %d points are clusters of their own at tau %s: the model trusted almost no link. Random "
+                        "isotropic blobs (e.g. make_blobs in many dimensions) look like that to it, real embeddings "
+                        "rarely do; for real data, the model's tau may not fit this space%s, and a few labeled classes "
+                        "fit it with `qdrant-lander calibrate`", alone, len(vectors), result.tau, hint)
         return result

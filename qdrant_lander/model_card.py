@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -42,13 +43,33 @@ class ModelCard(DecodeSettings):
 
 def check_format(card: ModelCard, source: object) -> None:
     """Refuse a model whose inputs this version computes differently: its links would be silently wrong."""
-    if card.format_version > FORMAT_VERSION:
-        raise ModelError(f"{source} has model format {card.format_version}, this qdrant-lander reads "
+    _check_version(card.format_version, source)
+
+
+def _check_version(version: int, source: object) -> None:
+    if version > FORMAT_VERSION:
+        raise ModelError(f"{source} has model format {version}, this qdrant-lander reads "
                          f"{FORMAT_VERSION}: upgrade qdrant-lander")
-    if card.format_version < FORMAT_VERSION:
-        raise ModelError(f"{source} has model format {card.format_version}, made by an older qdrant-lander whose "
+    if version < FORMAT_VERSION:
+        raise ModelError(f"{source} has model format {version}, made by an older qdrant-lander whose "
                          f"model inputs differ from today's (format {FORMAT_VERSION}); retrain it with "
                          "`qdrant-lander train`")
+
+
+def read_card(text: str, source: object) -> ModelCard:
+    """A card from its JSON (``source`` names the file in errors). The format is checked before the fields: another
+    format may have changed them too, and then "upgrade" or "retrain" is the useful message, not a field error."""
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise ModelError(f"{source} has an unreadable model card: {e}") from e
+    version = raw.get("format_version", FORMAT_VERSION) if isinstance(raw, dict) else FORMAT_VERSION
+    if isinstance(version, int) and not isinstance(version, bool):
+        _check_version(version, source)
+    try:
+        return ModelCard.model_validate(raw)
+    except ValueError as e:
+        raise ModelError(f"{source} has an unreadable model card: {e}") from e
 
 
 CALIBRATED = "+cal-"  # a calibrated copy's name: its weights' name, this, and its decoding (Lander.calibrate)
@@ -77,9 +98,4 @@ def card_in_force(model_dir: Path) -> ModelCard | None:
     """A model directory's ``card.json`` (None if it has none): the card in force, which overrides the one inside
     its model files, because ``calibrate`` writes only that."""
     card_file = model_dir / CARD_FILE
-    if not card_file.is_file():
-        return None
-    try:
-        return ModelCard.model_validate_json(card_file.read_text())
-    except ValueError as e:
-        raise ModelError(f"{card_file} is not a readable model card: {e}") from e
+    return read_card(card_file.read_text(), card_file) if card_file.is_file() else None

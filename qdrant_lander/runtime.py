@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import ValidationError
 
 from .errors import InputError, MissingExtraError, ModelError
-from .features import LevelInputs
-from .model_card import ModelCard, check_format, check_same_model, packaged_file
+from .features import EDGE_FEATURES, LevelInputs, node_width
+from .model_card import ModelCard, check_format, check_same_model, packaged_file, read_card
 from .validate import check_neighbours
 
 log = logging.getLogger(__name__)
@@ -82,16 +81,29 @@ def _session(ort, path: Path, device: Device, threads: int | None):
         options.intra_op_num_threads = int(threads)  # a numpy integer is refused by onnxruntime
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist")
+
+    def load(chosen: list[str]):
+        # enable_fallback=0: onnxruntime's own fallback prints a banner to stdout (breaking --json) and may move a
+        # session to CPU in the middle of a run, behind the provider we report; falling back is done here instead.
+        return ort.InferenceSession(str(path), sess_options=options, providers=chosen, enable_fallback=0)
+
+    cuda_error = None
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        try:
+            session = load(providers)
+        except Exception as e:  # noqa: BLE001 - a CUDA provider that fails to start (driver, libraries) raises here
+            if CUDA not in providers:
+                raise
+            cuda_error, session = e, load([CPU])
     except Exception as e:  # onnxruntime raises its own untyped errors for unreadable files
         raise ModelError(f"cannot load ONNX model {path}: {e}") from e
     # onnxruntime-gpu lists CUDA as available even without a GPU; the session tells what it really got.
     got = session.get_providers()[0]
+    why = f": {cuda_error}" if cuda_error else " (no GPU, driver, or CUDA/cuDNN libraries?)"
     if device == "auto" and CUDA in providers and got != CUDA:
-        log.warning("onnxruntime lists CUDA but could not use it (no GPU or driver?); running on %s", got)
+        log.warning("onnxruntime lists CUDA but could not use it%s; running on %s", why, got)
     if device == "cuda" and got != CUDA:
-        raise InputError(f"device 'cuda' requested but onnxruntime could not use a GPU (session got {got}); "
+        raise InputError(f"device 'cuda' requested but onnxruntime could not use a GPU (session got {got}{why}); "
                          "check the NVIDIA driver and CUDA/cuDNN libraries, or use --device cpu")
     return session, got
 
@@ -100,12 +112,7 @@ def _card(meta: dict[str, str], path: Path) -> ModelCard:
     if CARD_KEY not in meta or STAGES_KEY not in meta:
         raise ModelError(f"{path} is not a qdrant-lander model (no model card in its metadata); "
                          "export it with `qdrant-lander export`")
-    try:
-        card = ModelCard.model_validate_json(meta[CARD_KEY])
-    except ValidationError as e:
-        raise ModelError(f"{path} has an unreadable model card: {e}") from e
-    check_format(card, path)
-    return card
+    return read_card(meta[CARD_KEY], path)
 
 
 class OnnxScorer:
@@ -136,6 +143,7 @@ class OnnxScorer:
         # every input has a default (see onnx_export), so onnxruntime lists them as overridable initializers
         self._inputs = {i.name: i for i in self._session.get_overridable_initializers()}
         self._outputs = {o.name: o for o in self._session.get_outputs()}
+        self._check_widths()
         log.info("model '%s' from %s on %s", self.card.name, self.path, self.provider)
 
     @classmethod
@@ -148,6 +156,17 @@ class OnnxScorer:
 
     def _width(self, name: str) -> int:
         return int(self._inputs[name].shape[-1])
+
+    def _check_widths(self) -> None:
+        """The file's input widths against its card's node mode and dimension: a model whose card describes other
+        weights would otherwise fail deep inside onnxruntime on the first pass (in a daemon: read as a store error)."""
+        dim = self.card.input_dim if self.card.input_dim != "any" else 0
+        expected = {"x": node_width(self.card.node_mode, dim), "edge_attr": len(EDGE_FEATURES)}
+        wrong = {name: (self._width(name), width) for name, width in expected.items() if self._width(name) != width}
+        if wrong:
+            said = ", ".join(f"{name} {got} wide, its card says {width}" for name, (got, width) in wrong.items())
+            raise ModelError(f"{self.path} does not match its model card ({said}): re-export it with "
+                             "`qdrant-lander export`")
 
     def _check(self, inputs: LevelInputs) -> None:
         n, k = inputs.nbr.shape

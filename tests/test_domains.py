@@ -87,6 +87,19 @@ def test_one_cluster_is_reported_with_a_hint(caplog):
     assert "one cluster" not in caplog.text
 
 
+def test_all_singletons_are_reported_with_a_hint(caplog):
+    """Isotropic Gaussian blobs in 128 dimensions, far apart: the model trusts no link (every neighbour about as
+    near as any other), and a user's first check with such data must say so rather than return 500 singletons."""
+    rng = np.random.RandomState(0)
+    centres = rng.uniform(-10, 10, size=(5, 128))
+    x = (centres[np.arange(500) % 5] + rng.normal(size=(500, 128))).astype(np.float32)
+    with caplog.at_level("WARNING", logger="qdrant_lander.lander"):
+        labels = Lander(domain="text").predict(x).labels
+    alone = int((np.unique(labels, return_counts=True)[1] == 1).sum())
+    assert alone >= 450 and f"{alone} of 500 points are clusters of their own" in caplog.text
+    assert "isotropic blobs" in caplog.text and "--domain" in caplog.text and "one cluster" not in caplog.text
+
+
 @pytest.mark.parametrize("part, expected", [
     (lambda: clinc_75_75().test, "text"), (lambda: clinc_to_banking().test, "text"),
     (lambda: omniglot().test, "characters"), (lambda: lfw_half().test, "faces"), (lambda: orl_to_lfw().train, "faces")])

@@ -53,6 +53,28 @@ def test_cuda_listed_but_unusable(model_path, monkeypatch, caplog):
         OnnxScorer(model_path, device="cuda")
 
 
+def test_a_cuda_provider_that_fails_to_start_falls_back_here_not_in_onnxruntime(model_path, monkeypatch, caplog,
+                                                                                capsys):
+    """onnxruntime's own fallback prints a banner to stdout (a --json reader gets it) and may later move a session
+    to CPU mid-run behind the provider we report: it is turned off, and the CPU retry is ours, with a warning."""
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    real = ort.InferenceSession
+    seen = []
+
+    def session(path, sess_options=None, providers=None, **kwargs):
+        seen.append(kwargs.get("enable_fallback"))
+        if CUDA in providers:
+            raise RuntimeError("cudaSetDevice failed")
+        return real(path, sess_options=sess_options, providers=providers, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    assert OnnxScorer(model_path, device="auto").provider == CPU
+    assert "could not use it: cudaSetDevice failed; running on CPUExecutionProvider" in caplog.text
+    assert capsys.readouterr().out == "" and set(seen) == {0}
+    with pytest.raises(InputError, match="could not use a GPU .*cudaSetDevice failed"):
+        OnnxScorer(model_path, device="cuda")
+
+
 def test_cuda_without_gpu_build_names_the_extra(model_path):
     if CUDA in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
@@ -164,6 +186,20 @@ def test_models_of_another_format_are_refused(model_path, tmp_path, version, say
         OnnxScorer(other)
 
 
+def test_a_card_that_describes_other_weights_is_refused_on_loading(model_path, tmp_path):
+    """A structure model whose card says embedding inputs of 384 dimensions: refused with the file named when it
+    loads, not a raw onnxruntime error on the first pass (which a daemon took for a store failure, exit 4)."""
+    model = onnx.load(model_path)
+    for prop in model.metadata_props:
+        if prop.key == runtime.CARD_KEY:
+            prop.value = make_card(node_mode="embedding", input_dim=384).model_dump_json()
+    other = tmp_path / "other-card.onnx"
+    onnx.save(model, other)
+    with pytest.raises(ModelError, match=r"other-card.onnx does not match its model card \(x 6 wide, its card says "
+                                         r"768\): re-export it"):
+        OnnxScorer(other, device="cpu")
+
+
 def test_default_model_lookup(model_path, tmp_path, monkeypatch):
     """The default model is package data; a missing one is a clear ModelError, a present one loads."""
     monkeypatch.setattr(model_card.importlib.resources, "files", lambda package: tmp_path)
@@ -173,6 +209,26 @@ def test_default_model_lookup(model_path, tmp_path, monkeypatch):
     (tmp_path / "models" / "default.onnx").write_bytes(model_path.read_bytes())
     assert default_model_path() == tmp_path / "models" / "default.onnx"
     assert OnnxScorer.default(device="cpu").card.name == "test-model"
+
+
+def test_a_model_of_your_own_needs_no_shipped_model(model_path, tmp_path, monkeypatch):
+    """An installation without the shipped file (a slimmed image) still serves the model it is given."""
+    from qdrant_lander import Lander
+
+    monkeypatch.setattr(model_card.importlib.resources, "files", lambda package: tmp_path)
+    assert Lander(model_path, device="cpu").card.name == "test-model"
+
+
+def test_a_newer_card_json_says_upgrade_and_names_itself_even_when_its_fields_changed(model_path, tmp_path):
+    """A model directory's card.json from a newer format, one whose fields changed too ("k": "auto"): the error
+    names card.json (not the model.onnx beside it) and says to upgrade, not that a field does not parse."""
+    from qdrant_lander import Lander
+
+    (tmp_path / "model.onnx").write_bytes(model_path.read_bytes())
+    (tmp_path / "card.json").write_text(make_card().model_copy(update={"format_version": 3}).model_dump_json()
+                                        .replace('"k":10', '"k":"auto"'))
+    with pytest.raises(ModelError, match=r"card.json has model format 3, this qdrant-lander reads 2: upgrade"):
+        Lander(tmp_path, device="cpu").card
 
 
 @pytest.mark.parametrize("device,extra", [("auto", "cpu"), ("cpu", "cpu"), ("cuda", "gpu")])

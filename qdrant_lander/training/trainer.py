@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..decode import DecodeSettings
 from ..errors import InputError, ModelError
-from ..features import EDGE_FEATURES, STRUCTURE_NODE_FEATURES, NodeMode
+from ..features import EDGE_FEATURES, NodeMode, node_width
 from ..model_card import (CARD_FILE, MODEL_FILE, ONNX_FILE, ModelCard, card_in_force, check_format, check_same_model,
                           packaged_file)
 from ..synthetic import generate, random_spec
@@ -342,8 +342,8 @@ def _train_net(xs: list[np.ndarray], ys: list[np.ndarray], config: TrainConfig, 
     pre-training if configured)."""
     pools = [CandidateNeighbours(np.ascontiguousarray(a)) for a in xs]
     pool_y = list(ys)
-    node_dim = len(STRUCTURE_NODE_FEATURES) if config.node_mode == "structure" else 2 * xs[0].shape[1]
-    net = LanderNet(NetConfig(node_mode=config.node_mode, node_dim=node_dim, edge_dim=len(EDGE_FEATURES),
+    net = LanderNet(NetConfig(node_mode=config.node_mode, node_dim=node_width(config.node_mode, xs[0].shape[1]),
+                              edge_dim=len(EDGE_FEATURES),
                               hidden=config.hidden, layers=config.layers, head=config.head))
     if config.init:
         net.load_state_dict(initial_weights(config.init, net.config))
