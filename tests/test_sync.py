@@ -314,6 +314,10 @@ def test_cli_server_that_does_not_answer_is_one_line_and_exit_4():
         code, out, err = run([*cmd, "--url", "http://127.0.0.1:9"])  # the discard port: nothing listens
         assert code == 4 and err.startswith("Error: cannot reach the Qdrant server at http://127.0.0.1:9"), err
         assert "Traceback" not in err
+    # qdrant-client takes 6333 when the URL names no port, https too: a server behind a TLS proxy on 443 is missed
+    code, _, err = run(["status", "docs", "--url", "https://127.0.0.1"])
+    assert code == 4 and err.startswith("Error: cannot reach the Qdrant server at https://127.0.0.1 (port 6333: "
+                                        "the URL names none)"), err
 
 
 @pytest.fixture

@@ -23,7 +23,10 @@ def open_store(url: str | None = None, api_key: str | None = None, path: str | P
         _check_url(url)
         # No version check: it runs in a thread of its own and its warning interleaved with our one-line errors.
         client = QdrantClient(url=url, api_key=api_key, timeout=TIMEOUT_S, check_compatibility=False)
-        return ServerStore(client, f"Qdrant server at {url}")
+        # qdrant-client goes to port 6333 when the URL names none, https included: say so where it matters (a server
+        # behind a TLS proxy on 443 looks unreachable otherwise)
+        port = "" if urlsplit(url).port else " (port 6333: the URL names none)"
+        return ServerStore(client, f"Qdrant server at {url}{port}")
     return EdgeStore(path)
 
 
@@ -37,4 +40,4 @@ def _check_url(url: str) -> None:
         raise InputError(f"--url / QLANDER_URL {url!r} is not a valid URL: {e}") from e
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
         raise InputError(f"--url / QLANDER_URL {url!r} is not a Qdrant server URL: give http://HOST:6333 or "
-                         "https://HOST[:PORT]; leave it unset to use the embedded store at --path")
+                         "https://HOST:PORT; leave it unset to use the embedded store at --path")
