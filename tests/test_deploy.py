@@ -260,7 +260,8 @@ def test_cluster_guide_lists_every_qdrant_call_the_server_store_makes():
         node.func.attr
         for node in ast.walk(tree)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-        and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "client"
+        and (isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "client"  # self.client.X
+             or isinstance(node.func.value, ast.Name) and node.func.value.id == "client")  # a helper's client.X
     }
     guide = (DEPLOY / "CLUSTER.md").read_text()
     table = guide.split("## 4.")[1]
