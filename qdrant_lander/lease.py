@@ -10,10 +10,11 @@ Race window: two daemons that both read "free" and write within ``settle`` of ea
 re-read the later writer, so exactly one wins; two whose write/re-read sequences do not overlap see
 each other. Only a writer whose read-write gap exceeds ``settle`` (a stalled process) can slip in,
 and every renewal re-reads the record, so a daemon that finds another owner stops at its next
-renewal. An expired lease is free, and so is one whose holder was a process on this host that is
-gone (by pid and, on Linux, the process's start time: a restarted container's daemon is pid 1 again; "this
-host" also means the same boot and pid namespace, as host-networked containers share a hostname):
-``ttl`` bounds how long a crash elsewhere blocks others.
+renewal. An expired lease is free, and so is one whose holder was a process that is gone and whose pid
+we can check: the same hostname, boot and pid namespace (by pid and, on Linux, the process's start time, as a
+pid may be reused). Host-networked containers share the node's hostname but not its pids, and a restarted
+container gets a new pid namespace, which cannot be told apart from another live container: both wait for the
+lease to expire. ``ttl`` bounds how long a crash there blocks others.
 
 The embedded store (Qdrant Edge) is also locked by the OS to the one process that opened it, so a
 second process cannot even open the collection; the lease then guards writers inside one process.
@@ -81,9 +82,8 @@ def _pid_space() -> str | None:
 
 
 def _running(pid: int, started: int | None) -> bool:
-    """Whether the process that wrote a record on this host runs: its pid is alive and, where the record has
-    a start time, that process started then. A daemon restarted in its container gets the same pid (1) as the
-    one killed there, and would otherwise wait a whole ttl for a lease nobody holds."""
+    """Whether the process that wrote a record in this pid namespace runs: its pid is alive and, where the record
+    has a start time, that process started then (a pid can be reused by another process after a crash)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

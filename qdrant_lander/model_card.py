@@ -67,9 +67,11 @@ def read_card(text: str, source: object) -> ModelCard:
     if isinstance(version, int) and not isinstance(version, bool):
         _check_version(version, source)
     try:
-        return ModelCard.model_validate(raw)
+        card = ModelCard.model_validate(raw)
     except ValueError as e:
         raise ModelError(f"{source} has an unreadable model card: {e}") from e
+    check_format(card, source)  # again on the parsed value: "1", 1.0 or true are read as numbers
+    return card
 
 
 CALIBRATED = "+cal-"  # a calibrated copy's name: its weights' name, this, and its decoding (Lander.calibrate)

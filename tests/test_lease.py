@@ -70,8 +70,9 @@ def test_waiting_for_a_lease(col):
 
 
 def test_a_holder_on_this_host_counts_only_while_that_process_runs(col):
-    """A record naming this host and a pid holds the lease only if that process (pid and start time) runs: a
-    daemon restarted in its container is pid 1 again, and must not wait a whole ttl for its predecessor's lease."""
+    """A record naming this host (and pid namespace) and a pid holds the lease only if that process (pid and start
+    time) runs: a unit restarted after a crash must not wait a whole ttl for its predecessor's lease, even when its
+    pid was reused."""
     mine = Lease(col, ttl=30, settle=0.01, owner="mine")
     mine.acquire()
     rec = col.get_meta(LEASE_META)

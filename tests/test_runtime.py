@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -198,6 +199,16 @@ def test_a_card_that_describes_other_weights_is_refused_on_loading(model_path, t
     with pytest.raises(ModelError, match=r"other-card.onnx does not match its model card \(x 6 wide, its card says "
                                          r"768\): re-export it"):
         OnnxScorer(other, device="cpu")
+
+
+@pytest.mark.parametrize("version", ["1", 1.0, True, "3"])
+def test_a_format_written_as_another_json_type_is_still_checked(version):
+    """pydantic reads "1", 1.0 or true as the number: the format check must see the number, not skip the string."""
+    from qdrant_lander.model_card import read_card
+
+    card = make_card().model_dump() | {"format_version": version}
+    with pytest.raises(ModelError, match="has model format (1|3)"):
+        read_card(json.dumps(card), "card.json")
 
 
 def test_default_model_lookup(model_path, tmp_path, monkeypatch):

@@ -109,6 +109,8 @@ def test_knn_of_points_deleted_since_they_were_read_comes_from_their_vectors(col
     ids, v = read_vectors(col, progress=False)
     ref = col.knn(ids[:20], v[:20], 5)
     _delete(col, [int(ids[3]), int(ids[11])])
+    if hasattr(col, "max_request_bytes"):  # the server's re-ask sends vectors: cut into requests as upserts are
+        col.max_request_bytes = 3 * D * 24
     got = col.knn(ids[:20], v[:20], 5)
     kept = np.setdiff1d(np.arange(20), [3, 11])
     gone = ~np.isin(ref.ids[kept], [ids[3], ids[11]]).any(axis=1)  # rows that did not name a deleted point
@@ -391,3 +393,44 @@ def test_server_upserts_stay_under_the_request_size_a_server_accepts(x, monkeypa
     assert max(sent) <= 41 and sum(sent) == N  # batches of 128 points cut to the bytes allowed
     got = store.open("big").retrieve(list(range(N)), vectors=True)
     assert got.ids.tolist() == list(range(N)) and [p["n"] for p in got.payloads] == list(range(N))
+
+
+def _server_error(message: str):
+    """What qdrant-client raises for a server's 400 answer with ``message`` (the server's own wording)."""
+    import httpx
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    body = ('{"status":{"error":"%s"},"time":0.0}' % message).encode()
+    return UnexpectedResponse(400, "Bad Request", body, httpx.Headers())
+
+
+def test_server_refusals_local_mode_cannot_give_are_one_line(x, monkeypatch):
+    """A server set below 24 MiB refuses an import with 400 "larger than allowed" (not 413), and a facet on a key
+    whose index was dropped with 400 "No appropriate index": both are said with what to do. Local mode enforces
+    neither, so the server's answers are raised in its place, in the server's words."""
+    from qdrant_client import QdrantClient
+
+    from qdrant_lander.stores.client import ServerStore
+
+    store = ServerStore(QdrantClient(":memory:"))
+    col = store.create("docs", D)
+
+    def refuse(*args, **kwargs):
+        raise _server_error("Payload error: JSON payload (40000000 bytes) is larger than allowed (limit: 20971520 "
+                            "bytes).")
+
+    monkeypatch.setattr(store.client, "upsert", refuse)
+    with pytest.raises(StoreError, match="refused 200 points in one request as too large.*--batch-size"):
+        col.upsert(np.arange(N), x)
+
+    def no_index(*args, **kwargs):
+        raise _server_error("Bad request: No appropriate index for faceting: `lander.cluster`")
+
+    monkeypatch.setattr(store.client, "facet", no_index)
+    with pytest.raises(StoredDataError, match="no payload index on 'lander.cluster'.*sync docs --once"):
+        col.facet(CLUSTER_FIELD, limit=10)
+    monkeypatch.setattr(store.client, "facet", lambda *a, **k: (_ for _ in ()).throw(_server_error(
+        'Bad request: Index required but not found for \\"tenant\\" of one of the following types: [keyword]')))
+    with pytest.raises(Exception, match="Index required") as e:  # strict mode names another key: passed on as is
+        col.facet(CLUSTER_FIELD, limit=10)
+    assert not isinstance(e.value, StoredDataError)
