@@ -144,9 +144,6 @@ class Daemon:
         rep, old_ids, old_labels = stable_full_sync(self.col, self.requested, batch_size=o.batch_size, progress=o.progress,
                                            knn=o.knn, on_graph=self._seed)
         self.lander = self.requested.for_domain(rep.domain)  # the passes until the next full one keep its choice
-        # Rewriting every payload moves the points out of the indexed segments on the embedded store
-        # (copy-on-write), which would leave the next passes' neighbour queries as full scans.
-        self.col.prepare_knn()
         labels = self.labels.load(self.col, batch_size=o.batch_size)  # the next passes read no labels
         kept = len(np.intersect1d(np.unique(labels), np.unique(old_labels[old_labels >= 0])))
         new = ~np.isin(self.labels.ids(), old_ids[old_labels >= 0])  # labelled now, not before (deleted: neither)

@@ -318,6 +318,8 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
     with _stage(seconds, cpu, "write"):
         state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress, clusters=clusters,
                              domain=lander.domain)
+    with _stage(seconds, cpu, "reindex"):  # the writes moved every point out of its indexed segment
+        col.reindex_rewritten(progress=progress)
     return SyncReport(collection=col.name, points=len(ids), clusters=res.n_clusters, levels=res.n_levels, tau=res.tau,
                       domain=lander.domain, generation=state.generation, model=card.name, knn="exact" if exact else "index",
                       copies=distinct.copies, seconds=seconds, cpu_seconds=cpu, peak_rss_mb=peak_rss_mb())

@@ -322,6 +322,23 @@ def test_arrivals_are_indexed_only_where_they_get_segments_of_their_own(tmp_path
 
 
 
+def test_a_full_sync_leaves_the_embedded_index_whole(tmp_path, capsys):
+    """A full sync rewrites every payload, and Edge moves each rewritten point out of its indexed segment: unless the
+    sync rebuilds the index, every later query scans the collection (a `sync --once` of 5,000 points in a new process
+    at 300k: 1,501 s; RESULTS.md, session 37). After the sync the optimizer has nothing left to do."""
+    from qdrant_lander import Lander
+    from qdrant_lander.sync import full_sync
+
+    x = np.random.default_rng(0).standard_normal((2600, 1024)).astype(np.float32)  # past the indexing threshold
+    with EdgeStore(tmp_path) as store:
+        col = import_points(store, "docs", x, progress=False)
+        report = full_sync(col, Lander(device="cpu", threads=1), knn="index", progress=True)
+        segments = col.shard.info().segments_count
+        col.shard.optimize()
+        assert col.shard.info().segments_count == segments
+    assert "reindex" in report.seconds and "rebuilding the vector index of 'docs'" in capsys.readouterr().err
+
+
 def test_unindexed_counts_points_outside_the_index_never_below_zero(tmp_path):
     """A payload write moves an indexed point out of its segment and Edge still counts the old copy as
     indexed: after 200 relabels and an index build over them and 2,600 arrivals, points minus indexed

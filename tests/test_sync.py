@@ -154,7 +154,7 @@ def test_cli_import_sync_search_labels_status(files, part, lander):
     code, out, err = run(["sync", "docs", "--json", "--threads", "1", "--knn", "index", *path])
     assert code == 0, err
     rep = json.loads(out)
-    assert rep["points"] == len(part.x) and set(rep["seconds"]) == {"scroll", "index", "knn", "cluster", "write"}
+    assert rep["points"] == len(part.x) and set(rep["seconds"]) == {"scroll", "index", "knn", "cluster", "write", "reindex"}
     assert rep["knn"] == "index" and rep["peak_rss_mb"] > 0
 
     code, out, _ = run(["labels", "docs", "--out", str(files / "l.npy"), "--json", *path])

@@ -173,6 +173,11 @@ class Collection(ABC):
     def prepare_knn(self) -> None:
         """Make kNN queries fast (build the vector index) before a large batch of them."""
 
+    def reindex_rewritten(self, *, progress: bool = False) -> None:
+        """Rebuild the vector index after every point was rewritten (a full sync's payloads), where the store does not
+        do it by itself: a rewritten point leaves its indexed segment (copy-on-write), and until the index is
+        rebuilt every query scans the whole collection (a server's background optimizer does it: nothing here)."""
+
     def index_arrivals(self) -> None:
         """Keep the vector index up with the points added since it was built, between full passes (a
         server's background optimizer does it by itself: nothing to do by default)."""
