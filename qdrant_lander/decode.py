@@ -15,6 +15,7 @@ build training levels) all drive the same code, so training sees exactly the lev
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -24,6 +25,8 @@ from pydantic import BaseModel, Field
 
 from .features import LevelInputs, NodeMode, edge_features, level_inputs, level_inputs_from, node_terms
 from .knn import KnnGraph, knn_graph
+
+log = logging.getLogger(__name__)
 
 Scorer = Callable[[LevelInputs], tuple[np.ndarray, np.ndarray]]
 """Maps one level's inputs to (link probability float32 [N, k], density float32 [N])."""
@@ -206,6 +209,9 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, setti
         parent = decode_level(inputs.nbr, usable, density, s.tau)
         root = forest_roots(parent)
         merged = int((parent >= 0).sum())
+        # a million points' cluster stage runs for minutes: -vv shows it level by level (debug: training decodes
+        # thousands of episodes and tau candidates through here)
+        log.debug("level %d: %d nodes, %d joined a denser one", level, len(parent), merged)
         yield LevelStep(inputs, link, density, parent, root), node_of_point
         roots, node_map = np.unique(root, return_inverse=True)
         node_of_point = node_map[node_of_point]

@@ -205,3 +205,22 @@ def test_supernode_means_are_the_size_weighted_unit_means_of_their_members():
     want = np.zeros((node_map.max() + 1, 70))
     np.add.at(want, node_map, v * size[:, None])
     np.testing.assert_allclose(got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-6)
+
+
+def test_each_level_is_logged_for_long_cluster_stages(caplog):
+    """A million points' cluster stage ran 442 s with nothing said: at debug level each level says its size."""
+    import logging
+
+    from qdrant_lander.decode import DecodeSettings, cluster_hierarchy
+    from qdrant_lander.knn import knn_graph
+    from qdrant_lander.training.gt import GroundTruthScorer
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 16))
+    y = np.arange(120) % 6
+    x = centres[y] + 0.1 * rng.normal(size=(120, 16))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    with caplog.at_level(logging.DEBUG, logger="qdrant_lander.decode"):
+        cluster_hierarchy(x, knn_graph(x, 5), GroundTruthScorer(y),
+                          DecodeSettings(k=5, tau=0.5, max_levels=3, node_mode="structure"))
+    assert "level 0: 120 nodes," in caplog.text and "joined a denser one" in caplog.text
