@@ -393,12 +393,14 @@ def scroll_lander(col: Collection, *, batch_size: int = 1024) -> Iterator[tuple[
         yield batch.ids, [p.get(KEY) or None for p in batch.payloads]
 
 
-def read_labels(col: Collection, *, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def read_labels(col: Collection, *, batch_size: int = 1024, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Point ids (ascending) and their cluster id, -1 where a point has none."""
     ids, labels = [], []
-    for batch_ids, values in scroll_lander(col, batch_size=batch_size):
-        ids.append(batch_ids)
-        labels.append([int(v.get("cluster", -1)) if v else -1 for v in values])
+    with _bar(col.count() if progress else 0, "read labels", progress) as bar:  # 15 s at 300k points
+        for batch_ids, values in scroll_lander(col, batch_size=batch_size):
+            ids.append(batch_ids)
+            labels.append([int(v.get("cluster", -1)) if v else -1 for v in values])
+            bar.update(len(batch_ids))
     if not ids:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     ids_a, labels_a = np.concatenate(ids), np.concatenate(labels).astype(np.int64)

@@ -284,7 +284,7 @@ def labels(collection: str, out: Path, ids_out: Path | None, as_json: bool, sett
 
     check_outputs(out, ids_out)
     with clustered_from_settings(settings, collection) as col:
-        ids, lab = read_labels(col, batch_size=settings.batch_size)
+        ids, lab = read_labels(col, batch_size=settings.batch_size, progress=True)
     save_npy(out, lab)
     if ids_out is not None:
         save_npy(ids_out, ids)
