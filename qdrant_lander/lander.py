@@ -282,19 +282,23 @@ class Lander:
         check_unit_rows(vectors)  # the model's features are cosines: other lengths cluster silently wrong
         check_neighbours(graph.nbr, graph.n, graph.sim)
         result = dataclasses.replace(cluster_hierarchy(vectors, graph, self.scorer, card), domain=self.domain)
+        if len(vectors) >= ONE_CLUSTER_WARNING:
+            self._warn_if_degenerate(result, len(vectors))
+        return result
+
+    def _warn_if_degenerate(self, result: ClusterResult, n: int) -> None:
+        """Nearly all points in one cluster, or nearly all alone: what a tau that does not fit the space looks like."""
         sizes = np.unique(result.labels, return_counts=True)[1]
         hint = " (faces, text or characters: pass domain/--domain)" if self.model is None else ""
-        if len(vectors) >= ONE_CLUSTER_WARNING and sizes.max() >= ONE_CLUSTER_SHARE * len(vectors):
+        if sizes.max() >= ONE_CLUSTER_SHARE * n:
             # The usual sign of a tau that does not fit the space (e.g. faces under the default model's `any`).
             log.warning("%d of %d points fell into one cluster at tau %s: the model's tau may not fit this space%s; "
-                        "a few labeled classes fit it with `qdrant-lander calibrate`", sizes.max(), len(vectors),
-                        result.tau, hint)
-        elif len(vectors) >= ONE_CLUSTER_WARNING and (alone := int((sizes == 1).sum())) >= ONE_CLUSTER_SHARE * len(vectors):
+                        "a few labeled classes fit it with `qdrant-lander calibrate`", sizes.max(), n, result.tau, hint)
+        elif (alone := int((sizes == 1).sum())) >= ONE_CLUSTER_SHARE * n:
             # The mirror image: almost no link trusted. Isotropic random blobs (make_blobs in many dimensions) do
             # this: every neighbour is about as near as any other and few are mutual, which in real embeddings
             # marks points between groups.
             log.warning("%d of %d points are clusters of their own at tau %s: the model trusted almost no link. Random "
                         "isotropic blobs (e.g. make_blobs in many dimensions) look like that to it, real embeddings "
                         "rarely do; for real data, the model's tau may not fit this space%s, and a few labeled classes "
-                        "fit it with `qdrant-lander calibrate`", alone, len(vectors), result.tau, hint)
-        return result
+                        "fit it with `qdrant-lander calibrate`", alone, n, result.tau, hint)

@@ -66,15 +66,16 @@ class Hit:
     payload: dict[str, Any]
 
 
-def check_vector_config(collection: str, dense: dict[str, tuple[int, str]], others: dict[str, str],
-                        vector: str | None, *, reading: bool = False) -> tuple[str, int]:
+def check_vector_config(collection: str, dense: dict[str, tuple[int, str]], sparse: Sequence[str],
+                        multi: Sequence[str], vector: str | None, *, reading: bool = False) -> tuple[str, int]:
     """Pick the dense vector to cluster: ``(name, dim)``, or a StoreError that says what to pass.
 
-    ``dense`` maps vector name ("" = unnamed) to (size, distance name); ``others`` maps the names of vectors that
-    are not one dense vector per point to their kind ("sparse"; "multi": ColBERT-style, several per point).
+    ``dense`` maps vector name ("" = unnamed) to (size, distance name); ``sparse`` and ``multi`` name the vectors
+    that are not one dense vector per point (sparse ones; ColBERT-style ones, several per point).
     ``reading``: the caller reads a clustering (payload, meta), so any dense vector will do when none is named and
     the distance is not checked.
     """
+    others = {**dict.fromkeys(sparse, "sparse"), **dict.fromkeys(multi, "multi")}
     if vector is not None and vector in others:
         raise StoreError(f"{vector_name(vector)} of collection '{collection}' holds {others[vector]} vectors: lander "
                          "clusters one dense vector per point")

@@ -257,10 +257,9 @@ class ServerStore(Store):
         vecs = params.vectors
         if isinstance(vecs, models.VectorParams):
             vecs = {"": vecs}
-        dense = {n: (p.size, p.distance.value) for n, p in (vecs or {}).items() if p.multivector_config is None}
-        others = {**dict.fromkeys(params.sparse_vectors or {}, "sparse"),
-                  **{n: "multi" for n in vecs or {} if n not in dense}}
-        vec, dim = check_vector_config(name, dense, others, vector, reading=reading)
+        multi = [n for n, p in (vecs or {}).items() if p.multivector_config is not None]
+        dense = {n: (p.size, p.distance.value) for n, p in (vecs or {}).items() if n not in multi}
+        vec, dim = check_vector_config(name, dense, list(params.sparse_vectors or {}), multi, vector, reading=reading)
         return ServerCollection(self.client, name, vec, dim)
 
     def create(self, name: str, dim: int) -> ServerCollection:

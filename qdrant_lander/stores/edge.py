@@ -308,10 +308,9 @@ class EdgeStore(Store):
             raise self._missing(name)
         cfg = json.loads((root / SHARD_DIR / "edge_config.json").read_text())
         vectors = cfg.get("vectors", {})
-        dense = {n: (p["size"], p["distance"]) for n, p in vectors.items() if not p.get("multivector_config")}
-        others = {**dict.fromkeys(cfg.get("sparse_vectors", {}), "sparse"),
-                  **{n: "multi" for n in vectors if n not in dense}}
-        vec, dim = check_vector_config(name, dense, others, vector, reading=reading)
+        multi = [n for n, p in vectors.items() if p.get("multivector_config")]
+        dense = {n: (p["size"], p["distance"]) for n, p in vectors.items() if n not in multi}
+        vec, dim = check_vector_config(name, dense, list(cfg.get("sparse_vectors", {})), multi, vector, reading=reading)
         col = self._open.get(name)
         if col is None or col.vector != vec:  # one shard per collection (the OS lock allows one), a view per vector
             segments = (cfg.get("optimizers") or {}).get("default_segment_number")
