@@ -24,9 +24,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .features import LevelInputs, NodeMode, edge_features, level_inputs, level_inputs_from, node_terms
-from .knn import KnnGraph, knn_graph
+from .knn import DeepKnn, KnnGraph, coarsened_knn, deep_knn
 
 log = logging.getLogger(__name__)
+
+# Supernode graphs are searched this many times deeper than k: a row can then lose that many neighbours to
+# merges before it must be searched again (the top levels of a large hierarchy merge few nodes each).
+SLACK = 2
 
 Scorer = Callable[[LevelInputs], tuple[np.ndarray, np.ndarray]]
 """Maps one level's inputs to (link probability float32 [N, k], density float32 [N])."""
@@ -178,9 +182,10 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, setti
                      level0: LevelStep | None = None) -> Iterator[tuple[LevelStep, np.ndarray]]:
     """Decode level after level; yield each step with the node each original point sits in there.
 
-    Level 0 uses ``graph`` as given (e.g. fetched from Qdrant's HNSW index); later levels build an
-    exact kNN graph among supernodes on their unit-length member means (``level0``: level 0 already
-    scored by :func:`score_level0`). Stops when no edge
+    Level 0 uses ``graph`` as given (e.g. fetched from Qdrant's HNSW index); later levels use the
+    exact kNN graph among supernodes on their unit-length member means, refreshed from the level below
+    where few nodes merged (:func:`coarsened_knn`; ``level0``: level 0 already scored by
+    :func:`score_level0`). Stops when no edge
     survives, when fewer than ``min_merge_ratio`` of the nodes merged (early stop, after applying
     that level), when fewer than two supernodes remain, or after ``max_levels`` levels.
     """
@@ -190,6 +195,7 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, setti
     peak_vec, mean_vec = vectors, vectors
     size = np.ones(n, dtype=np.int64)
     peak_index = np.arange(n, dtype=np.int64)
+    deep: DeepKnn | None = None  # the supernodes' graph, kept SLACK times deeper than k
     for level in range(s.max_levels):
         if level == 0:
             if level0 is None:
@@ -220,7 +226,10 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, setti
         mean_vec = _member_means(mean_vec, size, node_map, roots.size)
         size = np.bincount(node_map, weights=size, minlength=roots.size).astype(np.int64)
         peak_vec, peak_index = peak_vec[roots], peak_index[roots]
-        graph = knn_graph(mean_vec, min(s.k, roots.size - 1))
+        k = min(s.k, roots.size - 1)
+        deep = deep_knn(mean_vec, min(SLACK * k, roots.size - 1)) if deep is None else \
+            coarsened_knn(deep, node_map, mean_vec, k)
+        graph = deep.level(k)
 
 
 def heaviest_targets(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -108,3 +108,88 @@ def first_kept(keep: np.ndarray, k: int, *lists: np.ndarray) -> tuple[np.ndarray
     (every row must keep at least ``k``)."""
     cols = np.argsort(~keep, axis=1, kind="stable")[:, :k]
     return tuple(np.take_along_axis(a, cols, axis=1) for a in lists)
+
+
+@dataclass(frozen=True)
+class DeepKnn:
+    """A kNN graph kept deeper than a level uses, so that the next level's graph can be refreshed
+    from it (:func:`coarsened_knn`) instead of searched again among all supernodes.
+
+    The top levels of a large hierarchy merge few nodes each (at a million points, ~33k supernodes
+    at each of ten levels); an exact search per level made the cluster stage grow faster than N.
+    Invariant: no node missing from row i's list is more similar to i than ``bound[i]``, so the
+    row's entries at or above ``bound[i]`` are its true nearest, and there are at least the k a
+    level uses. The entries below it are true similarities of possibly not the nearest nodes.
+    """
+
+    graph: KnnGraph
+    bound: np.ndarray  # float32 [N]
+
+    def level(self, k: int) -> KnnGraph:
+        """The k nearest of each row."""
+        return KnnGraph(nbr=self.graph.nbr[:, :k], sim=self.graph.sim[:, :k])
+
+
+def deep_knn(x: np.ndarray, depth: int) -> DeepKnn:
+    """Exact kNN of every row to ``depth`` (at most N - 1), by :func:`knn_graph`."""
+    graph = knn_graph(x, depth)
+    return DeepKnn(graph, _bound_after(graph.sim, x.shape[0]))
+
+
+def _bound_after(sim: np.ndarray, n: int) -> np.ndarray:
+    """Similarity no unlisted node exceeds, for rows listed exactly in full: -inf when they list every node."""
+    if sim.shape[1] >= n - 1:
+        return np.full(sim.shape[0], -np.inf, dtype=np.float32)
+    return sim[:, -1].copy()
+
+
+def coarsened_knn(prev: DeepKnn, node_map: np.ndarray, x: np.ndarray, k: int) -> DeepKnn:
+    """The next level's deep graph, after nodes ``i`` of ``prev`` became ``node_map[i]`` with unit vectors ``x``.
+
+    A node that took no other node keeps its vector, so its similarity to every other such node is
+    unchanged and its list only loses the nodes that merged and gains the merged ones' new vectors
+    (one product with those). Rows left with fewer than ``k`` entries known to be nearest, and the
+    merged nodes' own rows, are searched again exactly; when that is most rows, the whole level is.
+    The result's first k columns equal :func:`knn_graph` on ``x`` up to ties and rounding.
+    """
+    n = x.shape[0]
+    depth = min(prev.graph.k, n - 1)
+    members = np.bincount(node_map, minlength=n)
+    merged = np.flatnonzero(members > 1)
+    kept_old = np.flatnonzero(members[node_map] == 1)  # old rows whose node stands alone at the next level
+    if depth <= k or depth == n - 1 or 2 * len(merged) > n:
+        return deep_knn(x, depth)
+    kept_new = node_map[kept_old]
+    # each kept row's entries that name kept nodes, renamed, with their (unchanged) similarities
+    old_nbr = prev.graph.nbr[kept_old]
+    valid = (old_nbr >= 0) & (members[node_map[old_nbr]] == 1)  # -1: no entry (a row short of candidates)
+    cand_nbr = np.where(valid, node_map[old_nbr], -1)
+    cand_sim = np.where(valid, prev.graph.sim[kept_old], -np.inf).astype(np.float32)
+    nbr = np.empty((n, depth), dtype=np.int64)
+    sim = np.empty((n, depth), dtype=np.float32)
+    known = np.zeros(n, dtype=np.int64)  # leading entries of each row known to be its nearest
+    bound = np.full(n, np.inf, dtype=np.float32)
+    xm = np.ascontiguousarray(x[merged], dtype=np.float32)
+    block_rows = max(MIN_BLOCK_ROWS, BLOCK_ENTRIES // (len(merged) + depth))
+    for start in range(0, len(kept_old), block_rows):
+        rows = slice(start, start + block_rows)
+        m = len(kept_new[rows])
+        # a last (-1, -inf) column: every row has a candidate past its depth
+        ids = np.concatenate([cand_nbr[rows], np.broadcast_to(merged, (m, len(merged))), np.full((m, 1), -1)], axis=1)
+        s = np.concatenate([cand_sim[rows], x[kept_new[rows]] @ xm.T, np.full((m, 1), -np.inf, np.float32)], axis=1)
+        part = np.argpartition(-s, depth, axis=1)[:, :depth + 1]
+        top_ids, top_sim = np.take_along_axis(ids, part, axis=1), np.take_along_axis(s, part, axis=1)
+        order = np.lexsort((top_ids, -top_sim), axis=1)  # most similar first, ties by index
+        top_ids, top_sim = np.take_along_axis(top_ids, order, axis=1), np.take_along_axis(top_sim, order, axis=1)
+        # nothing missing from the list beats the old bound, nor the best candidate it had no room for
+        b = np.maximum(prev.bound[kept_old[rows]], top_sim[:, depth])
+        nbr[kept_new[rows]], sim[kept_new[rows]] = top_ids[:, :depth], top_sim[:, :depth]
+        known[kept_new[rows]] = (top_sim[:, :depth] >= b[:, None]).sum(axis=1)
+        bound[kept_new[rows]] = b
+    again = np.flatnonzero(known < k)  # the merged nodes' rows (none known) and rows short of k
+    if 2 * len(again) > n:
+        return deep_knn(x, depth)
+    if len(again):
+        fresh = nearest_rows(x, again, depth)
+        nbr[again], sim[again], bound[again] = fresh.nbr, fresh.sim, _bound_after(fresh.sim, n)
+    return DeepKnn(KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0)), bound)

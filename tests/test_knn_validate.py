@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from qdrant_lander.errors import InputError
-from qdrant_lander.knn import knn_graph, rows_of
+from qdrant_lander.knn import coarsened_knn, deep_knn, knn_graph, rows_of
 from qdrant_lander.validate import check_embeddings, check_labels
 
 
@@ -35,6 +35,58 @@ def test_rows_of_finds_every_listed_id_and_marks_the_rest(scale):
     np.testing.assert_array_equal(ids[rows[found]], wanted[found])
     np.testing.assert_array_equal(found, np.isin(wanted, ids))
     assert (rows_of(ids[:0], wanted) == -1).all()
+
+
+def _merge(x, groups):
+    """Merge each group (rows of node indices) into one node at the unit mean of its members, after the nodes
+    standing alone: (the next level's vectors, node_map), as the decoder coarsens a level."""
+    owner = np.full(len(x), -1)
+    for g, members in enumerate(groups):
+        owner[members] = g
+    alone = np.flatnonzero(owner < 0)
+    node_map = np.empty(len(x), dtype=np.int64)
+    node_map[alone] = np.arange(len(alone))
+    node_map[owner >= 0] = len(alone) + owner[owner >= 0]
+    means = np.stack([x[owner == g].sum(axis=0) for g in range(len(groups))])
+    return np.concatenate([x[alone], means / np.linalg.norm(means, axis=1, keepdims=True)]).astype(np.float32), node_map
+
+
+def _random_triples(x, rng, groups, k):
+    return rng.permutation(len(x))[:3 * min(groups, (len(x) - 2 * k) // 3)].reshape(-1, 3)
+
+
+def _nearest_pairs(x, rng, groups, k):
+    """A tenth of the nodes each merge with their nearest node (disjoint pairs): merges among near nodes, as
+    decoding makes them, replace a row's neighbours with merged nodes and push kept ones out of its list."""
+    nearest, used, pairs = knn_graph(x, 1).nbr[:, 0], np.zeros(len(x), dtype=bool), []
+    for a in rng.permutation(len(x))[:len(x) // 10]:
+        if not used[a] and not used[nearest[a]]:
+            used[[a, nearest[a]]] = True
+            pairs.append((a, nearest[a]))
+    return np.array(pairs)
+
+
+# few merges (the lists refreshed), most nodes merged (searched again), and chains of merges among near nodes
+# whose seeds made a bound that forgot the candidates a list had no room for return wrong neighbours
+@pytest.mark.parametrize("merges, groups, k, seed", [(_random_triples, 12, 10, 1), (_random_triples, 300, 10, 1),
+                                                     (_nearest_pairs, 0, 1, 62), (_nearest_pairs, 0, 2, 75)])
+def test_a_coarsened_graph_equals_an_exact_search_level_after_level(merges, groups, k, seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, 8))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, 20, 400)] + 0.3 * rng.normal(size=(400, 8))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    deep = deep_knn(x, 2 * k)
+    for round_ in range(10):
+        if len(x) < 40:
+            break
+        x, node_map = _merge(x, merges(x, rng, groups, k))
+        deep = coarsened_knn(deep, node_map, x, k)
+        ref = knn_graph(x, k)
+        np.testing.assert_array_equal(deep.level(k).nbr, ref.nbr)
+        np.testing.assert_allclose(deep.level(k).sim, ref.sim, atol=1e-6)
+        if round_ == 0 and merges is _random_triples:  # few merges keep most lists, which then hold fewer known entries
+            assert (deep.graph.sim[:, -1] < deep.bound).any() == (groups == 12)
 
 
 def test_knn_needs_more_points_than_k():
