@@ -12,9 +12,9 @@ import numpy as np
 
 from .errors import InputError
 
-# Similarities per block of an exact search (~130 MB with argpartition's copy and int64 indices): blocks
-# of 2,048 rows took 4 GB above the inputs at N = 90k, these 38 MB, and ran 2x faster (benchmarks/RESULTS.md,
-# Sync). At least MIN_BLOCK_ROWS rows, so that a block's matrix product still reads all of x for many rows.
+# Similarities per block of an exact search (32 MB, and a mask of 8 MB): blocks of 2,048 rows took 4 GB
+# above the inputs at N = 90k (with argpartition's int64 indices), these 38 MB, and ran 2x faster
+# (benchmarks/RESULTS.md, Sync). At least MIN_BLOCK_ROWS rows, so that a block's matrix product still reads all of x for many rows.
 BLOCK_ENTRIES = 1 << 23
 MIN_BLOCK_ROWS = 64
 
@@ -57,8 +57,8 @@ def nearest_rows(x: np.ndarray, rows: np.ndarray, k: int, *, block_entries: int 
     """The exact k nearest rows of ``x`` (unit length, more than k rows) to each of its rows ``rows``,
     self excluded, ties broken by index; the graph's row i belongs to ``rows[i]``.
 
-    Each block holds ``rows x N`` negated similarities and ``np.argpartition``'s int64 indices over
-    them, so the rows per block shrink as N grows (see ``BLOCK_ENTRIES``)."""
+    Each block holds ``rows x N`` similarities and a mask over them, so the rows per block shrink as N
+    grows (see ``BLOCK_ENTRIES``)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     nbr = np.empty((len(rows), k), dtype=np.int64)
     sim = np.empty((len(rows), k), dtype=np.float32)
@@ -66,14 +66,28 @@ def nearest_rows(x: np.ndarray, rows: np.ndarray, k: int, *, block_entries: int 
     for start in range(0, len(rows), block_rows):
         block = rows[start:start + block_rows]
         s = x[block] @ x.T
-        np.negative(s, out=s)
-        s[np.arange(len(block)), block] = np.inf  # exclude self
-        part = np.argpartition(s, k - 1, axis=1)[:, :k]
-        part_neg = np.take_along_axis(s, part, axis=1)
-        order = np.lexsort((part, part_neg), axis=1)  # most similar first, ties by index
-        nbr[start:start + len(block)] = np.take_along_axis(part, order, axis=1)
-        sim[start:start + len(block)] = -np.take_along_axis(part_neg, order, axis=1)
+        s[np.arange(len(block)), block] = -np.inf  # exclude self
+        nbr[start:start + len(block)], sim[start:start + len(block)] = top_columns(s, k)
     return KnnGraph(nbr=nbr, sim=np.clip(sim, -1.0, 1.0))
+
+
+def top_columns(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The columns of the ``k`` largest entries of each row of ``s`` (at least k columns) and their values,
+    largest first, ties by column.
+
+    ``np.argpartition`` over whole rows cost as much as the matrix product that made them (0.6 s for 1,000
+    rows x 30k); this reads each row twice instead: the k-th largest of ~256 column chunks' maxima is a
+    floor that at least k entries reach, and only the few entries at or above it are sorted (0.13 s).
+    """
+    n, m = s.shape
+    chunks = min(m, max(4 * k, 256))
+    floor = np.maximum.reduceat(s, (np.arange(chunks) * m) // chunks, axis=1)
+    floor = np.partition(floor, chunks - k, axis=1)[:, chunks - k]
+    rows, cols = np.nonzero(s >= floor[:, None])
+    vals = s[rows, cols]
+    order = np.lexsort((-vals, rows))  # by row, then most similar first; stable, so ties keep column order
+    take = np.searchsorted(rows[order], np.arange(n))[:, None] + np.arange(k)
+    return cols[order][take], vals[order][take]
 
 
 def rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -177,9 +191,9 @@ def coarsened_knn(prev: DeepKnn, node_map: np.ndarray, x: np.ndarray, k: int) ->
         # a last (-1, -inf) column: every row has a candidate past its depth
         ids = np.concatenate([cand_nbr[rows], np.broadcast_to(merged, (m, len(merged))), np.full((m, 1), -1)], axis=1)
         s = np.concatenate([cand_sim[rows], x[kept_new[rows]] @ xm.T, np.full((m, 1), -np.inf, np.float32)], axis=1)
-        part = np.argpartition(-s, depth, axis=1)[:, :depth + 1]
-        top_ids, top_sim = np.take_along_axis(ids, part, axis=1), np.take_along_axis(s, part, axis=1)
-        order = np.lexsort((top_ids, -top_sim), axis=1)  # most similar first, ties by index
+        cols, top_sim = top_columns(s, depth + 1)
+        top_ids = np.take_along_axis(ids, cols, axis=1)
+        order = np.lexsort((top_ids, -top_sim), axis=1)  # most similar first, ties by node
         top_ids, top_sim = np.take_along_axis(top_ids, order, axis=1), np.take_along_axis(top_sim, order, axis=1)
         # nothing missing from the list beats the old bound, nor the best candidate it had no room for
         b = np.maximum(prev.bound[kept_old[rows]], top_sim[:, depth])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from qdrant_lander.errors import InputError
-from qdrant_lander.knn import coarsened_knn, deep_knn, knn_graph, rows_of
+from qdrant_lander.knn import coarsened_knn, deep_knn, knn_graph, rows_of, top_columns
 from qdrant_lander.validate import check_embeddings, check_labels
 
 
@@ -22,6 +22,19 @@ def test_knn_matches_brute_force_for_any_block_size(block_entries):
     np.testing.assert_array_equal(g.nbr, ref)
     np.testing.assert_allclose(g.sim, np.take_along_axis(s, ref, axis=1), atol=1e-6)
     assert (g.nbr != np.arange(300)[:, None]).all()  # self is never a neighbour
+
+
+# many ties (small integers), -inf entries (a row's own column), fewer columns than chunks and many more
+@pytest.mark.parametrize("cols, k", [(12, 11), (300, 5), (5000, 40)])
+def test_top_columns_are_the_largest_entries_ties_by_column(cols, k):
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 6, size=(50, cols)).astype(np.float32)
+    s[np.arange(50), rng.integers(0, cols, 50)] = -np.inf
+    s[0] = 1.0  # one row all ties
+    got, vals = top_columns(s, k)
+    ref = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(vals, np.take_along_axis(s, ref, axis=1))
 
 
 @pytest.mark.parametrize("scale", [1, 1 << 40])  # dense ids (a lookup table) and sparse ones (binary search)
