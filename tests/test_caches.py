@@ -50,3 +50,14 @@ def test_label_cache_matches_a_dict_through_puts_relabels_and_forgets():
     assert found.known.tolist() == [True] * 10 + [False, False]
     for r, p in enumerate(probe[:10].tolist()):
         assert tuple(found.path[r, :found.depth[r]].tolist()) == want[p].path and found.cluster[r] == want[p].cluster
+
+
+def test_label_cache_takes_more_points_at_once_than_its_arrays_grow_by():
+    """A first load, or a pass's field, can bring thousands of labels at once: more rows than growing by half."""
+    cache = LabelCache()
+    ids = np.arange(3000, dtype=np.int64) * 7
+    cache.put(ids, Labels.of([Label(int(i) % 5, False, (int(i),)) for i in ids]))
+    more = np.arange(3000, 8000, dtype=np.int64) * 7
+    cache.put(more, Labels.of([Label(1, True, (2, 3)) for _ in more]))
+    assert len(cache) == 8000 and cache.get(2999 * 7) == Label(2999 * 7 % 5, False, (2999 * 7,))
+    assert cache.get(7999 * 7) == Label(1, True, (2, 3))

@@ -3,8 +3,8 @@
 import numpy as np
 
 from qdrant_lander.decode import (AUTO_TAUS, DecodeSettings, absorb_fragments, agreement, cluster_hierarchy,
-                                  decode_level, forest_roots, fragment_size, hierarchy_levels, link_support,
-                                  score_level0, _member_means)
+                                  decode_level, forest_roots, fragment_size, heaviest_targets, hierarchy_levels,
+                                  link_support, score_level0, _member_means)
 from qdrant_lander.features import LevelInputs
 from qdrant_lander.knn import knn_graph
 
@@ -87,6 +87,13 @@ def test_fragments_join_the_larger_cluster_their_links_favour_and_chains_resolve
     assert got.tolist() == [0] * 5 + [5] * 3 + [0] * 4
     assert (absorb_fragments(labels, nbr, link, max_size=0) == labels).all()
     assert absorb_fragments(labels, nbr, link, max_size=3)[5:8].tolist() == [0, 0, 0]  # B small too: its one link out
+
+
+def test_heaviest_target_sums_each_sources_edges_and_ties_to_the_lowest_index():
+    src, dst = np.array([0, 0, 0, 3, 3]), np.array([1, 2, 2, 2, 1])
+    w = np.array([0.9, 0.5, 0.5, 0.4, 0.4])  # 0: 1.0 to 2 beats 0.9 to 1; 3: 0.4 either way -> 1
+    sources, targets = heaviest_targets(src, dst, w, 4)
+    assert sources.tolist() == [0, 3] and targets.tolist() == [2, 1]
 
 
 def test_absorb_share_is_applied_after_the_last_level_and_keeps_ids_peaks():
@@ -224,3 +231,23 @@ def test_each_level_is_logged_for_long_cluster_stages(caplog):
         cluster_hierarchy(x, knn_graph(x, 5), GroundTruthScorer(y),
                           DecodeSettings(k=5, tau=0.5, max_levels=3, node_mode="structure"))
     assert "level 0: 120 nodes," in caplog.text and "joined a denser one" in caplog.text
+
+
+def test_supernodes_count_their_points_and_link_by_their_member_means():
+    """Above level 0 a supernode's size is the number of points under it (not of the nodes it merged), and its
+    kNN graph is the exact one among the unit means of its points (level 1: the points' own mean)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    always = lambda inp: (np.ones(inp.nbr.shape, np.float32), -inp.peak_index.astype(np.float32))  # noqa: E731
+    steps = list(hierarchy_levels(x, knn_graph(x, 5), always, S5))
+    assert len(steps) >= 3  # level 2 merges supernodes that are merges already
+    for step, node_of_point in steps:
+        np.testing.assert_array_equal(step.inputs.size, np.bincount(node_of_point, minlength=len(step.parent)))
+        assert (node_of_point[step.inputs.peak_index] == np.arange(len(step.parent))).all()  # a peak lies inside its node
+    step, node_of_point = steps[1]
+    mean = np.zeros((len(step.parent), x.shape[1]))
+    np.add.at(mean, node_of_point, x)
+    want = knn_graph((mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32), 5)
+    np.testing.assert_array_equal(step.inputs.nbr, want.nbr)
+    np.testing.assert_allclose(step.inputs.sim, want.sim, atol=1e-5)

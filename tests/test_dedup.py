@@ -144,3 +144,20 @@ def test_arriving_copies_of_a_new_vector_are_decided_together(store, part):
     copies = after[ids >= 1000]
     assert report.new == 25 and report.attached == 25 and report.created == 0
     assert len(set(copies.tolist())) == 1 and copies[0] in set(before.tolist())
+
+
+def test_a_graph_among_distinct_rows_expands_to_rows_of_the_full_array():
+    """The daemon's neighbour cache is seeded from the expanded graph: its neighbours must be rows of the full
+    array (copies interleaved, as in a real collection), each listing what its distinct vector lists."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(20, 6)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    source = np.r_[0, 1, 0, 2, 3, 1, 1, 4:20, 7, 3]
+    x = base[source]
+    u = unique_rows(x)
+    g = knn_graph(u.take(x), 4)
+    full = u.expand_graph(g)
+    assert full.nbr.shape == (len(x), 4) and (full.nbr < len(x)).all()
+    np.testing.assert_array_equal(x[full.nbr], base[source][u.rep][g.nbr][u.inverse])
+    np.testing.assert_array_equal(full.sim, g.sim[u.inverse])
+    assert (u.inverse[full.nbr] != u.inverse[:, None]).all()  # no row lists a copy of itself

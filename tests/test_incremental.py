@@ -20,10 +20,12 @@ from benchmarks.tasks import clinc_75_75, subsample_classes
 from qdrant_lander import Lander
 from qdrant_lander.daemon import EXIT_INPUT, EXIT_OK, Daemon, DaemonOptions
 from qdrant_lander.domains import load_presets
+from qdrant_lander.knn import knn_graph
 from qdrant_lander.decode import decode_level
 from qdrant_lander.caches import Label, LabelCache, NeighbourCache
-from qdrant_lander.incremental import (FRESH_ID_START, INCREMENTAL_META, IncrementalState, NeedsFullSync, _check_cached,
-                                       _fresh_ids, _ids_in_use, _score_parents, incremental_pass, replay_journal)
+from qdrant_lander.incremental import (FRESH_ID_START, INCREMENTAL_META, IncrementalState, NeedsFullSync, _absorb_new,
+                                       _check_cached, _fresh_ids, _Groups, _ids_in_use, _score_parents, incremental_pass,
+                                       replay_journal)
 from qdrant_lander.metrics import score
 from qdrant_lander.model_card import CARD_FILE, ONNX_FILE
 from qdrant_lander.payload import CLUSTER_FIELD, KEY, SYNC_META, LanderPayload, cluster_filter, unclustered_filter
@@ -178,6 +180,23 @@ def test_cache_rows_survive_growth_forget_and_reuse():
     assert np.array_equal(cache.gather(ids)[2], [want[i][2] for i in ids])
 
 
+def test_a_seeded_cache_lists_point_ids_not_rows():
+    """A full pass seeds the daemon's cache from its graph, whose neighbours are rows of the scroll: the cache
+    must hold the point ids of those rows (ids are rarely 0..N-1 in a real collection: deletes, chosen ids)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 6)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(30, dtype=np.int64)[::-1] * 10 + 7  # scroll order need not be id order either
+    graph = knn_graph(x, 4)
+    cache = NeighbourCache(4)
+    cache.seed(ids, x, graph)
+    assert sorted(cache.ids().tolist()) == sorted(ids.tolist())
+    nbr, sim, vec = cache.gather(ids)
+    np.testing.assert_array_equal(nbr, ids[graph.nbr])
+    np.testing.assert_array_equal(sim, graph.sim)
+    np.testing.assert_array_equal(vec, x)
+
+
 def test_a_reupserted_peak_with_its_vector_unchanged_stays_its_clusters_peak(store, data, lander):
     """An app that re-sends points with their own payload replaces lander's: a peak then has no denser neighbour.
     It started a cluster of one (7 of 16 peaks, review helper) and left its old cluster with no peak to merge from."""
@@ -231,6 +250,31 @@ def test_merges_relabel_only_into_ids_the_store_already_holds(store, data, lande
         import_points(store, "docs", x[s:s + 60], start_id=s, progress=False)
         incremental_pass(col, lander.scorer, lander.card, cache=cache)
     assert targets and all(survivor in held for survivor, held in targets)
+
+
+def test_a_merge_relabels_the_smaller_cluster_and_the_larger_keeps_its_id(store, data, lander):
+    """Of two old clusters a pass merges, the one with fewer points (stored, plus the new points that attached to
+    it) is relabelled: the larger keeps the id users stored, and a merge rewrites as few payloads as it can."""
+    x, _ = data
+    col = import_points(store, "docs", x[:30], progress=False)
+    full_sync(col, lander, progress=False)
+    cache, moves = NeighbourCache(lander.card.k), []
+    for s in range(30, len(x), 60):
+        before = check_consistent(col)
+        cluster_of_group = {lp.path[-1]: lp.cluster for lp in before.values()}  # a path's top names one cluster
+        import_points(store, "docs", x[s:s + 60], start_id=s, progress=False)
+        rep = incremental_pass(col, lander.scorer, lander.card, cache=cache)
+        after = check_consistent(col)
+        size = Counter(lp.cluster for lp in before.values())
+        stored = dict(size)
+        size.update(cluster_of_group[lp.path[-1]] for pid, lp in after.items()  # new points attached to an old point
+                    if pid not in before and lp.path[-1] in cluster_of_group)
+        merged = {(before[p].cluster, after[p].cluster) for p in before if before[p].cluster != after[p].cluster}
+        assert rep.merged == len(merged) and rep.relabelled == sum(stored[a] for a, _ in merged)
+        for absorbed, survivor in merged:
+            assert survivor in stored and size[absorbed] <= size[survivor], (s, absorbed, survivor, size)
+        moves += merged
+    assert moves
 
 
 def _delete(store, col, ids) -> None:
@@ -397,6 +441,40 @@ def test_clusters_a_pass_starts_are_absorbed_as_the_full_sync_absorbed(store, tm
     assert (plain.created, plain.absorbed) == (10, 0)
 
 
+def test_a_pass_never_attaches_to_points_still_waiting_for_a_label(store, data, lander):
+    """Points beyond ``max_new`` (or arrived during the pass) sit unlabelled in the new points' lists: a new point
+    must not take a label through one of them (it took whatever label the cache's first row held)."""
+    x, y = data
+    col = import_points(store, "docs", x[:100], progress=False)
+    full_sync(col, lander, progress=False)
+    _, old = read_labels(col)
+    intent = {c: Counter(y[:100][old == c].tolist()).most_common(1)[0][0] for c in set(old.tolist())}
+    import_points(store, "docs", x[100:], start_id=100, progress=False)  # 350 arrivals, 30 labelled by this pass
+    rep = incremental_pass(col, lander.scorer, lander.card, max_new=30)
+    assert rep.new == 30 and col.count(unclustered_filter()) == len(x) - 130
+    ids, lab = read_labels(col)
+    joined = [(int(y[pid]), intent[c]) for pid, c in zip(ids.tolist(), lab.tolist()) if pid >= 100 and c in intent]
+    assert len(joined) >= 20 and sum(a == b for a, b in joined) >= 0.9 * len(joined), joined
+
+
+def test_a_pass_absorbs_only_the_small_clusters_it_started_into_larger_ones():
+    """Old clusters were judged by the full pass: only clusters a pass starts (no old member) of at most the resolved
+    size move, each into the larger cluster its new points' links favour, never into one of equal size."""
+    groups = _Groups()
+    # new rows 0-2: row 0 attached to old cluster 100, rows 1 and 2 start clusters (-2, -3); old rows 3 (cluster 100)
+    # and 4 (cluster 200); stored sizes 100: 2 points, 200: 50
+    group = np.array([100, -2, -3, 100, 200])
+    for g in group[:3].tolist():
+        groups.find(g)
+    nbr = np.array([[3, 4], [4, 0], [1, 3]])
+    link = np.array([[0.9, 0.8], [0.9, 0.1], [0.9, 0.2]], dtype=np.float32)  # row 2's best link: row 1, same size
+    moved, _ = _absorb_new(groups, group, np.ones(5, dtype=bool), nbr, link, Counter(group[:3].tolist()), 1,
+                           lambda clusters: {c: {100: 2, 200: 50}[c] for c in clusters})
+    assert moved == 2
+    assert groups.find(-2) == groups.find(200) and groups.find(-3) == groups.find(100)
+    assert groups.find(100) != groups.find(200)  # 100 took one new point, but it is old: it stays
+
+
 def test_needs_a_complete_full_sync(store, data, lander):
     x, _ = data
     col = import_points(store, "docs", x[:50], progress=False)
@@ -486,6 +564,20 @@ def test_stable_ids_greedy_by_overlap():
     assert got[:3].tolist() == [5, 5, 5] and got[3] == got[4] and got[3] not in (5, 1)
     # an unmapped cluster keeps its own id when no old cluster used it
     assert stable_ids(np.array([-1, -1]), np.array([4, 4])).tolist() == [4, 4]
+
+
+def test_stable_ids_never_hand_one_id_to_two_groups_nor_revive_a_vanished_one():
+    # cluster id 0 (point 0's cluster) is an id like any other: inherited
+    assert stable_ids(np.array([0, 0, 0, -1]), np.array([2, 2, 2, 3])).tolist() == [0, 0, 0, 3]
+    # old 9 vanished (its point joined 3's heir): a new group whose peak is 9 must not take a name users stored for 9
+    got = stable_ids(np.array([3, 3, 3, 9, -1]), np.array([0, 0, 0, 0, 9]))
+    assert got[:4].tolist() == [3] * 4 and got[4] not in (3, 9)
+    # two unmapped groups whose own ids are taken each get a fresh id of their own
+    got = stable_ids(np.array([1, 1, 2, 2, -1, -1]), np.array([7, 7, 8, 8, 1, 2]))
+    assert got[:4].tolist() == [1, 1, 2, 2] and got[4] != got[5] and not {got[4], got[5]} & {1, 2, 7, 8}
+    # equal overlaps: the smaller old id, then the smaller new cluster, wins
+    assert stable_ids(np.array([4, 4, 6, 6]), np.array([1, 1, 1, 1])).tolist() == [4] * 4
+    assert stable_ids(np.array([5, 5, 5, 5]), np.array([1, 1, 2, 2])).tolist() == [5, 5, 2, 2]
 
 
 def test_full_pass_keeps_ids(tmp_path, data, lander):
@@ -726,6 +818,14 @@ def test_scoring_only_possible_parents_gives_the_decoders_parents(seed):
     assert len(scored) < len(np.setdiff1d(nbr[rows][link[rows] > tau], rows))
 
 
+def test_a_neighbour_as_dense_as_the_row_is_no_parent_and_the_search_goes_on():
+    nbr, link = np.array([[1, 2], [0, 2], [0, 1]]), np.array([[0.9, 0.8], [0.1, 0.1], [0.1, 0.1]], dtype=np.float32)
+    truth = np.array([0.5, 0.5, 0.7], dtype=np.float32)  # row 0's best link is to an equally dense neighbour
+    density = np.array([0.5, np.nan, np.nan], dtype=np.float32)
+    _score_parents(lambda r: density.__setitem__(r, truth[r]), nbr[:1], link[:1], density, np.array([0]), 0.5)
+    assert decode_level(nbr, link, density, 0.5)[0] == 2
+
+
 def test_incremental_passes_keep_the_arrivals_indexed_on_the_embedded_store(tmp_path, lander):
     """Edge has no background optimizer: unless a pass indexes the arrivals once they pass Edge's indexing
     threshold (~10 MB of vectors: 2,500 of 1,024 dimensions), every later query scans all of them."""
@@ -956,6 +1056,22 @@ def test_a_malformed_lander_payload_stops_the_pass_with_a_clear_error(store, dat
         assert Daemon(col, lander, DaemonOptions(interval=0.05, lease_ttl=30, growth=0)).watch(stop) == EXIT_INPUT
     finally:
         stop.set()
+
+
+def test_a_sync_record_that_names_no_vector_clusters_any_one():
+    """A record written before the vector was recorded (None) must keep working after an upgrade; one that names
+    a vector refuses another."""
+    from datetime import datetime, timezone
+
+    from qdrant_lander.errors import InputError
+    from qdrant_lander.payload import SyncState
+
+    rec = SyncState(state="complete", generation=1, model="m", points=1, clusters=1, started_at=datetime.now(timezone.utc))
+    rec.check_vector("docs", "text")
+    rec.check_vector("docs", "")
+    rec.model_copy(update={"vector": "text"}).check_vector("docs", "text")
+    with pytest.raises(InputError, match="clustered on vector 'text', not the unnamed vector"):
+        rec.model_copy(update={"vector": "text"}).check_vector("docs", "")
 
 
 def _two_vectors(store, x):

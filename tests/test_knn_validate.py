@@ -165,3 +165,19 @@ def test_a_given_graph_with_missing_or_foreign_neighbours_is_refused_before_any_
                               (g.nbr, g.sim[:, :-1], "similarities have shape")]:
         with pytest.raises(InputError, match=message):
             lander.predict_graph(x, KnnGraph(nbr, sim))
+
+
+def test_knn_ties_go_to_the_lower_index():
+    """Equal similarities are ordered by index, so a graph (and the clusters decoded from it) is reproducible."""
+    x = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [1, 1, 0, 0]], dtype=np.float32)
+    g = knn_graph(x / np.linalg.norm(x, axis=1, keepdims=True), 4)
+    # row 0: point 4 at cosine 0.71, then 1, 2 and 3 all at 0; row 2: all four at 0
+    assert g.nbr[0].tolist() == [4, 1, 2, 3] and g.nbr[2].tolist() == [0, 1, 3, 4]
+    # a tie across the k-th place too (argpartition chose among those arbitrarily: [4, 1, 3])
+    assert knn_graph(x / np.linalg.norm(x, axis=1, keepdims=True), 3).nbr[0].tolist() == [4, 1, 2]
+
+
+@pytest.mark.parametrize("scale", [1, 1 << 40])
+def test_rows_of_finds_the_smallest_and_largest_id(scale):
+    ids = np.array([5, 3, 9, 7]) * scale
+    assert rows_of(ids, np.array([[9, 3], [7, 10]]) * scale).tolist() == [[2, 1], [3, -1]]
