@@ -34,6 +34,9 @@ from .validate import check_embeddings
 log = logging.getLogger(__name__)
 
 KnnMode = Literal["auto", "exact", "index"]
+# From this many distinct points the cluster stage runs for minutes with nothing to show (299 s at a million on
+# one core, RESULTS.md session 38): the sync says so before it starts.
+CLUSTER_NOTICE_POINTS = 200_000
 EXACT_MAX_FLOATS = 5_000_000  # auto: full scan up to N*D = 5M (11,250 x 384 took 6.6 s CPU here)
 
 
@@ -310,6 +313,9 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
         if on_graph is not None:
             on_graph(ids, x, distinct.expand_graph(graph))
     with _stage(seconds, cpu, "cluster"):
+        if progress and len(xu) >= CLUSTER_NOTICE_POINTS:
+            print(f"clustering {len(xu):,} points: the model scores them, then each level of supernodes (minutes on "
+                  "a large collection; -vv logs each level)...", file=sys.stderr, flush=True)
         res = distinct.expand(lander.predict_graph(xu, graph))
         clusters = rename(ids, ids[res.labels]) if rename is not None else None
     # Writing rewrites every point, and Qdrant copies each rewritten point out of its indexed segment: free

@@ -339,6 +339,19 @@ def test_a_full_sync_leaves_the_embedded_index_whole(tmp_path, capsys):
     assert "reindex" in report.seconds and "rebuilding the vector index of 'docs'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_a_long_cluster_stage_is_announced(tmp_path, capsys, monkeypatch, progress):
+    """Minutes without a bar at a million points: the sync says what it is doing first (on stderr, with its bars)."""
+    from qdrant_lander import Lander
+    from qdrant_lander import sync
+
+    monkeypatch.setattr(sync, "CLUSTER_NOTICE_POINTS", 300)
+    x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    with EdgeStore(tmp_path) as store:
+        sync.full_sync(import_points(store, "docs", x, progress=False), Lander(device="cpu", threads=1), progress=progress)
+    assert ("clustering 300 points" in capsys.readouterr().err) == progress
+
+
 def test_unindexed_counts_points_outside_the_index_never_below_zero(tmp_path):
     """A payload write moves an indexed point out of its segment and Edge still counts the old copy as
     indexed: after 200 relabels and an index build over them and 2,600 arrivals, points minus indexed
