@@ -1,7 +1,8 @@
 """Exact cosine kNN graphs for in-memory arrays.
 
-Used for whole arrays (``cluster``/``eval``/training) and for the supernode levels of the hierarchy,
-which are small. Level 0 of a Qdrant collection comes from the store's HNSW index instead.
+Used for whole arrays (``cluster``/``eval``/training) and for the supernode levels of the hierarchy
+(about a tenth of the points, refreshed level to level: :class:`DeepKnn`). Level 0 of a Qdrant
+collection comes from the store's HNSW index instead.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from .errors import InputError
 
 # Similarities per block of an exact search (32 MB, and a mask of 8 MB): blocks of 2,048 rows took 4 GB
 # above the inputs at N = 90k (with argpartition's int64 indices), these 38 MB, and ran 2x faster
-# (benchmarks/RESULTS.md, Sync). At least MIN_BLOCK_ROWS rows, so that a block's matrix product still reads all of x for many rows.
+# (benchmarks/RESULTS.md, Sync). At least MIN_BLOCK_ROWS rows, so that a block's matrix product still
+# reads all of x for many rows.
 BLOCK_ENTRIES = 1 << 23
 MIN_BLOCK_ROWS = 64
 
