@@ -1,7 +1,7 @@
 """Exact cosine kNN graphs for in-memory arrays.
 
 Used for whole arrays (``cluster``/``eval``/training) and for the supernode levels of the hierarchy
-(about a tenth of the points, refreshed level to level: :class:`DeepKnn`). Level 0 of a Qdrant
+(far fewer nodes than points, refreshed level to level: :class:`DeepKnn`). Level 0 of a Qdrant
 collection comes from the store's HNSW index instead.
 """
 
