@@ -1189,3 +1189,95 @@ def test_sparse_point_ids_cluster_as_ids_0_to_n(store, data, lander):
         daemon.lease.release()
     for dense, sparse_ in zip(*partitions):
         assert score(dense, sparse_).fp == 1.0
+
+
+class _FlakyCollection:
+    """The collection behind a connection that drops every other pass (each pass first renews the lease), or
+    every pass once ``down``."""
+
+    def __init__(self, col):
+        self.col, self.lease_reads, self.down = col, 0, False
+
+    def __getattr__(self, name):
+        return getattr(self.col, name)
+
+    def get_record(self, key, model):
+        self.lease_reads += key == "lease"
+        return self.col.get_record(key, model)
+
+    def count(self, filter=None):
+        if self.down or self.lease_reads % 2:
+            raise ConnectionError("connection reset by peer")
+        return self.col.count(filter)
+
+
+def test_watch_gives_up_only_after_max_failures_passes_in_a_row(store, data, lander, caplog):
+    """A pass that fails now and then (a flaky network) is retried for ever; ``max_failures`` failures in a row
+    end watch mode with exit 4, the code a supervisor restarts on."""
+    from qdrant_lander.daemon import EXIT_STORE
+
+    x, _ = data
+    col = import_points(store, "docs", x[:150], progress=False)
+    full_sync(col, lander, progress=False)
+    flaky = _FlakyCollection(col)
+    daemon, stop, codes = Daemon(flaky, lander, DaemonOptions(interval=0.01, max_failures=2, growth=0)), \
+        threading.Event(), []
+    runner = threading.Thread(target=lambda: codes.append(daemon.watch(stop)))
+    caplog.set_level("WARNING", logger="qdrant_lander.daemon")
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while daemon.passes < 4 and runner.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert daemon.passes >= 4 and codes == []  # four failures, never two in a row: still watching
+        flaky.down = True
+        runner.join(20)
+    finally:
+        stop.set()
+        runner.join(20)
+    assert codes == [EXIT_STORE]
+    assert caplog.text.count("pass failed (2 in a row)") == 1 and "pass failed (3 in a row)" not in caplog.text
+    assert "giving up after 2 failed passes" in caplog.text
+
+
+def test_watch_rebuilds_after_rebuild_every_passes_that_labelled_points(store, data, lander, caplog):
+    """``rebuild_every`` counts the passes that labelled points: idle passes (most of them, on a quiet collection)
+    never trigger a full re-clustering, and the N-th labelling pass is followed by one."""
+    x, _ = data
+    col = import_points(store, "docs", x[:150], progress=False)
+    full_sync(col, lander, progress=False)
+    daemon = Daemon(col, lander, DaemonOptions(interval=0.01, rebuild_every=2, growth=0))
+    caplog.set_level("INFO", logger="qdrant_lander.daemon")
+    stop, codes = threading.Event(), []
+    runner = threading.Thread(target=lambda: codes.append(daemon.watch(stop)))
+    runner.start()
+
+    def passes_after(n: int) -> None:
+        deadline, start = time.monotonic() + 20, daemon.passes
+        while daemon.passes < start + n and runner.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    try:
+        passes_after(10)  # idle
+        assert "full pass" not in caplog.text
+        for s in (150, 160):
+            import_points(store, "docs", x[s:s + 10], start_id=s, progress=False)
+            passes_after(3)
+            assert caplog.text.count("incremental pass: new=10 ") == (s - 140) // 10
+        assert caplog.text.count("full pass: new=0 ") == 1  # after the second pass that labelled points
+    finally:
+        stop.set()
+        runner.join(20)
+    assert codes == [EXIT_OK]
+
+
+def test_a_daemons_full_pass_names_each_cluster_by_its_peaks_point_id(store, data, lander):
+    """Cluster ids are point ids (the peak's) after the daemon's full pass too, where stable ids rename the
+    clusters: ids that are not 0..N-1 tell a point id from a row."""
+    x, _ = data
+    col = store.create("docs", x.shape[1])
+    col.upsert(np.arange(150) * 7 + 10**6, x[:150])
+    Daemon(col, lander, DaemonOptions(growth=0)).once()
+    labels = check_consistent(col)
+    peaks = {pid for pid, lp in labels.items() if lp.peak}
+    assert {lp.cluster for lp in labels.values()} == peaks and all(labels[p].cluster == p for p in peaks)

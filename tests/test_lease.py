@@ -279,3 +279,62 @@ def test_two_writers_creating_the_meta_collection_at_once(col):
     finally:
         del col.client.collection_exists
     assert asked[0] == META_COLLECTION and col.get_meta(LEASE_META) == {"owner": "a"}
+
+
+def test_a_lease_another_writer_took_during_the_settle_is_not_ours(col):
+    """Qdrant has no compare-and-set: a writer whose record another one overwrote before the confirming read
+    (both read 'free') must not believe it holds the lease, or two daemons write at once."""
+    a = Lease(col, ttl=30, settle=0.4, owner="a")
+    threading.Timer(0.1, lambda: col.set_meta(LEASE_META, {**col.get_meta(LEASE_META), "owner": "b"})).start()
+    assert not a.try_acquire() and not a.held
+    assert Lease(col, ttl=30, settle=0.01, owner="c").holder().owner == "b"
+
+
+def test_a_stalled_holder_that_lost_its_lease_unnoticed_leaves_the_new_holders_record(col):
+    """A holder that stalled past its ttl (b took the lease over) and stops before its next renewal must not
+    release b's lease: a third writer would start beside b."""
+    a, b = Lease(col, ttl=0.3, settle=0.01, owner="a"), Lease(col, ttl=30, settle=0.01, owner="b")
+    a.acquire()
+    time.sleep(0.4)
+    b.acquire()
+    assert a.held  # a has not renewed since: it does not know yet
+    a.release()
+    assert not Lease(col, ttl=30, settle=0.01, owner="c").try_acquire()
+    assert b.holder().owner == "b"
+
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="needs root to become another user")
+def test_a_holder_run_by_another_user_on_this_host_counts_as_running():
+    """Daemons of two users on one host: signalling the other's pid is refused (EPERM), which says that it runs;
+    judged dead, its lease would be taken while it writes."""
+    from qdrant_lander.lease import _running
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # root's process
+    try:
+        child = os.fork()
+        if child == 0:  # as nobody, asking about root's process
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                os._exit(0 if _running(holder.pid, None) else 1)
+            except BaseException:
+                os._exit(2)
+        assert os.waitpid(child, 0)[1] >> 8 == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_holder_whose_record_was_removed_stops_at_its_next_renewal(tmp_path):
+    """A removed record (lander_meta.json deleted by hand, the collection made again) may let another writer take
+    the lease: the holder must stop, not write a record of its own again."""
+    x = np.random.RandomState(0).rand(20, 8).astype(np.float32)
+    with EdgeStore(tmp_path / "d") as store:
+        col = import_points(store, "docs", x, progress=False)
+        a = Lease(col, ttl=30, settle=0.01, owner="a")
+        a.acquire()
+        (col.root / "lander_meta.json").unlink()
+        with pytest.raises(LeaseHeld, match="record was removed"):
+            a.renew()
+        assert not a.held and col.get_meta(LEASE_META) is None

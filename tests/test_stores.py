@@ -39,6 +39,8 @@ def test_import_scroll_roundtrip(store, col, x):
     np.testing.assert_allclose(v, x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-6)
     got = col.retrieve([7, 10_000, 5], payload=True)
     assert got.ids.tolist() == [7, 5] and got.payloads[0] == {"text": "t2", "n": 2}
+    every = col.retrieve(list(range(5, 5 + N)), payload=True).payloads  # imported in batches of 64: each its own
+    assert [p["n"] for p in every] == list(range(N))
 
 
 def test_knn_matches_exact_knn(col):
@@ -425,13 +427,14 @@ def test_server_upserts_stay_under_the_request_size_a_server_accepts(x, monkeypa
     assert got.ids.tolist() == list(range(N)) and [p["n"] for p in got.payloads] == list(range(N))
 
 
-def _server_error(message: str):
-    """What qdrant-client raises for a server's 400 answer with ``message`` (the server's own wording)."""
+def _server_error(message: str, status: int = 400):
+    """What qdrant-client raises for a server's ``status`` answer with ``message`` (the server's own wording)."""
     import httpx
     from qdrant_client.http.exceptions import UnexpectedResponse
 
     body = ('{"status":{"error":"%s"},"time":0.0}' % message).encode()
-    return UnexpectedResponse(400, "Bad Request", body, httpx.Headers())
+    return UnexpectedResponse(status, {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large"}[status], body,
+                              httpx.Headers())
 
 
 def test_server_refusals_local_mode_cannot_give_are_one_line(x, monkeypatch):
@@ -464,3 +467,72 @@ def test_server_refusals_local_mode_cannot_give_are_one_line(x, monkeypatch):
     with pytest.raises(Exception, match="Index required") as e:  # strict mode names another key: passed on as is
         col.facet(CLUSTER_FIELD, limit=10)
     assert not isinstance(e.value, StoredDataError)
+
+
+def test_status_counts_every_cluster_not_only_the_largest_it_lists(col):
+    """``top`` bounds the list of largest clusters, not the count: 12 clusters are 12 with ``top=3``."""
+    col.create_index(CLUSTER_FIELD, models.PayloadSchemaType.INTEGER)
+    col.set_payloads([([5 + i], {"lander": {"cluster": i % 12}}) for i in range(60)])
+    col.set_payloads([([5 + 60 + i], {"lander": {"cluster": 0}}) for i in range(3)])  # cluster 0 largest: 8
+    st = status(col, top=3)
+    assert (st.points, st.clustered, st.unclustered, st.clusters) == (N, 63, N - 63, 12)
+    assert st.largest[0] == (0, 8) and len(st.largest) == 3
+
+
+def test_knn_lists_that_arrivals_crowd_out_are_completed_among_the_points_read(store, col, x):
+    """Points that arrive after the scroll, nearer to a queried row than the points read, are left out of its list
+    (asked again with room for more); a list they crowd out however many are asked comes from the points read.
+    The rows asked for are some of the points (a sync with copies asks for the distinct ones), their ids are not
+    their rows: each list is that row's own, as rows."""
+    ids, v = read_vectors(col, progress=False)
+    rows = np.array([150, 3, 77, 20])
+    copies = np.repeat(x[rows], [30, 30, 30, 4], axis=0)  # 3 rows crowded out, 1 asked again with room for more
+    import_points(store, "docs", copies, start_id=1000, progress=False)
+    got = fetch_knn(col, ids, v, 3, rows=rows, progress=False, exact=True)
+    np.testing.assert_array_equal(got.nbr, knn_graph(v, 3).nbr[rows])
+
+
+def test_points_deleted_meanwhile_answered_404_by_a_server(x, monkeypatch):
+    """A server answers a write or a query by id naming a deleted point with 404, where local mode raises KeyError
+    or ValueError: both answers must be handled alike (the points are skipped, or asked for by their vector)."""
+    from qdrant_client import QdrantClient
+
+    from qdrant_lander.stores.client import ServerStore
+
+    store = ServerStore(QdrantClient(":memory:"))
+    col = import_points(store, "docs", x, start_id=5, progress=False)
+    ids, v = read_vectors(col, progress=False)
+    ref = col.knn(ids[:20], v[:20], 5)
+    _delete(col, [8, 16])
+
+    def as_a_server(call):
+        def answer(*args, **kwargs):
+            try:
+                return call(*args, **kwargs)
+            except (KeyError, ValueError):  # local mode's words for a missing point
+                raise _server_error("Not found: No point with id 8 found", 404) from None
+        return answer
+
+    for name in ("batch_update_points", "query_batch_points"):
+        monkeypatch.setattr(store.client, name, as_a_server(getattr(store.client, name)))
+    col.set_payloads([([7, 8], {"lander": {"cluster": 7}}), ([9], {"lander": {"cluster": 9}})])
+    assert [p["lander"]["cluster"] for p in col.retrieve([7, 8, 9]).payloads] == [7, 9]
+    got = col.knn(ids[:20], v[:20], 5)
+    assert not np.isin(got.ids, [8, 16]).any()
+    assert got.ids[3][:3].tolist() == [i for i in ref.ids[3].tolist() if i != 16][:3]  # point 8: by its vector
+    monkeypatch.setattr(store.client, "upsert", lambda *a, **k: (_ for _ in ()).throw(_server_error("", 413)))
+    with pytest.raises(StoreError, match="refused 200 points in one request as too large"):  # a proxy's 413
+        col.upsert(np.arange(N), x)
+
+
+def test_exact_knn_on_an_indexed_embedded_collection_is_exact(tmp_path):
+    """``knn="exact"`` promises the graph ``Lander.predict`` builds: once a collection is past the indexing
+    threshold (HNSW over int8 copies), exact queries must bypass both (the index alone: 82% of these lists)."""
+    x = np.random.default_rng(0).standard_normal((2600, 1024)).astype(np.float32)  # past the threshold
+    with EdgeStore(tmp_path) as store:
+        col = import_points(store, "docs", x, progress=False)
+        col.prepare_knn()
+        assert col.shard.info().indexed_vectors_count == len(x)
+        ids, v = read_vectors(col, progress=False)
+        q = np.arange(0, len(x), 13)
+        np.testing.assert_array_equal(col.knn(ids[q], v[q], 10, exact=True).ids, ids[knn_graph(v, 10).nbr[q]])
