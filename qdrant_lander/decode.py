@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from .features import LevelInputs, NodeMode, edge_features, level_inputs, level_inputs_from, node_terms
 from .knn import DeepKnn, KnnGraph, coarsened_knn, deep_knn
+from .validate import row_norms
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def forest_roots(parent: np.ndarray) -> np.ndarray:
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return v / np.maximum(row_norms(v), 1e-12)[:, None]
 
 
 def _member_means(mean_vec: np.ndarray, size: np.ndarray, node_map: np.ndarray, n_new: int,

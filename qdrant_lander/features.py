@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from .knn import KnnGraph
+from .validate import row_norms
 
 NodeMode = Literal["structure", "embedding"]
 
@@ -183,7 +184,7 @@ def node_terms(graph: KnnGraph, *, peak: np.ndarray, mean: np.ndarray, size: np.
     log_size = np.log(size.astype(np.float32))
     v = np.ascontiguousarray(mean, dtype=np.float32)
     c = _centroids(v, graph.nbr)
-    c_norm = np.linalg.norm(c, axis=1)
+    c_norm = row_norms(c)
     if node_mode == "structure":
         x = np.stack([(mean_sim - centre) / spread, (first - centre) / spread, (kth - centre) / spread,
                       sim.std(axis=1) / spread, log_size, c_norm], axis=1)

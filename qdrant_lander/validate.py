@@ -42,14 +42,20 @@ def check_embeddings(x: np.ndarray, *, min_points: int = 2, dim: int | None = No
         rows = np.flatnonzero(zero)
         raise InputError(f"{zero.sum()} rows are all zeros and have no direction (first rows: {rows[:5].tolist()})")
     x = np.ascontiguousarray(x / peak[:, None], dtype=np.float32)  # a new array: the caller's is never changed
-    x /= np.linalg.norm(x, axis=1)[:, None]
+    x /= row_norms(x)[:, None]
     return x
+
+
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """L2 norm of each row, without the ``x * x`` copy ``np.linalg.norm`` makes: at a million 384-d rows that
+    copy is 1.5 GB, and the norms took 6.3 s (0.6 s once the memory was touched) against 0.13 s (session 38)."""
+    return np.sqrt(np.einsum("ij,ij->i", x, x))
 
 
 def check_unit_rows(x: np.ndarray) -> None:
     """Raise unless ``x`` holds finite rows of unit length (within float32 rounding), as callers that hand
     in their own vectors and graph promise: :func:`check_embeddings` makes such rows."""
-    norms = np.linalg.norm(x, axis=1)
+    norms = row_norms(x)
     bad = ~(np.abs(norms - 1.0) <= 1e-3)  # NaN fails too
     if bad.any():
         rows = np.flatnonzero(bad)

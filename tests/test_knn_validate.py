@@ -3,7 +3,7 @@ import pytest
 
 from qdrant_lander.errors import InputError
 from qdrant_lander.knn import coarsened_knn, deep_knn, knn_graph, rows_of, top_columns
-from qdrant_lander.validate import check_embeddings, check_labels
+from qdrant_lander.validate import check_embeddings, check_labels, row_norms
 
 
 def _unit(n, d, seed=0):
@@ -181,3 +181,9 @@ def test_knn_ties_go_to_the_lower_index():
 def test_rows_of_finds_the_smallest_and_largest_id(scale):
     ids = np.array([5, 3, 9, 7]) * scale
     assert rows_of(ids, np.array([[9, 3], [7, 10]]) * scale).tolist() == [[2, 1], [3, -1]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_norms_are_numpys_norms(dtype):
+    x = np.random.default_rng(0).normal(size=(500, 384)).astype(dtype) * np.geomspace(1e-3, 1e3, 500)[:, None]
+    np.testing.assert_allclose(row_norms(x), np.linalg.norm(x, axis=1), rtol=1e-6)
