@@ -87,7 +87,11 @@ def _reverse_rank(nbr: np.ndarray, edge_keys: tuple[np.ndarray, np.ndarray], row
     n, k = nbr.shape
     sorted_keys, order = edge_keys
     keys = nbr[rows].reshape(-1) * n + np.repeat(rows, k)  # edge seen from j: (j, i)
-    pos = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    # searched in sorted order, each search starts near the last in memory: 7.7x faster on a 1M-node graph
+    # (100k rows, 3.09 -> 0.40 s; RESULTS.md, session 38)
+    by_key = np.argsort(keys)
+    pos = np.empty_like(by_key)
+    pos[by_key] = np.minimum(np.searchsorted(sorted_keys, keys[by_key]), sorted_keys.size - 1)
     rank = np.where(sorted_keys[pos] == keys, order[pos] % k, k)
     return rank.reshape(len(rows), k)
 

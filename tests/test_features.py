@@ -55,3 +55,13 @@ def test_jaccard_counts_shared_neighbours_including_the_nodes_themselves():
                                       size=np.ones(4, np.int64), node_mode="structure"))[..., EDGE_FEATURES.index("jaccard")]
     np.testing.assert_allclose(jac[0], [3 / 3, 2 / 4])  # (0,1): all three shared; (0,2): {0,2} of {0,1,2,3}
     np.testing.assert_allclose(jac[3], [2 / 4, 2 / 4])  # N+(3) = {1,2,3}: with 2 -> {2,3}; with 1 -> {1,2}
+
+
+def test_rank_in_j_and_mutual_read_is_position_in_js_list():
+    # 0: [1, 2], 1: [2, 0], 2: [3, 1], 3: [2, 0]: 0 is second in 1's list and absent from 2's, 1 first in 0's, ...
+    g = KnnGraph(np.array([[1, 2], [2, 0], [3, 1], [2, 0]]), np.full((4, 2), 0.5, np.float32))
+    eye = np.eye(4, dtype=np.float32)
+    attr = edge_features(g, node_terms(g, peak=eye, mean=eye, size=np.ones(4, np.int64), node_mode="structure"))
+    rank, mutual = attr[..., EDGE_FEATURES.index("rank_in_j")], attr[..., EDGE_FEATURES.index("mutual")]
+    np.testing.assert_array_equal(rank, [[1, 2], [1, 0], [0, 0], [0, 2]])  # 0 = first, 1 = k-th place, 2 = absent
+    np.testing.assert_array_equal(mutual, [[1, 0], [1, 1], [1, 1], [1, 0]])
