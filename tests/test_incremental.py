@@ -926,7 +926,8 @@ def test_deleted_points_named_by_the_outermost_rings_lists_are_dropped(store, da
     assert not np.isin(daemon.cache.lists(ring1)[0], victims).any()
 
 
-def test_a_pass_that_fails_while_writing_leaves_no_stale_label_in_the_daemons_cache(store, data, lander):
+def test_a_pass_that_fails_while_writing_leaves_no_stale_label_in_the_daemons_cache(store, data, lander,
+                                                                                   second_write_fails):
     """A re-upserted point's new label is written, then a later payload batch fails: the daemon's next pass must
     not trust the old label it cached (here an exact copy of the point's new vector would take the old cluster)."""
     x, y = data
@@ -937,18 +938,8 @@ def test_a_pass_that_fails_while_writing_leaves_no_stale_label_in_the_daemons_ca
     far = next(i for i in range(300, len(x)) if y[i] != y[p])
     col.upsert(np.asarray([p]), x[[far]], [{"text": "edited"}])  # re-embedded: payload replaced
     col.upsert(np.arange(300, 308), x[300:308])
-    calls, set_payloads = [], col.set_payloads
-
-    def failing(items):
-        calls.append(len(items))
-        if len(calls) == 2:
-            raise ConnectionError("store timed out")
-        return set_payloads(items)
-
-    col.set_payloads = failing
-    with pytest.raises(ConnectionError):
+    with second_write_fails(col), pytest.raises(ConnectionError):
         daemon.run_pass()
-    del col.set_payloads
     col.upsert(np.asarray([2000]), x[[far]])
     daemon.run_pass()
     stored = payloads(col)

@@ -374,7 +374,7 @@ def test_cli_read_commands_turn_bad_files_into_one_line(files, part):
     assert code == 2 and err.startswith("Error: cannot write /proc/lander-labels.npy"), err
 
 
-def test_a_sync_that_fails_while_writing_leaves_the_writing_record(store, part, lander):
+def test_a_sync_that_fails_while_writing_leaves_the_writing_record(store, part, lander, second_write_fails):
     """The record must say 'writing' before the first payload of a new generation lands: a sync that dies between
     two payload batches leaves points of two generations, and only that record makes status say so and the next
     daemon pass a full one (an incremental pass would build on the half-written generation)."""
@@ -382,18 +382,8 @@ def test_a_sync_that_fails_while_writing_leaves_the_writing_record(store, part, 
 
     col = import_points(store, "docs", part.x, progress=False)
     full_sync(col, lander, progress=False)
-    calls, set_payloads = [], col.set_payloads
-
-    def failing(items):
-        calls.append(len(items))
-        if len(calls) == 2:
-            raise ConnectionError("store timed out")
-        return set_payloads(items)
-
-    col.set_payloads = failing
-    with pytest.raises(ConnectionError):
+    with second_write_fails(col), pytest.raises(ConnectionError):
         full_sync(col, lander, batch_size=64, progress=False)
-    del col.set_payloads
     st = status(col)
     assert (st.state, st.generation) == ("writing", 2)
     assert {p["lander"]["generation"] for _, p in snapshot(col)[0]} == {1, 2}
