@@ -52,6 +52,9 @@ def knn_graph(x: np.ndarray, k: int, *, block_entries: int = BLOCK_ENTRIES) -> K
         raise InputError(f"k must be at least 1, got {k}")
     if n < k + 1:
         raise InputError(f"need more than k={k} points to build a kNN graph, got {n}")
+    if not np.isfinite(x).all():  # a NaN similarity is never among a row's k largest: its rows would come up short
+        raise InputError(f"{int((~np.isfinite(x).all(axis=1)).sum())} rows contain NaN or inf: a kNN graph needs "
+                         "finite unit-length rows (check_embeddings makes them)")
     return nearest_rows(x, np.arange(n), k, block_entries=block_entries)
 
 

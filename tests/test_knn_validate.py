@@ -102,6 +102,13 @@ def test_a_coarsened_graph_equals_an_exact_search_level_after_level(merges, grou
             assert (deep.graph.sim[:, -1] < deep.bound).any() == (groups == 12)
 
 
+def test_knn_of_rows_with_nan_is_refused_by_name():
+    x = _unit(30, 4)
+    x[5] = np.nan
+    with pytest.raises(InputError, match="1 rows contain NaN or inf"):
+        knn_graph(x, 3)
+
+
 def test_knn_needs_more_points_than_k():
     with pytest.raises(InputError, match="more than k=10"):
         knn_graph(_unit(10, 4), 10)
