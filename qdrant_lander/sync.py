@@ -29,7 +29,7 @@ from .model_card import ModelCard
 from .payload import (CLUSTER_FIELD, KEY, PATH_FIELD, SYNC_META, LanderPayload, SyncState, unclustered_filter,
                       vector_name)
 from .stores.base import Collection, Neighbours, Store
-from .validate import check_embeddings
+from .validate import check_embeddings, unit_batches
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +340,8 @@ def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dic
     Everything is checked before the first write: finite non-zero vectors, payload count and keys, and
     the dimension of an existing collection.
     """
-    x = check_embeddings(x, min_points=1)
+    x = np.asarray(x)  # a memory-mapped file stays one: only the batch being written is copied
+    batches = unit_batches(x, batch_size, min_points=1)  # every row checked here, each batch scaled when written
     if payloads is not None and len(payloads) != len(x):
         raise InputError(f"{len(payloads)} payloads for {len(x)} vectors")
     reserved = next((r for r, p in enumerate(payloads or ()) if KEY in p), None)
@@ -360,9 +361,9 @@ def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dic
     else:
         col = store.create(name, x.shape[1])
     with _bar(len(x), "import", progress) as bar:
-        for s in range(0, len(x), batch_size):
-            e = min(s + batch_size, len(x))
-            col.upsert(np.arange(start_id + s, start_id + e), x[s:e], payloads[s:e] if payloads is not None else None)
+        for s, rows in batches:
+            e = s + len(rows)
+            col.upsert(np.arange(start_id + s, start_id + e), rows, payloads[s:e] if payloads is not None else None)
             bar.update(e - s)
     col.flush()
     return col

@@ -129,9 +129,12 @@ def test_files_that_are_not_one_npy_array_are_named_as_such(tmp_path):
                           ("p.pkl", "p.pkl is not a .npy file; save the embeddings with numpy.save"),
                           ("t.csv", "t.csv is not a .npy file"),
                           ("obj.npy", "holds Python objects \\(dtype object\\), not numbers")):
-        result = CliRunner().invoke(main, ["cluster", str(tmp_path / name), "--out", str(tmp_path / "o.npy")])
-        assert result.exit_code == 2 and re.search(message, result.output), result.output
-        assert "allow_pickle" not in result.output and "Traceback" not in result.output
+        for args in (["cluster", str(tmp_path / name), "--out", str(tmp_path / "o.npy")],
+                     ["import", "docs", str(tmp_path / name), "--path", str(tmp_path / "qd")]):  # import maps the file
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == 2 and re.search(message, result.output), (args, result.output)
+            assert "allow_pickle" not in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "qd").exists()
 
 
 def test_model_for_another_dimension_is_refused(slices, tmp_path):

@@ -146,6 +146,28 @@ def test_rows_far_from_unit_scale_keep_their_direction(dtype, scale):
     np.testing.assert_allclose(check_embeddings((x * scale).astype(dtype)), check_embeddings(x), rtol=1e-6)
 
 
+def test_checks_run_in_chunks_with_the_rows_of_the_whole_array(monkeypatch):
+    """check_embeddings and unit_batches go through the array CHUNK_ROWS rows at a time (a million rows made two
+    whole-array temporaries): the same unit rows as one pass, bad rows counted and named over every chunk."""
+    import qdrant_lander.validate as validate
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(103, 5)) * rng.uniform(0.1, 10, size=(103, 1))
+    whole = check_embeddings(x)
+    monkeypatch.setattr(validate, "CHUNK_ROWS", 10)
+    np.testing.assert_array_equal(check_embeddings(x), whole)
+    batches = list(validate.unit_batches(x.astype(np.float32), 32))
+    assert [s for s, _ in batches] == [0, 32, 64, 96] and [len(b) for _, b in batches] == [32, 32, 32, 7]
+    np.testing.assert_allclose(np.concatenate([b for _, b in batches]), whole, rtol=1e-6)
+    bad = x.copy()
+    bad[[3, 57, 99], 1] = [np.nan, np.inf, np.nan]
+    bad[[12, 80]] = 0
+    with pytest.raises(InputError, match=r"^3 rows contain NaN or inf \(first rows: \[3, 57, 99\]\)"):
+        validate.unit_batches(bad, 32)  # raised when called, before any batch is taken
+    with pytest.raises(InputError, match=r"^2 rows are all zeros and have no direction \(first rows: \[12, 80\]\)"):
+        check_embeddings(np.nan_to_num(bad, posinf=1.0))
+
+
 def test_integer_rows_keep_their_direction():
     x = np.array([[-128, -128], [0, 2]], dtype=np.int8)  # abs(-128) is -128 in int8
     np.testing.assert_allclose(check_embeddings(x), [[-0.70710677, -0.70710677], [0, 1]], rtol=1e-6)

@@ -195,6 +195,10 @@ def test_import_bad_input_writes_nothing(store, col, x):
     bad[3, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         import_points(store, "other", bad, progress=False)
+    bad = x.copy()
+    bad[190] = 0  # in the last batch: batches are scaled as they are written, but every row is checked first
+    with pytest.raises(InputError, match=r"1 rows are all zeros .*\[190\]"):
+        import_points(store, "other", bad, batch_size=64, progress=False)
     assert store.collections() == ["docs"]
     with pytest.raises(InputError, match="size 16, the array has 8"):
         import_points(store, "docs", x[:, :8], start_id=1000, progress=False)

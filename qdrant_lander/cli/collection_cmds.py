@@ -98,7 +98,7 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
     from ..sync import import_points, next_point_id
     from ..validate import check_labels
 
-    x = load_npy(embeddings, "embeddings")
+    x = load_npy(embeddings, "embeddings", mapped=True)  # read batch by batch: files larger than memory import
     payloads = load_jsonl(payload_path) if payload_path else None
     if payloads is not None and len(payloads) != len(x):
         raise InputError(f"{payload_path} has {len(payloads)} objects but {embeddings} has {len(x)} rows")

@@ -17,10 +17,11 @@ import numpy as np
 from ..errors import InputError
 
 
-def load_npy(path: Path, what: str) -> np.ndarray:
+def load_npy(path: Path, what: str, *, mapped: bool = False) -> np.ndarray:
     """One array saved with ``numpy.save``. numpy's own messages for other files point the wrong way
     (an .npz loads as an archive, a text or pickle file "contains pickled data, use allow_pickle="),
-    so those are named here: pickles are never loaded (they run code)."""
+    so those are named here: pickles are never loaded (they run code). ``mapped``: the file is
+    memory-mapped read-only instead of read, for commands that go through it batch by batch."""
     try:
         with path.open("rb") as f:
             head = f.read(6)
@@ -31,11 +32,11 @@ def load_npy(path: Path, what: str) -> np.ndarray:
                              "numpy.save(\"file.npy\", array)")
         if head != np.lib.format.MAGIC_PREFIX:
             raise InputError(f"{path} is not a .npy file; save the {what} with numpy.save(\"file.npy\", array)")
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mapped else None)
     except InputError:
         raise
     except (ValueError, OSError) as e:
-        if "Object arrays" in str(e):
+        if "Object arrays" in str(e) or "Python objects" in str(e):  # the second: numpy's words when memory-mapping
             raise InputError(f"{path} holds Python objects (dtype object), not numbers: save the {what} as a "
                              "numeric array") from None
         raise InputError(f"cannot read {what} from {path}: {e}") from None
