@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, Protocol
 
@@ -270,26 +271,27 @@ def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: st
     return state
 
 
-def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, progress: bool = True,
-              knn: KnnMode = "auto",
-              rename: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-              on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None) -> SyncReport:
-    """Cluster every point of ``col`` and write the result as ``lander`` payload.
+@dataclass(frozen=True)
+class Clustered:
+    """A collection's points clustered in memory, nothing written yet (what a full sync then writes)."""
 
-    ``knn="exact"`` takes neighbours by a full scan in the store: the graph, hence the clustering, is
-    exactly what ``Lander.predict`` builds in memory, but the cost grows with N^2. ``"index"`` asks the
-    HNSW index: a few neighbours in a thousand differ from the exact ones, and the model can amplify
-    that (CLINC150: Fp within 0.001-0.015 of exact). ``"auto"`` scans while N*D <= 5M, else uses the
-    index, the way Qdrant itself scans small segments instead of searching their index.
-    ``rename(point ids, cluster ids)`` may return other cluster ids to write (the daemon keeps the
-    previous generation's ids stable this way, see :mod:`qdrant_lander.stable_ids`). ``on_graph(point
-    ids, unit vectors, kNN graph)`` sees the level-0 graph (the daemon keeps it for its next passes).
-    """
+    ids: np.ndarray  # int64 [N], ascending: the result's rows
+    result: ClusterResult  # labels and paths are row indices into ids
+    lander: Clusterer  # the clusterer that decoded (auto resolved to its preset)
+    exact: bool  # neighbours by a full scan (else the HNSW index)
+    copies: int  # points whose vector repeats another point's (qdrant_lander.dedup)
+
+
+def cluster_stored(col: Collection, lander: Clusterer, *, batch_size: int = 1024, progress: bool = True,
+                   knn: KnnMode = "auto", seconds: dict[str, float] | None = None, cpu: dict[str, float] | None = None,
+                   on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None) -> Clustered:
+    """Read every point of ``col``, take its kNN from the store and cluster: the stages scroll, index, knn and
+    cluster of a full sync (timed into ``seconds`` / ``cpu``). See :func:`full_sync` for ``knn`` and ``on_graph``."""
+    seconds = {} if seconds is None else seconds
+    cpu = {} if cpu is None else cpu
     card = lander.card
     n = check_fits(col, card)
     exact = knn == "exact" or (knn == "auto" and n * col.info().dim <= EXACT_MAX_FLOATS)
-    seconds: dict[str, float] = {}
-    cpu: dict[str, float] = {}
     with _stage(seconds, cpu, "scroll"):
         ids, x = read_vectors(col, batch_size=batch_size, progress=progress)
         distinct = unique_rows(x)  # copies of a vector are clustered once (qdrant_lander.dedup)
@@ -317,18 +319,41 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
             print(f"clustering {len(xu):,} points: the model scores them, then each level of supernodes (minutes on "
                   "a large collection; -vv logs each level)...", file=sys.stderr, flush=True)
         res = distinct.expand(lander.predict_graph(xu, graph))
-        clusters = rename(ids, ids[res.labels]) if rename is not None else None
-    # Writing rewrites every point, and Qdrant copies each rewritten point out of its indexed segment: free
-    # the vectors and the graph first (1.2 GB of a million-point sync's 9 GB peak; RESULTS.md, Sync).
-    del x, xu, fetched, graph
+    return Clustered(ids=ids, result=res, lander=lander, exact=exact, copies=distinct.copies)
+
+
+def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, progress: bool = True,
+              knn: KnnMode = "auto",
+              rename: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+              on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None) -> SyncReport:
+    """Cluster every point of ``col`` and write the result as ``lander`` payload.
+
+    ``knn="exact"`` takes neighbours by a full scan in the store: the graph, hence the clustering, is
+    exactly what ``Lander.predict`` builds in memory, but the cost grows with N^2. ``"index"`` asks the
+    HNSW index: a few neighbours in a thousand differ from the exact ones, and the model can amplify
+    that (CLINC150: Fp within 0.001-0.015 of exact). ``"auto"`` scans while N*D <= 5M, else uses the
+    index, the way Qdrant itself scans small segments instead of searching their index.
+    ``rename(point ids, cluster ids)`` may return other cluster ids to write (the daemon keeps the
+    previous generation's ids stable this way, see :mod:`qdrant_lander.stable_ids`). ``on_graph(point
+    ids, unit vectors, kNN graph)`` sees the level-0 graph (the daemon keeps it for its next passes).
+    """
+    seconds: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    # The vectors and the graph are gone once this returns, before the writes: Qdrant copies each rewritten point
+    # out of its indexed segment (1.2 GB of a million-point sync's 9 GB peak; RESULTS.md, Sync).
+    done = cluster_stored(col, lander, batch_size=batch_size, progress=progress, knn=knn, seconds=seconds, cpu=cpu,
+                          on_graph=on_graph)
+    ids, res, card = done.ids, done.result, done.lander.card
     with _stage(seconds, cpu, "write"):
+        clusters = rename(ids, ids[res.labels]) if rename is not None else None
         state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress, clusters=clusters,
-                             domain=lander.domain)
+                             domain=done.lander.domain)
     with _stage(seconds, cpu, "reindex"):  # the writes moved every point out of its indexed segment
         col.reindex_rewritten(progress=progress)
     return SyncReport(collection=col.name, points=len(ids), clusters=res.n_clusters, levels=res.n_levels, tau=res.tau,
-                      domain=lander.domain, generation=state.generation, model=card.name, knn="exact" if exact else "index",
-                      copies=distinct.copies, seconds=seconds, cpu_seconds=cpu, peak_rss_mb=peak_rss_mb())
+                      domain=done.lander.domain, generation=state.generation, model=card.name,
+                      knn="exact" if done.exact else "index", copies=done.copies, seconds=seconds, cpu_seconds=cpu,
+                      peak_rss_mb=peak_rss_mb())
 
 
 def import_points(store: Store, name: str, x: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None, *,

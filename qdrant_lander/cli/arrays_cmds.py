@@ -19,15 +19,23 @@ from .settings_options import lander_from_settings, settings_options
 _MODEL = ("model", "domain", "device", "threads")  # the settings of every command that runs a model
 
 
-def _predict_timed(embeddings: Path, settings: Settings, labels: np.ndarray | None = None):
+def _predict_timed(embeddings: Path, settings: Settings, knn: str, labels: np.ndarray | None = None):
     """Load, cluster and time; ``labels`` are checked against the rows before any work starts."""
+    from ..arrays import cluster_array, exact_for
+
     x = load_npy(embeddings, "embeddings")
     if labels is not None:
         check_labels(labels, len(x))
     lander = lander_from_settings(settings)
     start = time.perf_counter()
-    result = lander.predict(x)
-    return lander, result, time.perf_counter() - start
+    result = cluster_array(x, lander, knn=knn, progress=True)
+    return lander, result, time.perf_counter() - start, "exact" if exact_for(*x.shape, knn) else "index"
+
+
+_KNN = click.option("--knn", type=click.Choice(["auto", "exact", "index"]), default="auto", show_default=True,
+                    help="How neighbours are found: exact = in memory (cost grows with N^2: a million 384-d rows would "
+                         "take hours), index = Qdrant's HNSW index in a temporary embedded store (what `sync` uses; "
+                         "approximate), auto = exact up to ~50,000 rows of 384-d (N^2 x dimension <= 1e12), else index.")
 
 
 @main.command()
@@ -129,34 +137,36 @@ def calibrate(embeddings: Path, labels: Path, out_dir: Path, as_json: bool, sett
               help="Where to write the cluster id of each row (int64 .npy).")
 @click.option("--levels-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the supernode id of each row at every level (int64 .npy [N, levels]).")
+@_KNN
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @settings_options(*_MODEL)
-def cluster(embeddings: Path, out: Path, levels_out: Path | None, as_json: bool, settings: Settings) -> None:
+def cluster(embeddings: Path, out: Path, levels_out: Path | None, knn: str, as_json: bool, settings: Settings) -> None:
     """Cluster an array of embeddings into a hierarchy.
 
     Cluster ids are the row index of each cluster's peak (its densest point), so they are stable
     and meaningful: row i's cluster is represented by row labels[i].
     """
     check_outputs(out, levels_out, inputs=[embeddings])
-    lander, result, seconds = _predict_timed(embeddings, settings)
+    lander, result, seconds, knn = _predict_timed(embeddings, settings, knn)
     save_npy(out, result.labels)
     if levels_out is not None:
         save_npy(levels_out, result.paths)
     summary = {"points": int(len(result.labels)), "clusters": result.n_clusters, "levels": result.n_levels,
                "tau": result.tau, "domain": result.domain, "seconds": round(seconds, 3), "model": lander.card.name,
-               "provider": lander.scorer.provider}
+               "provider": lander.scorer.provider, "knn": knn}
     click.echo(json.dumps(summary) if as_json else
                f"{summary['points']} points -> {summary['clusters']} clusters in {summary['levels']} levels at tau "
-               f"{result.tau} ({seconds:.2f}s, model {summary['model']} on {summary['provider']}, domain "
+               f"{result.tau} ({seconds:.2f}s, {knn} kNN, model {summary['model']} on {summary['provider']}, domain "
                f"{result.domain}); labels written to {out}")
 
 
 @main.command(name="eval")
 @click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_KNN
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @settings_options(*_MODEL)
-def evaluate(embeddings: Path, labels: Path, as_json: bool, settings: Settings) -> None:
+def evaluate(embeddings: Path, labels: Path, knn: str, as_json: bool, settings: Settings) -> None:
     """Cluster labeled embeddings and score the result against the labels.
 
     Prints pairwise F (Fp), BCubed F (Fb), NMI, their precision/recall, the number of clusters and
@@ -165,17 +175,17 @@ def evaluate(embeddings: Path, labels: Path, as_json: bool, settings: Settings) 
     from ..metrics import score
 
     y = load_npy(labels, "labels")
-    lander, result, seconds = _predict_timed(embeddings, settings, labels=y)
+    lander, result, seconds, knn = _predict_timed(embeddings, settings, knn, labels=y)
     s = score(y, result.labels)
     report = {**s.model_dump(), "levels": result.n_levels, "seconds": round(seconds, 3), "model": lander.card.name,
-              "domain": result.domain}
+              "domain": result.domain, "knn": knn}
     if as_json:
         click.echo(json.dumps(report))
         return
     click.echo(f"Fp {s.fp:.4f} (P {s.pairwise_precision:.4f} R {s.pairwise_recall:.4f})  "
                f"Fb {s.fb:.4f} (P {s.bcubed_precision:.4f} R {s.bcubed_recall:.4f})  NMI {s.nmi:.4f}")
     click.echo(f"{s.n_clusters} clusters for {s.n_classes} classes, {result.n_levels} levels, {seconds:.2f}s "
-               f"(model {lander.card.name}, domain {result.domain})")
+               f"({knn} kNN, model {lander.card.name}, domain {result.domain})")
 
 
 # --- export (issue 3) ---------------------------------------------------------------------------
