@@ -16,7 +16,7 @@ from .decode import ClusterResult
 from .lander import Lander
 from .stores.edge import EdgeStore
 from .sync import KnnMode, cluster_stored, import_points
-from .validate import check_embeddings
+from .validate import check_rows
 
 # auto: exact while N^2 * D stays under this (50,000 x 384-d rows: 29 s on one core; benchmarks/RESULTS.md,
 # session 39), so every dev set and most arrays get exactly Lander.predict's result.
@@ -38,7 +38,7 @@ def cluster_array(x: np.ndarray, lander: Lander, *, knn: KnnMode = "auto", batch
     if len(shape) != 2 or exact_for(shape[0], shape[1], knn):
         return lander.predict(x)  # which also names whatever is wrong with x
     dim = lander.card.input_dim
-    x = check_embeddings(x, min_points=2, dim=None if dim == "any" else dim)
+    check_rows(x, min_points=2, dim=None if dim == "any" else dim)  # before a store is made; import scales the rows
     with tempfile.TemporaryDirectory(prefix="qdrant-lander-knn-") as tmp, EdgeStore(tmp) as store:
         col = import_points(store, ARRAY_COLLECTION, x, batch_size=batch_size, progress=progress)
         return cluster_stored(col, lander, batch_size=batch_size, progress=progress, knn="index").result

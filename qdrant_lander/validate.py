@@ -37,6 +37,18 @@ def unit_batches(x: np.ndarray, batch_size: int, *, min_points: int = 2,
     """Check the *whole* of ``x`` now, as :func:`check_embeddings` does, then give (first row, float32 unit
     rows) batch by batch: a caller that writes each batch writes nothing when any row is bad, and holds one
     batch's copy at a time (an import never copies its memory-mapped file whole)."""
+    x, peak = _checked(x, min_points, dim)
+    return ((s, _unit(x[s:s + batch_size], peak[s:s + batch_size])) for s in range(0, len(x), batch_size))
+
+
+def check_rows(x: np.ndarray, *, min_points: int = 2, dim: int | None = None) -> None:
+    """Raise as :func:`check_embeddings` would, without making the scaled copy (a caller that hands the rows on
+    to something that scales them batch by batch, and wants the error before it starts)."""
+    _checked(x, min_points, dim)
+
+
+def _checked(x: np.ndarray, min_points: int, dim: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` as an array and each row's largest absolute entry, after every check."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise InputError(f"embeddings must be a 2-D array [N, D], got shape {x.shape}")
@@ -51,7 +63,7 @@ def unit_batches(x: np.ndarray, batch_size: int, *, min_points: int = 2,
     for bad, what in ((~finite, "contain NaN or inf"), (peak == 0, "are all zeros and have no direction")):
         if bad.any():
             raise InputError(f"{bad.sum()} rows {what} (first rows: {np.flatnonzero(bad)[:5].tolist()})")
-    return ((s, _unit(x[s:s + batch_size], peak[s:s + batch_size])) for s in range(0, n, batch_size))
+    return x, peak
 
 
 def _chunks(x: np.ndarray, rows: int) -> Iterator[np.ndarray]:

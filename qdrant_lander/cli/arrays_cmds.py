@@ -23,7 +23,7 @@ def _predict_timed(embeddings: Path, settings: Settings, knn: str, labels: np.nd
     """Load, cluster and time; ``labels`` are checked against the rows before any work starts."""
     from ..arrays import cluster_array, exact_for
 
-    x = load_npy(embeddings, "embeddings")
+    x = load_npy(embeddings, "embeddings", mapped=True)  # read as needed: an index run never copies it whole
     if labels is not None:
         check_labels(labels, len(x))
     lander = lander_from_settings(settings)
