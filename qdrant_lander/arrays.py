@@ -33,7 +33,8 @@ def cluster_array(x: np.ndarray, lander: Lander, *, knn: KnnMode = "auto", batch
                   progress: bool = True) -> ClusterResult:
     """Cluster the rows of ``x`` (any scale) as ``lander.predict`` does, with the level-0 kNN from an HNSW
     index for ``knn="index"`` (or ``"auto"`` on a large array). Labels and paths are row indices either way.
-    The temporary store lives under the system's temporary directory (``TMPDIR``): plan 2.5 KB a 384-d row."""
+    The temporary store lives under the system's temporary directory (``TMPDIR``): 3.6 GB at its largest for a
+    million 384-d rows."""
     shape = np.shape(x)
     if len(shape) != 2 or exact_for(shape[0], shape[1], knn):
         return lander.predict(x)  # which also names whatever is wrong with x
