@@ -60,6 +60,9 @@ class Settings(BaseModel):
     vector: str | None = Field(None, description="Named vector to import and cluster, or whose clustering to "
                                "read; unset = the unnamed or only vector (reading: the one the last sync clustered).")
     batch_size: int = Field(1024, ge=1, description="Points per scroll, kNN and payload batch.")
+    partition_by: str | None = Field(None, description="Payload key (a tenant or user id) no cluster may span two "
+                                     "values of; neighbours are still found among all points. Unset = the key of the "
+                                     "last full sync, if any; \"\" = none.")
 
     def public(self) -> dict[str, Any]:
         """The settings as JSON-ready data with the API key masked: safe to print or log."""

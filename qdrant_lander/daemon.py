@@ -65,13 +65,16 @@ class DaemonOptions(BaseModel):
     batch_size: int = Field(_SETTINGS["batch_size"].default, ge=1)
     lease_ttl: float = Field(LEASE_TTL, gt=0, description="Seconds a lease lasts without renewal (renewed every third)")
     wait_lease: float = Field(0.0, ge=0, description="Seconds to wait for another writer's lease")
+    partition_by: str | None = Field(None, description="Payload key no cluster may span two values of (full "
+                                     "passes; see full_sync); None: the last full sync's; '': none")
     max_failures: int = Field(5, ge=1, description="Failed passes in a row before watch mode gives up")
     progress: bool = False
 
 
 def stable_full_sync(col: Collection, lander: Lander, *, batch_size: int = 1024, progress: bool = True,
                      knn: KnnMode = "auto", on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None,
-                     switch_vector: bool = False) -> tuple[SyncReport, np.ndarray, np.ndarray]:
+                     switch_vector: bool = False,
+                     partition_by: str | None = None) -> tuple[SyncReport, np.ndarray, np.ndarray]:
     """:func:`full_sync` that keeps cluster ids: each new cluster takes the previous generation's id it
     overlaps most (:mod:`qdrant_lander.stable_ids`), so ids users stored stay valid across re-runs.
     Returns the report, and the point ids (ascending) with their previous labels (-1 where a point had none)
@@ -82,7 +85,8 @@ def stable_full_sync(col: Collection, lander: Lander, *, batch_size: int = 1024,
     moved after, a crash in between would let the next pass hand one out again.
 
     A collection clustered on another of its named vectors is refused (InputError) unless ``switch_vector``:
-    its payload holds one clustering, which the sync would replace."""
+    its payload holds one clustering, which the sync would replace. ``partition_by``: see :func:`full_sync`; None
+    keeps the last full sync's key, "" clusters without one."""
     last = last_sync(col)
     if last is not None and not switch_vector:
         last.check_vector(col.name, col.vector)
@@ -98,7 +102,9 @@ def stable_full_sync(col: Collection, lander: Lander, *, batch_size: int = 1024,
                      state.model_copy(update={"pending_merges": [], "next_fresh_id": nxt}).model_dump())
         return out
 
-    report = full_sync(col, lander, batch_size=batch_size, progress=progress, knn=knn, rename=rename, on_graph=on_graph)
+    key = (last.partition_by if last is not None else None) if partition_by is None else partition_by
+    report = full_sync(col, lander, batch_size=batch_size, progress=progress, knn=knn, rename=rename, on_graph=on_graph,
+                       partition_by=key or None)
     return report, old_ids, old_labels
 
 
@@ -142,7 +148,7 @@ class Daemon:
         self.labels.clear()  # a full pass rewrites every label (and may fail half-way)
         # The model as asked for: auto is resolved again from all the vectors the collection has now.
         rep, old_ids, old_labels = stable_full_sync(self.col, self.requested, batch_size=o.batch_size, progress=o.progress,
-                                           knn=o.knn, on_graph=self._seed)
+                                           knn=o.knn, on_graph=self._seed, partition_by=o.partition_by)
         self.lander = self.requested.for_domain(rep.domain)  # the passes until the next full one keep its choice
         labels = self.labels.load(self.col, batch_size=o.batch_size)  # the next passes read no labels
         kept = len(np.intersect1d(np.unique(labels), np.unique(old_labels[old_labels >= 0])))

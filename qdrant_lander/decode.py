@@ -180,7 +180,8 @@ def score_level0(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, node_mode
 
 
 def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings: DecodeSettings,
-                     level0: LevelStep | None = None) -> Iterator[tuple[LevelStep, np.ndarray]]:
+                     level0: LevelStep | None = None,
+                     groups: np.ndarray | None = None) -> Iterator[tuple[LevelStep, np.ndarray]]:
     """Decode level after level; yield each step with the node each original point sits in there.
 
     Level 0 uses ``graph`` as given (e.g. fetched from Qdrant's HNSW index); later levels use the
@@ -189,6 +190,10 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, setti
     :func:`score_level0`). Stops when no edge
     survives, when fewer than ``min_merge_ratio`` of the nodes merged (early stop, after applying
     that level), when fewer than two supernodes remain, or after ``max_levels`` levels.
+
+    ``groups`` (int [N], e.g. each point's tenant): no node follows an edge into another group, at any level, so
+    no cluster spans two; the graphs, and so the model's inputs, stay those of all points (their neighbours and
+    similarity scale; clustering each group alone lost badly on small groups: benchmarks/RESULTS.md, session 39).
     """
     s = settings
     n = vectors.shape[0]
@@ -213,6 +218,9 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, setti
             if s.min_support > 0:
                 support = link_support(node_of_point[src], node_of_point[dst], inputs.nbr)
                 usable = np.where(support >= s.min_support * np.minimum(size[:, None], size[inputs.nbr]), link, 0)
+        if groups is not None:  # a supernode's points are of one group: its peak's
+            group = groups[inputs.peak_index]
+            usable = np.where(group[:, None] == group[inputs.nbr], usable, 0)
         parent = decode_level(inputs.nbr, usable, density, s.tau)
         root = forest_roots(parent)
         merged = int((parent >= 0).sum())
@@ -245,14 +253,19 @@ def heaviest_targets(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n: int) ->
     return small[first], big[first]
 
 
-def absorb_fragments(labels: np.ndarray, nbr: np.ndarray, link: np.ndarray, max_size: int) -> np.ndarray:
+def absorb_fragments(labels: np.ndarray, nbr: np.ndarray, link: np.ndarray, max_size: int,
+                     allowed: np.ndarray | None = None) -> np.ndarray:
     """Clusters of at most ``max_size`` points moved, whole, into the larger cluster that receives the
     largest share of their level-0 link mass, until none moves. Why: the density-peak decoder leaves
     pure fragments at class boundaries (benchmarks/RESULTS.md, session 19) that no single best link
-    attaches; their summed links place them better than any one of them. Ids stay peak indices."""
+    attaches; their summed links place them better than any one of them. Ids stay peak indices. ``allowed``
+    (bool [N, k]): the edges a fragment may move along (None: all)."""
     lab = labels.copy()
     n, k = nbr.shape
     src, dst, w = np.repeat(np.arange(n), k), nbr.reshape(-1), link.reshape(-1).astype(np.float64)
+    if allowed is not None:
+        keep = allowed.reshape(-1)
+        src, dst, w = src[keep], dst[keep], w[keep]
     for _ in range(n):
         ids, inv, cnt = np.unique(lab, return_inverse=True, return_counts=True)
         size = cnt[inv]
@@ -289,39 +302,43 @@ def agreement(labels: np.ndarray, level0: LevelStep, bias: float) -> float:
 
 
 def decode_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings: DecodeSettings,
-                  level0: LevelStep) -> ClusterResult:
+                  level0: LevelStep, groups: np.ndarray | None = None) -> ClusterResult:
     """The hierarchy at ``settings.tau`` from an already scored level 0 (a tau search scores it once)."""
     paths = [step.inputs.peak_index[step.root][node_of_point]
-             for step, node_of_point in hierarchy_levels(vectors, graph, scorer, settings, level0)]
+             for step, node_of_point in hierarchy_levels(vectors, graph, scorer, settings, level0, groups)]
     path_arr = np.stack(paths, axis=1)
     labels = path_arr[:, -1]
     result = ClusterResult(labels=labels, paths=path_arr, density=level0.density.astype(np.float32),
                            peak=labels == np.arange(vectors.shape[0]), tau=settings.tau)
-    return absorbed(result, level0, settings.absorb_share)
+    return absorbed(result, level0, settings.absorb_share, groups)
 
 
-def absorbed(result: ClusterResult, level0: LevelStep, share: float) -> ClusterResult:
+def absorbed(result: ClusterResult, level0: LevelStep, share: float,
+             groups: np.ndarray | None = None) -> ClusterResult:
     """``result`` with its fragments of up to :func:`fragment_size` points absorbed (:func:`absorb_fragments`;
     none: ``result`` itself): the last level's column of ``paths`` holds the moves, so paths stay nested."""
     max_size = fragment_size(result.labels, share)
     if not max_size:
         return result
     paths = result.paths.copy()
-    paths[:, -1] = labels = absorb_fragments(result.labels, level0.inputs.nbr, level0.link, max_size)
+    nbr = level0.inputs.nbr
+    allowed = None if groups is None else groups[:, None] == groups[nbr]
+    paths[:, -1] = labels = absorb_fragments(result.labels, nbr, level0.link, max_size, allowed)
     return ClusterResult(labels=labels, paths=paths, density=result.density,
                          peak=labels == np.arange(labels.size), tau=result.tau, absorb_size=max_size)
 
 
-def cluster_hierarchy(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings: DecodeSettings) -> ClusterResult:
-    """Cluster unit-length ``vectors`` given their level-0 kNN graph; see :func:`hierarchy_levels`.
+def cluster_hierarchy(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings: DecodeSettings,
+                      groups: np.ndarray | None = None) -> ClusterResult:
+    """Cluster unit-length ``vectors`` given their level-0 kNN graph; see :func:`hierarchy_levels` (and ``groups``).
 
     With ``settings.tau_bias`` set, every tau of :data:`AUTO_TAUS` is decoded (level 0 scored once) and
     the clusters with the best :func:`agreement` are returned; ``result.tau`` says which tau that was.
     """
     level0 = score_level0(vectors, graph, scorer, settings.node_mode)
     if settings.tau_bias is None:
-        return decode_levels(vectors, graph, scorer, settings, level0)
+        return decode_levels(vectors, graph, scorer, settings, level0, groups)
     bias = settings.tau_bias
-    tried = (decode_levels(vectors, graph, scorer, settings.model_copy(update={"tau": tau}), level0)
+    tried = (decode_levels(vectors, graph, scorer, settings.model_copy(update={"tau": tau}), level0, groups)
              for tau in AUTO_TAUS)
     return max(tried, key=lambda res: agreement(res.labels, level0, bias))  # a generator: one result held at a time

@@ -96,8 +96,9 @@ def _words(rows: np.ndarray) -> np.ndarray:
 NEGATIVE_ZERO = np.uint32(0x80000000)
 
 
-def unique_rows(x: np.ndarray) -> UniqueRows:
-    """The distinct rows of ``x`` (float32 rows equal value for value are copies), in order of first appearance.
+def unique_rows(x: np.ndarray, groups: np.ndarray | None = None) -> UniqueRows:
+    """The distinct rows of ``x`` (float32 rows equal value for value are copies), in order of first appearance;
+    with ``groups`` (int [N], e.g. tenants), rows of two groups are never copies of each other.
 
     Rows are grouped by a 64-bit hash of their bits, then every copy is compared with its group's first
     row: sorting the rows themselves took a copy of the array and more (~2 GB at a million 256-d rows,
@@ -106,6 +107,8 @@ def unique_rows(x: np.ndarray) -> UniqueRows:
     """
     x = np.ascontiguousarray(x)
     words = x.reshape(len(x), -1).view(np.uint32)  # float32 rows: one word per value
+    if groups is not None:  # one more word per row: the group (its codes fit 32 bits and never read as -0.0)
+        words = np.concatenate([words, np.asarray(groups, dtype=np.int64).astype(np.uint32)[:, None]], axis=1)
     weights = _hash_weights(words.shape[1])
     h = np.empty(len(x), dtype=np.uint64)
     for s in range(0, len(x), HASH_BLOCK_ROWS):  # wraps modulo 2**64, as a hash should
@@ -115,6 +118,6 @@ def unique_rows(x: np.ndarray) -> UniqueRows:
     for s in range(0, len(copies), HASH_BLOCK_ROWS):
         rows = copies[s:s + HASH_BLOCK_ROWS]
         if not np.array_equal(_words(words[rows]), _words(words[u.rep[u.inverse[rows]]])):
-            x = x + np.float32(0.0)  # -0.0 + 0.0 is 0.0
-            return _first_appearance(x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel())
+            keys = np.ascontiguousarray(_words(words))  # -0.0 written as 0.0
+            return _first_appearance(keys.view(np.dtype((np.void, keys.itemsize * keys.shape[1]))).ravel())
     return u

@@ -50,7 +50,7 @@ from .model_card import ModelCard
 from .runtime import OnnxScorer
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, LanderPayload, SyncState, cluster_filter, unclustered_filter
 from .stores.base import Collection, Neighbours
-from .sync import SyncReport, knn_kept, last_sync, stored_unit_vectors
+from .sync import SyncReport, knn_kept, last_sync, read_groups, stored_unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -347,11 +347,15 @@ def _knn_without(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, skip: 
     return nb
 
 
-def _old_copies(graph: KnnGraph, x: np.ndarray, known: np.ndarray, n_new: int) -> tuple[np.ndarray, np.ndarray]:
-    """New rows whose vector equals a labelled old row's, value for value: (that old row, the new rows)."""
+def _old_copies(graph: KnnGraph, x: np.ndarray, known: np.ndarray, n_new: int,
+                groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """New rows whose vector equals a labelled old row's, value for value (and of its group, with ``groups``):
+    (that old row, the new rows)."""
     nbr = graph.nbr[:n_new]
     rows, cols = np.nonzero((graph.sim[:n_new] >= 1 - 1e-6) & (nbr >= n_new) & known[nbr])
     same = (x[rows] == x[nbr[rows, cols]]).all(axis=1)
+    if groups is not None:
+        same &= groups[rows] == groups[nbr[rows, cols]]
     rows, first = np.unique(rows[same], return_index=True)
     return nbr[rows, cols[same][first]], rows
 
@@ -411,7 +415,8 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
                          f"takes size {card.input_dim}")
     # Copies among the new points (as in a full sync, qdrant_lander.dedup): the first of each vector is decided
     # with the others left out of every list, and the others take its label.
-    distinct = unique_rows(x_new)
+    key = state.partition_by  # the full sync's: no cluster spans two of its values
+    distinct = unique_rows(x_new, read_groups(col, new_ids, key, batch_size=batch_size) if key else None)
     leader = new_ids[distinct.rep[distinct.inverse]]
     followers = {int(f): int(lead) for f, lead in zip(new_ids.tolist(), leader.tolist()) if f != lead}
     follower_ids = np.fromiter(followers, dtype=np.int64, count=len(followers))
@@ -484,13 +489,16 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     score(decided)
     # Points that arrived after this pass began have no label yet: they cannot be parents until the next pass.
     usable = np.where(known[graph.nbr], link, 0.0)
+    part = read_groups(col, ids, key, batch_size=batch_size) if key else None
+    if part is not None:  # no parent, merge or absorption across two values of the key
+        usable = np.where(part[:, None] == part[graph.nbr], usable, 0.0)
     _score_parents(score, graph.nbr[decided], usable[decided], density, decided, tau)
     report.model_seconds = round(time.perf_counter() - tm, 4)
 
     rule = decode_level(graph.nbr, usable, density, tau)  # the decoder's parent choice (read for `decided` rows)
     parent = np.full(n, -1, dtype=np.int64)
     parent[:n_new] = rule[:n_new]  # old points keep their labels: chains stop at them
-    copy_row, copied = _old_copies(graph, xv, known, n_new)
+    copy_row, copied = _old_copies(graph, xv, known, n_new, part)
     parent[copied] = copy_row  # a copy of a labelled vector takes its label, as in a full sync (qdrant_lander.dedup)
     root = forest_roots(parent)
     # Old rows: their cluster id; new rows: their tree's, provisionally ``-1 - root row`` for a new tree.

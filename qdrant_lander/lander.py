@@ -250,29 +250,32 @@ class Lander:
             (out / CARD_FILE).write_text(calibrated.model_dump_json(indent=2) + "\n")
         return Lander(out, device=self.device, threads=self.threads)
 
-    def predict(self, x: np.ndarray) -> ClusterResult:
+    def predict(self, x: np.ndarray, groups: np.ndarray | None = None) -> ClusterResult:
         """Cluster an array of embeddings [N, D] (any scale; rows are L2-normalised here). Rows equal to an
         earlier row are clustered with it: they take its cluster and path, and only it can be a peak.
-        ``result.domain`` names the preset ``auto`` picked for these rows."""
+        ``result.domain`` names the preset ``auto`` picked for these rows. ``groups`` (int [N], e.g. each row's
+        tenant): no cluster spans two groups, while every row's neighbours are still found among all rows."""
         card = self.card
         x = check_embeddings(x, min_points=2, dim=card.input_dim if card.input_dim != "any" else None)
-        distinct = unique_rows(x)  # copies of a vector are clustered once (qdrant_lander.dedup)
+        groups = None if groups is None else check_labels(groups, len(x), of="embeddings (groups)")
+        distinct = unique_rows(x, groups)  # copies of a vector are clustered once (qdrant_lander.dedup)
         xu = distinct.take(x)
         lander = self.for_data(xu)
         k = lander.card.k
         if len(xu) <= k:
             got = f"{len(xu)} distinct vectors among {len(x)} rows" if distinct.copies else str(len(x))
             raise InputError(f"need at least {k + 1} points to cluster with k={k} neighbours, got {got}")
-        return distinct.expand(lander.predict_graph(xu, knn_graph(xu, k)))
+        return distinct.expand(lander.predict_graph(xu, knn_graph(xu, k),
+                                                    None if groups is None else groups[distinct.rep]))
 
-    def predict_graph(self, vectors: np.ndarray, graph: KnnGraph) -> ClusterResult:
+    def predict_graph(self, vectors: np.ndarray, graph: KnnGraph, groups: np.ndarray | None = None) -> ClusterResult:
         """Cluster unit-length ``vectors`` whose level-0 kNN graph is already known (e.g. from Qdrant).
 
         ``graph.nbr`` holds row indices into ``vectors``, not point ids; level 0 uses its k, so build
-        it with ``for_data(vectors).card.k`` neighbours when the domain is ``auto``.
+        it with ``for_data(vectors).card.k`` neighbours when the domain is ``auto``. ``groups``: see :meth:`predict`.
         """
         if self.domain == "auto":
-            return self.for_data(vectors).predict_graph(vectors, graph)
+            return self.for_data(vectors).predict_graph(vectors, graph, groups)
         card = self.card
         if card.input_dim != "any" and vectors.shape[1] != card.input_dim:
             raise InputError(f"vectors have dimension {vectors.shape[1]}, but model '{card.name}' was trained for "
@@ -281,7 +284,9 @@ class Lander:
             raise InputError(f"kNN graph has {graph.n} rows but there are {vectors.shape[0]} vectors")
         check_unit_rows(vectors)  # the model's features are cosines: other lengths cluster silently wrong
         check_neighbours(graph.nbr, graph.n, graph.sim)
-        result = dataclasses.replace(cluster_hierarchy(vectors, graph, self.scorer, card), domain=self.domain)
+        if groups is not None and len(groups) != len(vectors):
+            raise InputError(f"{len(groups)} groups for {len(vectors)} vectors")
+        result = dataclasses.replace(cluster_hierarchy(vectors, graph, self.scorer, card, groups), domain=self.domain)
         if len(vectors) >= ONE_CLUSTER_WARNING:
             self._warn_if_degenerate(result, len(vectors))
         return result

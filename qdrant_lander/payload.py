@@ -57,6 +57,7 @@ class SyncState(BaseModel):
     domain: str | None = None  # decoding preset used (auto resolved), kept by incremental passes; None: not recorded
     absorb_size: int = 0  # fragments of at most this many points were absorbed (the card's share, resolved): passes too
     vector: str | None = None  # the vector clustered ("" the unnamed one); None: not recorded (an older record)
+    partition_by: str | None = None  # payload key no cluster spans two values of (a tenant); None: no such key
 
     def check_vector(self, collection: str, vector: str) -> None:
         """Refuse to cluster another vector than this clustering's: a collection's ``lander`` payload holds one

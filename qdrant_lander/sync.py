@@ -8,6 +8,7 @@ before the first write, so a failed sync leaves the collection exactly as it was
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -51,7 +52,7 @@ class Clusterer(Protocol):
 
     def for_data(self, x: np.ndarray) -> Clusterer: ...
 
-    def predict_graph(self, vectors: np.ndarray, graph: KnnGraph) -> ClusterResult: ...
+    def predict_graph(self, vectors: np.ndarray, graph: KnnGraph, groups: np.ndarray | None = None) -> ClusterResult: ...
 
 
 class SyncReport(BaseModel):
@@ -84,6 +85,7 @@ class Status(BaseModel):
     last_sync: datetime | None
     vector: str | None = None  # the named vector the last full sync clustered ("" / None: the unnamed one, or not recorded)
     unindexed: int | None = None  # points kNN queries scan, outside the vector index, at least (None: the store does not say)
+    partition_by: str | None = None  # the payload key no cluster spans two values of (the last full sync's)
 
 
 def peak_rss_mb() -> float | None:
@@ -145,6 +147,19 @@ def read_vectors(col: Collection, *, batch_size: int = 1024, progress: bool = Tr
         order = np.argsort(ids, kind="stable")
         ids, x = ids[order], x[order]
     return ids, x
+
+
+def read_groups(col: Collection, ids: np.ndarray, key: str, *, batch_size: int = 1024) -> np.ndarray:
+    """A code per point of ``ids`` for its value of payload ``key`` (equal values, equal codes; a point without
+    the key, or deleted since, gets the code of "no value"): what :func:`full_sync`'s ``partition_by`` keeps apart."""
+    values: dict[str, int] = {}
+    out = np.empty(len(ids), dtype=np.int64)
+    for s in range(0, len(ids), batch_size):
+        got = col.retrieve(ids[s:s + batch_size].tolist(), payload=[key])
+        by_id = {int(i): p.get(key) for i, p in zip(got.ids, got.payloads or ())}
+        out[s:s + batch_size] = [values.setdefault(json.dumps(by_id.get(int(i)), sort_keys=True), len(values))
+                                 for i in ids[s:s + batch_size]]
+    return out
 
 
 def fetch_knn(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, *, rows: np.ndarray | None = None,
@@ -245,13 +260,14 @@ def ensure_indexes(col: Collection) -> None:
 
 
 def write_result(col: Collection, ids: np.ndarray, res: ClusterResult, model: str, *, batch_size: int = 1024,
-                 progress: bool = True, clusters: np.ndarray | None = None, domain: str) -> SyncState:
+                 progress: bool = True, clusters: np.ndarray | None = None, domain: str,
+                 partition_by: str | None = None) -> SyncState:
     """Write a new generation of payloads, bracketed by ``writing``/``complete`` meta records."""
     prev = last_sync(col)
     generation = (prev.generation if prev else 0) + 1
     state = SyncState(state="writing", generation=generation, model=model, points=len(ids),
                       clusters=res.n_clusters, started_at=datetime.now(timezone.utc), tau=res.tau,
-                      domain=domain, absorb_size=res.absorb_size, vector=col.vector)
+                      domain=domain, absorb_size=res.absorb_size, vector=col.vector, partition_by=partition_by)
     col.set_meta(SYNC_META, state.model_dump(mode="json"))
     ensure_indexes(col)
     batch: list[tuple[list[int], dict]] = []
@@ -284,9 +300,11 @@ class Clustered:
 
 def cluster_stored(col: Collection, lander: Clusterer, *, batch_size: int = 1024, progress: bool = True,
                    knn: KnnMode = "auto", seconds: dict[str, float] | None = None, cpu: dict[str, float] | None = None,
-                   on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None) -> Clustered:
+                   on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None,
+                   partition_by: str | None = None) -> Clustered:
     """Read every point of ``col``, take its kNN from the store and cluster: the stages scroll, index, knn and
-    cluster of a full sync (timed into ``seconds`` / ``cpu``). See :func:`full_sync` for ``knn`` and ``on_graph``."""
+    cluster of a full sync (timed into ``seconds`` / ``cpu``). See :func:`full_sync` for ``knn``, ``on_graph`` and
+    ``partition_by``."""
     seconds = {} if seconds is None else seconds
     cpu = {} if cpu is None else cpu
     card = lander.card
@@ -294,7 +312,8 @@ def cluster_stored(col: Collection, lander: Clusterer, *, batch_size: int = 1024
     exact = knn == "exact" or (knn == "auto" and n * col.info().dim <= EXACT_MAX_FLOATS)
     with _stage(seconds, cpu, "scroll"):
         ids, x = read_vectors(col, batch_size=batch_size, progress=progress)
-        distinct = unique_rows(x)  # copies of a vector are clustered once (qdrant_lander.dedup)
+        groups = read_groups(col, ids, partition_by, batch_size=batch_size) if partition_by else None
+        distinct = unique_rows(x, groups)  # copies of a vector are clustered once (qdrant_lander.dedup)
         xu = distinct.take(x)
         lander = lander.for_data(xu)  # auto: the preset whose space these vectors resemble
         card = lander.card
@@ -318,14 +337,15 @@ def cluster_stored(col: Collection, lander: Clusterer, *, batch_size: int = 1024
         if progress and len(xu) >= CLUSTER_NOTICE_POINTS:
             print(f"clustering {len(xu):,} points: the model scores them, then each level of supernodes (minutes on "
                   "a large collection; -vv logs each level)...", file=sys.stderr, flush=True)
-        res = distinct.expand(lander.predict_graph(xu, graph))
+        res = distinct.expand(lander.predict_graph(xu, graph, None if groups is None else groups[distinct.rep]))
     return Clustered(ids=ids, result=res, lander=lander, exact=exact, copies=distinct.copies)
 
 
 def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, progress: bool = True,
               knn: KnnMode = "auto",
               rename: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-              on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None) -> SyncReport:
+              on_graph: Callable[[np.ndarray, np.ndarray, KnnGraph], None] | None = None,
+              partition_by: str | None = None) -> SyncReport:
     """Cluster every point of ``col`` and write the result as ``lander`` payload.
 
     ``knn="exact"`` takes neighbours by a full scan in the store: the graph, hence the clustering, is
@@ -336,18 +356,21 @@ def full_sync(col: Collection, lander: Clusterer, *, batch_size: int = 1024, pro
     ``rename(point ids, cluster ids)`` may return other cluster ids to write (the daemon keeps the
     previous generation's ids stable this way, see :mod:`qdrant_lander.stable_ids`). ``on_graph(point
     ids, unit vectors, kNN graph)`` sees the level-0 graph (the daemon keeps it for its next passes).
+    ``partition_by`` names a payload key (a tenant): no cluster holds points of two of its values (points
+    without it: one more value), while neighbours are still found among all points. It is recorded, and
+    incremental passes keep to it.
     """
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
     # The vectors and the graph are gone once this returns, before the writes: Qdrant copies each rewritten point
     # out of its indexed segment (1.2 GB of a million-point sync's 9 GB peak; RESULTS.md, Sync).
     done = cluster_stored(col, lander, batch_size=batch_size, progress=progress, knn=knn, seconds=seconds, cpu=cpu,
-                          on_graph=on_graph)
+                          on_graph=on_graph, partition_by=partition_by)
     ids, res, card = done.ids, done.result, done.lander.card
     with _stage(seconds, cpu, "write"):
         clusters = rename(ids, ids[res.labels]) if rename is not None else None
         state = write_result(col, ids, res, card.name, batch_size=batch_size, progress=progress, clusters=clusters,
-                             domain=done.lander.domain)
+                             domain=done.lander.domain, partition_by=partition_by)
     with _stage(seconds, cpu, "reindex"):  # the writes moved every point out of its indexed segment
         col.reindex_rewritten(progress=progress)
     return SyncReport(collection=col.name, points=len(ids), clusters=res.n_clusters, levels=res.n_levels, tau=res.tau,
@@ -452,4 +475,5 @@ def status(col: Collection, *, top: int = 10) -> Status:
                   model=state.model if state else None, domain=state.domain if state else None,
                   generation=state.generation if state else None,
                   state=state.state if state else None, vector=state.vector if state else None,
-                  last_sync=(state.finished_at or state.started_at) if state else None, unindexed=col.unindexed())
+                  last_sync=(state.finished_at or state.started_at) if state else None, unindexed=col.unindexed(),
+                  partition_by=state.partition_by if state else None)

@@ -253,8 +253,8 @@ class _PerDatasetTau:
     def for_data(self, x):
         return self
 
-    def predict_graph(self, vectors, graph):
-        return cluster_hierarchy(vectors, graph, self.lander.scorer, self.card)
+    def predict_graph(self, vectors, graph, groups=None):
+        return cluster_hierarchy(vectors, graph, self.lander.scorer, self.card, groups)
 
 
 def test_sync_records_the_tau_it_decoded_with(store, part, lander):

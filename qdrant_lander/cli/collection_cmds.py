@@ -143,7 +143,7 @@ def import_(collection: str, embeddings: Path, labels_path: Path | None, label_k
 @click.option("--wait-lease", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Seconds to wait while another writer (a daemon, another sync) holds the collection (else exit 3).")
 @settings_options(*_STORE, "batch_size", "vector", "model", "domain", "device", "threads", "interval", "rebuild_every",
-                  "growth", "metrics_port", "stall_after", "log_level")
+                  "growth", "metrics_port", "stall_after", "log_level", "partition_by")
 def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full: bool, switch_vector: bool,
          wait_lease: float, settings: Settings) -> None:
     """Cluster every point of COLLECTION and write the result as payload.
@@ -185,7 +185,7 @@ def sync(collection: str, knn: str, as_json: bool, once: bool, watch: bool, full
         # while the sync runs (a large collection's outlasts the lease's ttl).
         with Lease(col).holding(wait=wait_lease):
             report, *_ = stable_full_sync(col, lander, batch_size=settings.batch_size, knn=knn,
-                                         switch_vector=switch_vector)
+                                         switch_vector=switch_vector, partition_by=settings.partition_by)
     if as_json:
         click.echo(report.model_dump_json())
         return
@@ -206,7 +206,8 @@ def _sync_daemon(collection: str, mode: str, knn: str, wait_lease: float, as_jso
     if mode == "watch":
         logging.getLogger("qdrant_lander").setLevel(settings.log_level)  # one line per pass at INFO
     options = DaemonOptions(interval=settings.interval, rebuild_every=settings.rebuild_every, growth=settings.growth,
-                            wait_lease=wait_lease, knn=knn, batch_size=settings.batch_size, progress=mode == "full")
+                            wait_lease=wait_lease, knn=knn, batch_size=settings.batch_size, progress=mode == "full",
+                            partition_by=settings.partition_by)
     lander = lander_from_settings(settings)
     with collection_from_settings(settings, collection, wait=wait_lease) as col:
         code, report = run(col, lander, mode, options, settings.metrics_port, settings.stall_after)
@@ -316,6 +317,8 @@ def status(collection: str, top: int, as_json: bool, settings: Settings) -> None
         note = "" if st.state == "complete" else "  (last sync did not finish: run sync again)"
         if st.vector:
             click.echo(f"vector       {st.vector}")
+        if st.partition_by:
+            click.echo(f"partitioned  by '{st.partition_by}' (no cluster holds points of two of its values)")
         click.echo(f"model        {st.model} (domain {st.domain or 'not recorded'})\ngeneration   {st.generation}{note}\n"
                    f"last sync    {st.last_sync:%Y-%m-%d %H:%M:%S} UTC")
     elif st.clustered:  # labels without a sync record: the record was removed (or written by another tool)

@@ -1,0 +1,135 @@
+"""Tenants in one collection (`--partition-by KEY`, `Lander.predict(groups=...)`): no cluster spans two, while
+neighbours and the model's scale come from all points.
+
+Data: whole CLINC150 test intents (real text embeddings) dealt to tenants so that tenants share intents: a
+clusterer that ignored them would put two tenants' queries of one intent into one cluster. qdrant-client's local
+mode is brute force, so its collections stay at a few hundred points.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.tasks import clinc_75_75, subsample_classes
+from qdrant_lander import Lander
+from qdrant_lander.cli import main
+from qdrant_lander.daemon import Daemon, DaemonOptions, stable_full_sync
+from qdrant_lander.decode import absorb_fragments
+from qdrant_lander.payload import KEY, SYNC_META, SyncState, unclustered_filter
+from qdrant_lander.stores.edge import EdgeStore
+from qdrant_lander.sync import full_sync, import_points, read_labels
+
+
+@pytest.fixture(scope="module")
+def part():
+    return subsample_classes(clinc_75_75().test, 3, seed=2)  # 450 points, 3 intents
+
+
+@pytest.fixture(scope="module")
+def lander(part):
+    return Lander(device="cpu", threads=1).for_data(part.x)
+
+
+def _tenant(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).choice(["a", "b", "c"], size=n)
+
+
+def _spans(labels: np.ndarray, groups: np.ndarray) -> int:
+    """Clusters holding points of more than one group (unlabelled points, -1, aside)."""
+    return sum(len(set(groups[labels == c])) > 1 for c in np.unique(labels[labels >= 0]))
+
+
+def test_predict_keeps_groups_apart_and_is_unchanged_with_one_group(part, lander):
+    tenant = _tenant(len(part.x))
+    plain = lander.predict(part.x)
+    assert _spans(plain.labels, tenant) > 0  # the shared intents: without groups, tenants meet in clusters
+    grouped = lander.predict(part.x, groups=np.unique(tenant, return_inverse=True)[1])
+    assert _spans(grouped.labels, tenant) == 0
+    for level in range(grouped.n_levels):
+        assert _spans(grouped.paths[:, level], tenant) == 0  # every supernode too
+    np.testing.assert_array_equal(lander.predict(part.x, groups=np.zeros(len(part.x), int)).labels, plain.labels)
+    x = np.vstack([part.x, part.x[:1]])  # a copy of row 0 in another group is not clustered as its copy
+    res = lander.predict(x, groups=np.r_[np.zeros(len(part.x), int), 1])
+    assert res.labels[-1] != res.labels[0] and res.labels[-1] == len(x) - 1  # alone in its group: its own peak
+
+
+def test_fragments_move_only_along_allowed_edges():
+    labels = np.array([0, 0, 0, 3])
+    nbr = np.array([[1, 3], [0, 3], [0, 3], [0, 1]])
+    link = np.full((4, 2), 0.9, dtype=np.float32)
+    assert absorb_fragments(labels, nbr, link, 1).tolist() == [0, 0, 0, 0]
+    allowed = np.array([[True, False], [True, False], [True, False], [False, False]])
+    assert absorb_fragments(labels, nbr, link, 1, allowed).tolist() == [0, 0, 0, 3]
+
+
+def _payloads(tenant) -> list[dict]:
+    return [{"tenant": str(t)} for t in tenant]
+
+
+def test_a_partitioned_sync_equals_predict_with_groups_and_is_recorded(store, part, lander):
+    tenant = _tenant(len(part.x))
+    payloads = _payloads(tenant)
+    for r in (5, 6):
+        del payloads[r]["tenant"]  # points without the key: one group of their own
+    col = import_points(store, "shared", part.x, payloads, progress=False)
+    report = full_sync(col, lander, progress=False, partition_by="tenant")
+    assert report.knn == "exact"  # a small collection: the same graph as predict's
+    ids, labels = read_labels(col)
+    codes = np.unique([p.get("tenant", "-") for p in payloads], return_inverse=True)[1]
+    np.testing.assert_array_equal(labels, lander.predict(part.x, groups=codes).labels)
+    assert _spans(labels, codes) == 0
+    assert SyncState(**col.get_meta(SYNC_META)).partition_by == "tenant"
+
+
+def test_incremental_passes_keep_tenants_apart(store, part, lander):
+    order = np.random.default_rng(1).permutation(len(part.x))
+    x, y = part.x[order], part.y[order]  # point id i holds row i of these
+    tenant = _tenant(len(x), seed=3)
+    col = import_points(store, "stream", x[:300], _payloads(tenant[:300]), progress=False)
+    daemon = Daemon(col, lander, DaemonOptions(growth=0, partition_by="tenant"))
+    assert daemon.once(full=True).full
+    other = {"a": "b", "b": "c", "c": "a"}
+    copies = np.arange(3)  # exact copies of three labelled points, each sent by another tenant
+    import_points(store, "stream", np.vstack([x[300:], x[copies]]),
+                  _payloads(np.r_[tenant[300:], [other[t] for t in tenant[copies]]]), start_id=300, progress=False)
+    groups = np.r_[tenant, [other[t] for t in tenant[copies]]]
+    report = daemon.once()
+    assert not report.full and report.new == len(groups) - 300 and col.count(unclustered_filter()) == 0
+    ids, labels = read_labels(col)
+    assert _spans(labels, groups) == 0
+    for c in copies:  # not the label of the vector they copy: that is another tenant's cluster
+        assert labels[len(x) + c] != labels[c]
+    joined = sum(labels[i] == labels[j] for i in range(300, len(x)) for j in range(300)
+                 if y[i] == y[j] and tenant[i] == tenant[j])
+    assert joined > 1000  # new points join their tenant's clusters of their intent
+
+
+def test_the_key_is_kept_until_a_sync_drops_it(store, part, lander):
+    col = import_points(store, "keep", part.x, _payloads(_tenant(len(part.x))), progress=False)
+    stable_full_sync(col, lander, progress=False, partition_by="tenant")
+    stable_full_sync(col, lander, progress=False)  # None: the last full sync's key
+    assert SyncState(**col.get_meta(SYNC_META)).partition_by == "tenant"
+    stable_full_sync(col, lander, progress=False, partition_by="")
+    assert SyncState(**col.get_meta(SYNC_META)).partition_by is None
+
+
+def test_cli_sync_partition_by_then_status(tmp_path, part):
+    np.save(tmp_path / "x.npy", part.x)
+    tenant = _tenant(len(part.x))
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(p) for p in _payloads(tenant)))
+    runner = CliRunner()
+    path = ["--path", str(tmp_path / "qd")]
+    assert runner.invoke(main, ["import", "c", str(tmp_path / "x.npy"), "--payload", str(tmp_path / "p.jsonl"),
+                                *path]).exit_code == 0
+    got = runner.invoke(main, ["sync", "c", "--partition-by", "tenant", "--json", *path])
+    assert got.exit_code == 0, got.output
+    status = runner.invoke(main, ["status", "c", *path]).output
+    assert "partitioned  by 'tenant'" in status
+    assert json.loads(runner.invoke(main, ["status", "c", "--json", *path]).output)["partition_by"] == "tenant"
+    with EdgeStore(tmp_path / "qd") as store:
+        col = store.open("c")
+        labels = {int(i): p[KEY]["cluster"] for b in col.scroll(vectors=False, payload=True)
+                  for i, p in zip(b.ids, b.payloads)}
+    assert _spans(np.array([labels[i] for i in range(len(part.x))]), tenant) == 0
