@@ -152,14 +152,24 @@ def read_vectors(col: Collection, *, batch_size: int = 1024, progress: bool = Tr
 def read_groups(col: Collection, ids: np.ndarray, key: str, *, batch_size: int = 1024) -> np.ndarray:
     """A code per point of ``ids`` for its value of payload ``key`` (equal values, equal codes; a point without
     the key, or deleted since, gets the code of "no value"): what :func:`full_sync`'s ``partition_by`` keeps apart."""
-    values: dict[str, int] = {}
+    codes: dict[tuple[str, Any], int] = {}
     out = np.empty(len(ids), dtype=np.int64)
     for s in range(0, len(ids), batch_size):
-        got = col.retrieve(ids[s:s + batch_size].tolist(), payload=[key])
-        by_id = {int(i): p.get(key) for i, p in zip(got.ids, got.payloads or ())}
-        out[s:s + batch_size] = [values.setdefault(json.dumps(by_id.get(int(i)), sort_keys=True), len(values))
-                                 for i in ids[s:s + batch_size]]
+        asked = ids[s:s + batch_size].tolist()
+        got = col.retrieve(asked, payload=[key])
+        values = [p.get(key) for p in got.payloads or ()]
+        if len(values) != len(asked):  # some were deleted: match by id
+            by_id = dict(zip(got.ids.tolist(), values))
+            values = [by_id.get(i) for i in asked]
+        out[s:s + len(asked)] = [codes.setdefault(_value_key(v), len(codes)) for v in values]
     return out
+
+
+def _value_key(v: Any) -> tuple[str, Any]:
+    """A payload value as a dict key: its type kept (True is not 1), lists and objects by their JSON."""
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return type(v).__name__, v
+    return "json", json.dumps(v, sort_keys=True)
 
 
 def fetch_knn(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, *, rows: np.ndarray | None = None,

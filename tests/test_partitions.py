@@ -19,7 +19,7 @@ from qdrant_lander.daemon import Daemon, DaemonOptions, stable_full_sync
 from qdrant_lander.decode import absorb_fragments
 from qdrant_lander.payload import KEY, SYNC_META, SyncState, unclustered_filter
 from qdrant_lander.stores.edge import EdgeStore
-from qdrant_lander.sync import full_sync, import_points, read_labels
+from qdrant_lander.sync import full_sync, import_points, read_groups, read_labels
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +133,14 @@ def test_cli_sync_partition_by_then_status(tmp_path, part):
         labels = {int(i): p[KEY]["cluster"] for b in col.scroll(vectors=False, payload=True)
                   for i, p in zip(b.ids, b.payloads)}
     assert _spans(np.array([labels[i] for i in range(len(part.x))]), tenant) == 0
+
+
+def test_group_codes_tell_values_of_other_types_apart(store, part):
+    values = [1, True, "1", [1], {"a": 1}, None, 1, "1", [1]]
+    payloads = [{"t": v} for v in values] + [{}]  # the last has no key: the same group as None
+    col = import_points(store, "codes", part.x[:len(payloads)], payloads, progress=False)
+    codes = read_groups(col, np.arange(len(payloads))[::-1], "t", batch_size=4)[::-1]  # batches, ids in any order
+    assert len(set(codes[:6].tolist())) == 6  # 1, True, "1", [1], {"a": 1}, None: six values
+    assert codes[6] == codes[0] and codes[7] == codes[2] and codes[8] == codes[3] and codes[9] == codes[5]
+    gone = read_groups(col, np.array([0, 10_000, 2]), "t")  # a point deleted since (or never there): no value
+    assert gone[1] != gone[0] and gone[1] != gone[2]
