@@ -169,6 +169,8 @@ class Daemon:
             log.debug("%s", e)
             return True
         o = self.options
+        if o.partition_by is not None and (o.partition_by or None) != state.partition_by:
+            return True  # asked for another partition key than the clustering has: only a full pass can apply it
         points, waiting = self.col.count(), self.col.count(unclustered_filter())
         if points and waiting == points:  # nothing labelled to attach to (payloads cleared, collection remade)
             return True

@@ -144,3 +144,13 @@ def test_group_codes_tell_values_of_other_types_apart(store, part):
     assert codes[6] == codes[0] and codes[7] == codes[2] and codes[8] == codes[3] and codes[9] == codes[5]
     gone = read_groups(col, np.array([0, 10_000, 2]), "t")  # a point deleted since (or never there): no value
     assert gone[1] != gone[0] and gone[1] != gone[2]
+
+
+def test_a_new_key_on_a_daemon_means_a_full_pass(store, part, lander):
+    col = import_points(store, "switch", part.x, _payloads(_tenant(len(part.x))), progress=False)
+    Daemon(col, lander, DaemonOptions(growth=0)).once(full=True)
+    assert SyncState(**col.get_meta(SYNC_META)).partition_by is None
+    assert Daemon(col, lander, DaemonOptions(growth=0)).once().full is False
+    report = Daemon(col, lander, DaemonOptions(growth=0, partition_by="tenant")).once()
+    assert report.full and SyncState(**col.get_meta(SYNC_META)).partition_by == "tenant"
+    assert Daemon(col, lander, DaemonOptions(growth=0, partition_by="tenant")).once().full is False
