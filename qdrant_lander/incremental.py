@@ -520,7 +520,10 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     not_peak: set[int] = set()
     for r in np.flatnonzero(root[:n_new] == np.arange(n_new)).tolist():
         pid, nbr = int(ids[r]), graph.nbr[r]
-        if (known[nbr] & (lab.cluster[nbr] == pid)).any():
+        named = known[nbr] & (lab.cluster[nbr] == pid)
+        if part is not None:  # a point whose key changed does not rejoin its old value's cluster
+            named &= part[nbr] == part[r]
+        if named.any():
             groups.union(int(new_group[r]), pid)
             if _has_peak(col, pid, batch_size):
                 not_peak.add(r)

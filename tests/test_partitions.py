@@ -154,3 +154,20 @@ def test_a_new_key_on_a_daemon_means_a_full_pass(store, part, lander):
     report = Daemon(col, lander, DaemonOptions(growth=0, partition_by="tenant")).once()
     assert report.full and SyncState(**col.get_meta(SYNC_META)).partition_by == "tenant"
     assert Daemon(col, lander, DaemonOptions(growth=0, partition_by="tenant")).once().full is False
+
+
+def test_a_peak_re_upserted_under_another_tenant_leaves_its_old_cluster(store, part, lander):
+    tenant = _tenant(len(part.x))
+    col = import_points(store, "moved", part.x, _payloads(tenant), progress=False)
+    daemon = Daemon(col, lander, DaemonOptions(growth=0, partition_by="tenant"))
+    daemon.once(full=True)
+    ids, labels = read_labels(col)
+    sizes = np.bincount(labels)
+    peak = int(next(c for c in np.unique(labels) if sizes[c] >= 3))  # a peak whose cluster keeps members
+    moved = {"a": "b", "b": "c", "c": "a"}[tenant[peak]]
+    col.upsert(np.array([peak]), part.x[[peak]] / np.linalg.norm(part.x[[peak]], axis=1, keepdims=True),
+               [{"tenant": moved}])  # same vector, payload replaced: clustered again as new
+    assert daemon.once().new == 1
+    ids, after = read_labels(col)
+    tenant[peak] = moved
+    assert after[peak] != peak and _spans(after, tenant) == 0  # not back in the cluster named after it
