@@ -22,6 +22,7 @@ from .validate import check_rows
 # session 39), so every dev set and most arrays get exactly Lander.predict's result.
 EXACT_MAX_PAIR_FLOATS = 1e12
 ARRAY_COLLECTION = "array"
+SCANNED_ROWS = 1_000  # the store would scan so few rows anyway (no index below ~10 MB of vectors): exact, in memory
 
 
 def exact_for(n: int, dim: int, knn: KnnMode) -> bool:
@@ -36,7 +37,7 @@ def cluster_array(x: np.ndarray, lander: Lander, *, knn: KnnMode = "auto", batch
     The temporary store lives under the system's temporary directory (``TMPDIR``): 3.6 GB at its largest for a
     million 384-d rows."""
     shape = np.shape(x)
-    if len(shape) != 2 or exact_for(shape[0], shape[1], knn):
+    if len(shape) != 2 or shape[0] <= SCANNED_ROWS or exact_for(shape[0], shape[1], knn):
         return lander.predict(x)  # which also names whatever is wrong with x
     dim = lander.card.input_dim
     check_rows(x, min_points=2, dim=None if dim == "any" else dim)  # before a store is made; import scales the rows

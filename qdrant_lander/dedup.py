@@ -107,8 +107,9 @@ def unique_rows(x: np.ndarray, groups: np.ndarray | None = None) -> UniqueRows:
     """
     x = np.ascontiguousarray(x)
     words = x.reshape(len(x), -1).view(np.uint32)  # float32 rows: one word per value
-    if groups is not None:  # one more word per row: the group (its codes fit 32 bits and never read as -0.0)
-        words = np.concatenate([words, np.asarray(groups, dtype=np.int64).astype(np.uint32)[:, None]], axis=1)
+    if groups is not None:  # one more word per row: the group as a dense code (< N: 31 bits, never read as -0.0)
+        code = np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1).astype(np.uint32)
+        words = np.concatenate([words, code[:, None]], axis=1)
     weights = _hash_weights(words.shape[1])
     h = np.empty(len(x), dtype=np.uint64)
     for s in range(0, len(x), HASH_BLOCK_ROWS):  # wraps modulo 2**64, as a hash should

@@ -214,8 +214,8 @@ class _Groups:
 
 
 def _absorb_new(groups: _Groups, group: np.ndarray, known: np.ndarray, nbr: np.ndarray, link: np.ndarray,
-                new_size: dict[int, int], max_size: int,
-                stored_sizes: Callable[[list[int]], dict[int, int]]) -> tuple[int, dict[int, int]]:
+                new_size: dict[int, int], max_size: int, stored_sizes: Callable[[list[int]], dict[int, int]],
+                allowed: np.ndarray | None = None) -> tuple[int, dict[int, int]]:
     """A pass's :func:`~qdrant_lander.decode.absorb_fragments`: every cluster of at most ``max_size`` points
     (the full sync's resolved size) that this pass started, with no old member, joins, in ``groups``, the
     larger cluster that receives most of its new points' links (``nbr``, ``link``: the new rows'). Why only
@@ -232,6 +232,8 @@ def _absorb_new(groups: _Groups, group: np.ndarray, known: np.ndarray, nbr: np.n
     src = np.repeat(np.arange(nbr.shape[0]), nbr.shape[1])
     dst = nbr.reshape(-1)
     edge = np.isin(comp[src], list(small)) & known[dst] & (comp[dst] != comp[src])
+    if allowed is not None:  # partition_by: a fragment never moves along an edge into another value of the key
+        edge &= allowed.reshape(-1)
     if not edge.any():
         return 0, {}
     n_edges = int(edge.sum())
@@ -532,7 +534,8 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     read_sizes: dict[int, int] = {}
     if card.absorb_share and state.absorb_size and state.model == card.name:  # the size the full sync resolved
         report.absorbed, read_sizes = _absorb_new(groups, group, known, graph.nbr[:n_new], usable[:n_new], new_size,
-                                                  state.absorb_size, lambda clusters: _sizes(col, clusters))
+                                                  state.absorb_size, lambda clusters: _sizes(col, clusters),
+                                                  None if part is None else part[:n_new, None] == part[graph.nbr[:n_new]])
 
     # One id per component: the largest old cluster keeps its id (by its stored size); a cluster this pass starts
     # names a component only when it holds no old one. Its id was never visible, and were old points relabelled

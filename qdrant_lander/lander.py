@@ -28,7 +28,7 @@ from .errors import InputError, MissingExtraError, ModelError
 from .knn import KnnGraph, knn_graph
 from .model_card import CARD_FILE, MODEL_FILE, ONNX_FILE, ModelCard, calibrated_name, card_in_force
 from .runtime import OnnxScorer, default_model_path
-from .validate import check_embeddings, check_labels, check_neighbours, check_unit_rows
+from .validate import check_embeddings, check_labels, check_neighbours, check_unit_rows, group_codes
 
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ class Lander:
         tenant): no cluster spans two groups, while every row's neighbours are still found among all rows."""
         card = self.card
         x = check_embeddings(x, min_points=2, dim=card.input_dim if card.input_dim != "any" else None)
-        groups = None if groups is None else check_labels(groups, len(x), of="embeddings (groups)")
+        groups = None if groups is None else group_codes(groups, len(x))
         distinct = unique_rows(x, groups)  # copies of a vector are clustered once (qdrant_lander.dedup)
         xu = distinct.take(x)
         lander = self.for_data(xu)
@@ -284,8 +284,7 @@ class Lander:
             raise InputError(f"kNN graph has {graph.n} rows but there are {vectors.shape[0]} vectors")
         check_unit_rows(vectors)  # the model's features are cosines: other lengths cluster silently wrong
         check_neighbours(graph.nbr, graph.n, graph.sim)
-        if groups is not None and len(groups) != len(vectors):
-            raise InputError(f"{len(groups)} groups for {len(vectors)} vectors")
+        groups = None if groups is None else group_codes(groups, len(vectors))
         result = dataclasses.replace(cluster_hierarchy(vectors, graph, self.scorer, card, groups), domain=self.domain)
         if len(vectors) >= ONE_CLUSTER_WARNING:
             self._warn_if_degenerate(result, len(vectors))

@@ -151,18 +151,31 @@ def read_vectors(col: Collection, *, batch_size: int = 1024, progress: bool = Tr
 
 def read_groups(col: Collection, ids: np.ndarray, key: str, *, batch_size: int = 1024) -> np.ndarray:
     """A code per point of ``ids`` for its value of payload ``key`` (equal values, equal codes; a point without
-    the key, or deleted since, gets the code of "no value"): what :func:`full_sync`'s ``partition_by`` keeps apart."""
-    codes: dict[tuple[str, Any], int] = {}
+    the key, or deleted since, gets code 0, "no value"): what :func:`full_sync`'s ``partition_by`` keeps apart. A dotted
+    key names a nested value (``user.id``), as in Qdrant's filters."""
+    codes: dict[tuple[str, Any], int] = {_value_key(None): 0}
     out = np.empty(len(ids), dtype=np.int64)
     for s in range(0, len(ids), batch_size):
         asked = ids[s:s + batch_size].tolist()
         got = col.retrieve(asked, payload=[key])
-        values = [p.get(key) for p in got.payloads or ()]
+        values = [_value_at(p, key) for p in got.payloads or ()]
         if len(values) != len(asked):  # some were deleted: match by id
             by_id = dict(zip(got.ids.tolist(), values))
             values = [by_id.get(i) for i in asked]
         out[s:s + len(asked)] = [codes.setdefault(_value_key(v), len(codes)) for v in values]
     return out
+
+
+def _value_at(payload: dict[str, Any], key: str) -> Any:
+    """``payload[key]``, or the nested value a dotted key names (Qdrant's syntax: ``user.id``); None when absent."""
+    if key in payload:
+        return payload[key]
+    value: Any = payload
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def _value_key(v: Any) -> tuple[str, Any]:
@@ -323,6 +336,9 @@ def cluster_stored(col: Collection, lander: Clusterer, *, batch_size: int = 1024
     with _stage(seconds, cpu, "scroll"):
         ids, x = read_vectors(col, batch_size=batch_size, progress=progress)
         groups = read_groups(col, ids, partition_by, batch_size=batch_size) if partition_by else None
+        if groups is not None and len(ids) and not groups.any():  # code 0: no value
+            raise StoredDataError(f"no point of collection '{col.name}' has the payload key '{partition_by}' to "
+                                  "partition by (a nested key is written with dots: user.id)")
         distinct = unique_rows(x, groups)  # copies of a vector are clustered once (qdrant_lander.dedup)
         xu = distinct.take(x)
         lander = lander.for_data(xu)  # auto: the preset whose space these vectors resemble

@@ -59,6 +59,8 @@ def _checked(x: np.ndarray, min_points: int, dim: int | None) -> tuple[np.ndarra
         raise InputError(f"need at least {min_points} point{'s' * (min_points > 1)}, got {n}")
     if dim is not None and d != dim:
         raise InputError(f"embeddings have dimension {d}, but the model was trained for dimension {dim}")
+    if n == 0:
+        return x, np.empty(0, dtype=x.dtype)
     finite, peak = (np.concatenate(parts) for parts in zip(*map(_finite_and_peak, _chunks(x, CHUNK_ROWS))))
     for bad, what in ((~finite, "contain NaN or inf"), (peak == 0, "are all zeros and have no direction")):
         if bad.any():
@@ -112,6 +114,15 @@ def check_labels(labels: np.ndarray, n: int, *, of: str = "embeddings") -> np.nd
     if not np.issubdtype(y.dtype, np.integer):
         raise InputError(f"labels must be integers, got dtype {y.dtype}")
     return y.astype(np.int64)
+
+
+def group_codes(groups: np.ndarray, n: int) -> np.ndarray:
+    """``groups`` (one per row: ints, strings, any values numpy can sort) as dense int64 codes 0..G-1, or an error
+    naming a length or shape mismatch."""
+    g = np.asarray(groups)
+    if g.ndim != 1 or len(g) != n:
+        raise InputError(f"groups must be one value per row: {n} values, got shape {g.shape}")
+    return np.unique(g, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def check_neighbours(nbr: np.ndarray, n: int, sim: np.ndarray | None = None) -> None:

@@ -168,6 +168,10 @@ def test_checks_run_in_chunks_with_the_rows_of_the_whole_array(monkeypatch):
         check_embeddings(np.nan_to_num(bad, posinf=1.0))
 
 
+def test_an_empty_array_passes_when_no_rows_are_required():
+    assert check_embeddings(np.empty((0, 3)), min_points=0).shape == (0, 3)
+
+
 def test_integer_rows_keep_their_direction():
     x = np.array([[-128, -128], [0, 2]], dtype=np.int8)  # abs(-128) is -128 in int8
     np.testing.assert_allclose(check_embeddings(x), [[-0.70710677, -0.70710677], [0, 1]], rtol=1e-6)

@@ -17,6 +17,7 @@ from qdrant_lander import Lander
 from qdrant_lander.cli import main
 from qdrant_lander.daemon import Daemon, DaemonOptions, stable_full_sync
 from qdrant_lander.decode import absorb_fragments
+from qdrant_lander.errors import StoredDataError
 from qdrant_lander.payload import KEY, SYNC_META, SyncState, unclustered_filter
 from qdrant_lander.stores.edge import EdgeStore
 from qdrant_lander.sync import full_sync, import_points, read_groups, read_labels
@@ -171,3 +172,59 @@ def test_a_peak_re_upserted_under_another_tenant_leaves_its_old_cluster(store, p
     ids, after = read_labels(col)
     tenant[peak] = moved
     assert after[peak] != peak and _spans(after, tenant) == 0  # not back in the cluster named after it
+
+
+def test_group_values_of_any_size_or_type(part, lander):
+    """Reviewer's finding: group ids 2^32 apart (hashes, snowflake ids) were one group to the copy check."""
+    x = np.vstack([part.x[:60], part.x[:1]])
+    for other in (2**32, 2**31, -(2**32) + 7):
+        res = lander.predict(x, groups=np.r_[np.zeros(60, np.int64), np.int64(other)])
+        assert res.labels[-1] == 60 != res.labels[0]  # its own cluster, not its copy's
+    named = lander.predict(part.x, groups=_tenant(len(part.x)))  # strings are groups too
+    assert _spans(named.labels, _tenant(len(part.x))) == 0
+
+
+def _card_copy(tmp_path, lander, **update):
+    import shutil
+
+    from qdrant_lander.runtime import default_model_path
+
+    d = tmp_path / "model"
+    d.mkdir()
+    shutil.copyfile(default_model_path(), d / "model.onnx")
+    (d / "card.json").write_text(lander.card.model_copy(update=update).model_dump_json())
+    return Lander(d, device="cpu", threads=1)
+
+
+def test_a_pass_absorbs_no_fragment_across_tenants(store, part, lander, tmp_path):
+    """Reviewer's finding: with absorb_share > 0 a new tenant-b point whose neighbours are all tenant a joined a."""
+    absorbing = _card_copy(tmp_path, lander, absorb_share=0.5)
+    tenant = np.array(["a", "b", "c"])[np.unique(part.y, return_inverse=True)[1]]  # one intent per tenant
+    col = import_points(store, "absorb", part.x, _payloads(tenant), progress=False)
+    daemon = Daemon(col, absorbing, DaemonOptions(growth=0, partition_by="tenant"))
+    daemon.once(full=True)
+    near_a = part.x[np.flatnonzero(tenant == "a")[0]] + 0.02 * np.random.default_rng(0).standard_normal(
+        part.x.shape[1]).astype(np.float32)
+    import_points(store, "absorb", near_a[None], [{"tenant": "b"}], start_id=len(part.x), progress=False)
+    assert daemon.once().new == 1
+    labels = read_labels(col)[1]
+    assert _spans(labels, np.append(tenant, "b")) == 0 and labels[-1] == len(part.x)
+
+
+def test_nested_keys_and_keys_no_point_has(store, part, lander):
+    """Reviewer's finding: a dotted key (Qdrant's syntax for nested values) or a misspelt one silently partitioned
+    nothing."""
+    tenant = _tenant(len(part.x))
+    col = import_points(store, "nested", part.x, [{"user": {"id": t}} for t in tenant], progress=False)
+    full_sync(col, lander, progress=False, partition_by="user.id")
+    assert _spans(read_labels(col)[1], tenant) == 0
+    with pytest.raises(StoredDataError, match="no point of collection 'nested' has the payload key 'usr.id'"):
+        full_sync(col, lander, progress=False, partition_by="usr.id")
+
+
+def test_unique_rows_never_joins_two_groups_whatever_their_ids():
+    from qdrant_lander.dedup import unique_rows
+
+    x = np.ones((4, 3), dtype=np.float32)
+    for ids in ([0, 0, 2**32, 2**32], [0, 0, 2**31, 2**31], [5, 5, 5 + 2**32, 5 + 2**32]):
+        assert unique_rows(x, np.array(ids, dtype=np.int64)).rep.tolist() == [0, 2]
