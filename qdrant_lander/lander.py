@@ -287,18 +287,22 @@ class Lander:
         groups = None if groups is None else group_codes(groups, len(vectors))
         result = dataclasses.replace(cluster_hierarchy(vectors, graph, self.scorer, card, groups), domain=self.domain)
         if len(vectors) >= ONE_CLUSTER_WARNING:
-            self._warn_if_degenerate(result, len(vectors))
+            self._warn_if_degenerate(result, len(vectors), groups)
         return result
 
-    def _warn_if_degenerate(self, result: ClusterResult, n: int) -> None:
-        """Nearly all points in one cluster, or nearly all alone: what a tau that does not fit the space looks like."""
-        sizes = np.unique(result.labels, return_counts=True)[1]
+    def _warn_if_degenerate(self, result: ClusterResult, n: int, groups: np.ndarray | None) -> None:
+        """Nearly all points in one cluster, or nearly all alone: what a tau that does not fit the space looks like.
+        A point alone in its group is alone by its group, not by the model: it does not count."""
+        _, inverse, sizes = np.unique(result.labels, return_inverse=True, return_counts=True)
+        single = sizes[inverse.reshape(-1)] == 1
+        if groups is not None:
+            single &= np.bincount(groups)[groups] > 1
         hint = " (faces, text or characters: pass domain/--domain)" if self.model is None else ""
         if sizes.max() >= ONE_CLUSTER_SHARE * n:
             # The usual sign of a tau that does not fit the space (e.g. faces under the default model's `any`).
             log.warning("%d of %d points fell into one cluster at tau %s: the model's tau may not fit this space%s; "
                         "a few labeled classes fit it with `qdrant-lander calibrate`", sizes.max(), n, result.tau, hint)
-        elif (alone := int((sizes == 1).sum())) >= ONE_CLUSTER_SHARE * n:
+        elif (alone := int(single.sum())) >= ONE_CLUSTER_SHARE * n:
             # The mirror image: almost no link trusted. Isotropic random blobs (make_blobs in many dimensions) do
             # this: every neighbour is about as near as any other and few are mutual, which in real embeddings
             # marks points between groups.

@@ -228,3 +228,12 @@ def test_unique_rows_never_joins_two_groups_whatever_their_ids():
     x = np.ones((4, 3), dtype=np.float32)
     for ids in ([0, 0, 2**32, 2**32], [0, 0, 2**31, 2**31], [5, 5, 5 + 2**32, 5 + 2**32]):
         assert unique_rows(x, np.array(ids, dtype=np.int64)).rep.tolist() == [0, 2]
+
+
+def test_points_alone_in_their_group_are_not_reported_as_a_misfit(part, lander, caplog):
+    """Reviewer's note: groups that force points apart made the 'model trusted almost no link' warning fire."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="qdrant_lander"):
+        res = lander.predict(part.x[:60], groups=np.arange(60))  # every point its own group
+    assert res.n_clusters == 60 and "clusters of their own" not in caplog.text
