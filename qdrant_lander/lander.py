@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .decode import ClusterResult, cluster_hierarchy
-from .dedup import unique_rows
+from .dedup import regroup, unique_rows
 from .domains import (FAR_PROFILE, Domain, check_domain, nearest_preset, space_profile,
                       with_domain)
 from .errors import InputError, MissingExtraError, ModelError
@@ -258,15 +258,18 @@ class Lander:
         card = self.card
         x = check_embeddings(x, min_points=2, dim=card.input_dim if card.input_dim != "any" else None)
         groups = None if groups is None else group_codes(groups, len(x))
-        distinct = unique_rows(x, groups)  # copies of a vector are clustered once (qdrant_lander.dedup)
+        vectors = unique_rows(x)  # copies of a vector are clustered once (qdrant_lander.dedup) ...
+        distinct = vectors if groups is None else unique_rows(x, groups)  # ... once per group
         xu = distinct.take(x)
         lander = self.for_data(xu)
         k = lander.card.k
-        if len(xu) <= k:
-            got = f"{len(xu)} distinct vectors among {len(x)} rows" if distinct.copies else str(len(x))
+        if len(vectors.rep) <= k:
+            got = f"{len(vectors.rep)} distinct vectors among {len(x)} rows" if vectors.copies else str(len(x))
             raise InputError(f"need at least {k + 1} points to cluster with k={k} neighbours, got {got}")
-        return distinct.expand(lander.predict_graph(xu, knn_graph(xu, k),
-                                                    None if groups is None else groups[distinct.rep]))
+        graph = knn_graph(vectors.take(x), k)  # one entry per distinct vector, in whichever group
+        if len(distinct.rep) > len(vectors.rep):  # a vector in several groups: each row's lists in its own group
+            graph = regroup(graph, vectors, distinct, groups)
+        return distinct.expand(lander.predict_graph(xu, graph, None if groups is None else groups[distinct.rep]))
 
     def predict_graph(self, vectors: np.ndarray, graph: KnnGraph, groups: np.ndarray | None = None) -> ClusterResult:
         """Cluster unit-length ``vectors`` whose level-0 kNN graph is already known (e.g. from Qdrant).

@@ -24,7 +24,7 @@ from qdrant_client import models
 from tqdm import tqdm
 
 from .decode import ClusterResult
-from .dedup import unique_rows
+from .dedup import regroup, unique_rows
 from .errors import CollectionNotReady, InputError, StoredDataError
 from .knn import KnnGraph, first_kept, nearest_rows, rows_of
 from .model_card import ModelCard
@@ -339,12 +339,13 @@ def cluster_stored(col: Collection, lander: Clusterer, *, batch_size: int = 1024
         if groups is not None and len(ids) and not groups.any():  # code 0: no value
             raise StoredDataError(f"no point of collection '{col.name}' has the payload key '{partition_by}' to "
                                   "partition by (a nested key is written with dots: user.id)")
-        distinct = unique_rows(x, groups)  # copies of a vector are clustered once (qdrant_lander.dedup)
+        vectors = unique_rows(x)  # copies of a vector are clustered once (qdrant_lander.dedup) ...
+        distinct = vectors if groups is None else unique_rows(x, groups)  # ... once per partition value
         xu = distinct.take(x)
         lander = lander.for_data(xu)  # auto: the preset whose space these vectors resemble
         card = lander.card
-        if len(distinct.rep) <= card.k:
-            raise CollectionNotReady(f"collection '{col.name}' has {len(distinct.rep)} distinct vectors among {n} points; "
+        if len(vectors.rep) <= card.k:
+            raise CollectionNotReady(f"collection '{col.name}' has {len(vectors.rep)} distinct vectors among {n} points; "
                              f"clustering needs more than k={card.k}")
         if distinct.copies:
             log.info("%d points of '%s' repeat another point's vector: each vector is clustered once and its copies "
@@ -353,10 +354,12 @@ def cluster_stored(col: Collection, lander: Clusterer, *, batch_size: int = 1024
         if not exact:
             col.prepare_knn()
     with _stage(seconds, cpu, "knn"):
-        extra = min(card.k, n - 1 - card.k) if distinct.copies else 0  # room for the copies dropped from each list
-        fetched = fetch_knn(col, ids, x, card.k + extra, rows=distinct.rep, batch_size=batch_size, progress=progress,
+        extra = min(card.k, n - 1 - card.k) if vectors.copies else 0  # room for the copies dropped from each list
+        fetched = fetch_knn(col, ids, x, card.k + extra, rows=vectors.rep, batch_size=batch_size, progress=progress,
                             exact=exact)
-        graph = distinct.collapse(fetched, card.k, x)
+        graph = vectors.collapse(fetched, card.k, x)  # one entry per distinct vector, in whichever partition
+        if len(distinct.rep) > len(vectors.rep):  # a vector in several partitions: each row's list in its own
+            graph = regroup(graph, vectors, distinct, groups)
         if on_graph is not None:
             on_graph(ids, x, distinct.expand_graph(graph))
     with _stage(seconds, cpu, "cluster"):
