@@ -96,3 +96,11 @@ def test_cli_cluster_and_eval_say_how_neighbours_were_found(part, tmp_path):
     assert got.exit_code == 0, got.output
     report = json.loads(got.output.strip().splitlines()[-1])
     assert report["knn"] == "exact" and report["fp"] == pytest.approx(score(part.y, Lander().predict(part.x).labels).fp)
+
+
+def test_eval_names_an_array_of_the_wrong_shape(tmp_path):
+    """Reviewer's note: a 0-d .npy with labels ended in a TypeError (exit 1)."""
+    np.save(tmp_path / "x.npy", np.float32(3.0))
+    np.save(tmp_path / "y.npy", np.zeros(3, dtype=np.int64))
+    got = CliRunner().invoke(main, ["eval", str(tmp_path / "x.npy"), str(tmp_path / "y.npy")])
+    assert got.exit_code == 2 and "2-D array" in got.output and "Traceback" not in got.output

@@ -12,7 +12,7 @@ import numpy as np
 from . import main
 from ..config import Settings
 from ..errors import InputError, MissingExtraError
-from ..validate import check_embeddings, check_labels
+from ..validate import check_embeddings, check_labels, check_rows
 from .inputs import check_outputs, load_npy, parse_set_options, parse_try_option, save_npy
 from .settings_options import lander_from_settings, settings_options
 
@@ -25,6 +25,7 @@ def _predict_timed(embeddings: Path, settings: Settings, knn: str, labels: np.nd
 
     x = load_npy(embeddings, "embeddings", mapped=True)  # read as needed: an index run never copies it whole
     if labels is not None:
+        check_rows(x, min_points=0)  # a wrong shape named before the labels are counted against its rows
         check_labels(labels, len(x))
     lander = lander_from_settings(settings)
     start = time.perf_counter()
