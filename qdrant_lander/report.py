@@ -423,6 +423,8 @@ def read_collection(
                  "last full sync": f"{state.finished_at or state.started_at:%Y-%m-%d %H:%M %Z}"}
         if state.vector:
             info["vector"] = state.vector
+        if state.partition_by:
+            info["partitioned by"] = f"{state.partition_by} (no cluster holds points of two of its values)"
         if state.state != "complete":  # as `status` says it: points may hold two generations
             info["last full sync"] += " (did not finish: run qdrant-lander sync again)"
     return ReportData(

@@ -128,6 +128,8 @@ def test_cli_sync_partition_by_then_status(tmp_path, part):
     assert got.exit_code == 0, got.output
     status = runner.invoke(main, ["status", "c", *path]).output
     assert "partitioned  by 'tenant'" in status
+    assert runner.invoke(main, ["report", "c", "--out", str(tmp_path / "r.html"), *path]).exit_code == 0
+    assert "partitioned by" in (tmp_path / "r.html").read_text() and "tenant" in (tmp_path / "r.html").read_text()
     assert json.loads(runner.invoke(main, ["status", "c", "--json", *path]).output)["partition_by"] == "tenant"
     with EdgeStore(tmp_path / "qd") as store:
         col = store.open("c")

@@ -218,7 +218,7 @@ def test_report_of_a_real_sync(tmp_path):
         col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "state": "writing"})  # a sync killed mid-write
         unfinished = read_collection(col, top=1, examples=1).info
     assert unfinished["last full sync"].endswith("(did not finish: run qdrant-lander sync again)")
-    assert "vector" not in d.info  # the unnamed vector: nothing to name
+    assert "vector" not in d.info and "partitioned by" not in d.info  # the unnamed vector, no key: nothing to name
     assert (d.clusters >= 0).all() and len(np.unique(d.clusters)) == rep.clusters
     assert d.paths.shape == (len(keep), rep.levels) and (d.paths[:, -1] == d.clusters).all()
     assert d.info["model"] == rep.model and d.info["generation"] == str(rep.generation)
