@@ -30,14 +30,18 @@ def exact_for(n: int, dim: int, knn: KnnMode) -> bool:
     return knn == "exact" or (knn == "auto" and float(n) * n * dim <= EXACT_MAX_PAIR_FLOATS)
 
 
+def searches_index(shape: tuple[int, ...], knn: KnnMode) -> bool:
+    """Whether :func:`cluster_array` takes an array of this shape's neighbours from an HNSW index (the CLI says so)."""
+    return len(shape) == 2 and shape[0] > SCANNED_ROWS and not exact_for(shape[0], shape[1], knn)
+
+
 def cluster_array(x: np.ndarray, lander: Lander, *, knn: KnnMode = "auto", batch_size: int = 1024,
                   progress: bool = True) -> ClusterResult:
     """Cluster the rows of ``x`` (any scale) as ``lander.predict`` does, with the level-0 kNN from an HNSW
     index for ``knn="index"`` (or ``"auto"`` on a large array). Labels and paths are row indices either way.
     The temporary store lives under the system's temporary directory (``TMPDIR``): 3.6 GB at its largest for a
     million 384-d rows."""
-    shape = np.shape(x)
-    if len(shape) != 2 or shape[0] <= SCANNED_ROWS or exact_for(shape[0], shape[1], knn):
+    if not searches_index(np.shape(x), knn):
         return lander.predict(x)  # which also names whatever is wrong with x
     dim = lander.card.input_dim
     check_rows(x, min_points=2, dim=None if dim == "any" else dim)  # before a store is made; import scales the rows

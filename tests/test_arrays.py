@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from benchmarks.tasks import clinc_75_75
 from qdrant_lander import Lander, score
-from qdrant_lander.arrays import cluster_array, exact_for
+from qdrant_lander.arrays import cluster_array, exact_for, searches_index
 from qdrant_lander.cli import main
 from qdrant_lander.errors import InputError
 from qdrant_lander.stores.edge import INDEXING_THRESHOLD_KB, EdgeCollection
@@ -46,6 +46,7 @@ def _temp_stores() -> set[str]:
 def test_auto_is_exact_up_to_about_fifty_thousand_384d_rows():
     assert exact_for(50_000, 384, "auto") and not exact_for(60_000, 384, "auto")
     assert exact_for(10**6, 384, "exact") and not exact_for(10, 2, "index")
+    assert not searches_index((15, 384), "index")  # a few rows: scanned anyway, so clustered in memory (and said so)
 
 
 def test_exact_is_predict_and_the_index_clusters_as_well_with_row_indices(part, lander, monkeypatch, own_tmp):

@@ -21,7 +21,7 @@ _MODEL = ("model", "domain", "device", "threads")  # the settings of every comma
 
 def _predict_timed(embeddings: Path, settings: Settings, knn: str, labels: np.ndarray | None = None):
     """Load, cluster and time; ``labels`` are checked against the rows before any work starts."""
-    from ..arrays import cluster_array, exact_for
+    from ..arrays import cluster_array, searches_index
 
     x = load_npy(embeddings, "embeddings", mapped=True)  # read as needed: an index run never copies it whole
     if labels is not None:
@@ -30,7 +30,7 @@ def _predict_timed(embeddings: Path, settings: Settings, knn: str, labels: np.nd
     lander = lander_from_settings(settings)
     start = time.perf_counter()
     result = cluster_array(x, lander, knn=knn, progress=True)
-    return lander, result, time.perf_counter() - start, "exact" if exact_for(*x.shape, knn) else "index"
+    return lander, result, time.perf_counter() - start, "index" if searches_index(x.shape, knn) else "exact"
 
 
 _KNN = click.option("--knn", type=click.Choice(["auto", "exact", "index"]), default="auto", show_default=True,
