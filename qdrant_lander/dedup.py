@@ -15,6 +15,7 @@ import numpy as np
 
 from .decode import ClusterResult
 from .knn import KnnGraph, first_kept, nearest_rows, repeated
+from .validate import group_codes
 
 
 @dataclass(frozen=True)
@@ -77,15 +78,19 @@ def regroup(graph: KnnGraph, vectors: UniqueRows, rows: UniqueRows, groups: np.n
     vector): a row lists its vector's neighbours, each as the row of that vector in the row's own group where there
     is one (else any row of it). Why: the same vector held by several groups (one FAQ text in every tenant's data)
     would otherwise fill a list with copies no edge may join, and those points ended up alone (10 tenants sharing 450
-    queries: Fp 0.08; benchmarks/RESULTS.md, session 39)."""
-    g = np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1)
+    queries: Fp 0.08; benchmarks/RESULTS.md, session 39). No vector in two groups: ``rows`` are ``vectors``, and
+    ``graph`` is returned as it is."""
+    if len(rows.rep) == len(vectors.rep):
+        return graph
+    g = group_codes(groups, len(rows.inverse))
     n_groups = int(g.max(initial=0)) + 1
     vec_of_row = vectors.inverse[rows.rep]  # each row's distinct vector
     key = vec_of_row * n_groups + g[rows.rep]  # (vector, group) of each row: unique
     order = np.argsort(key)
+    sorted_key = key[order]
     want = graph.nbr[vec_of_row] * n_groups + g[rows.rep][:, None]  # each neighbour vector, in the row's group
-    pos = np.minimum(np.searchsorted(key[order], want), len(key) - 1)
-    found = key[order][pos] == want
+    pos = np.minimum(np.searchsorted(sorted_key, want), len(key) - 1)
+    found = sorted_key[pos] == want
     any_row = rows.inverse[vectors.rep]  # a row holding each distinct vector
     return KnnGraph(np.where(found, order[pos], any_row[graph.nbr[vec_of_row]]), graph.sim[vec_of_row])
 
@@ -126,8 +131,7 @@ def unique_rows(x: np.ndarray, groups: np.ndarray | None = None) -> UniqueRows:
     x = np.ascontiguousarray(x)
     words = x.reshape(len(x), -1).view(np.uint32)  # float32 rows: one word per value
     if groups is not None:  # one more word per row: the group as a dense code (< N: 31 bits, never read as -0.0)
-        code = np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1).astype(np.uint32)
-        words = np.concatenate([words, code[:, None]], axis=1)
+        words = np.concatenate([words, group_codes(groups, len(x)).astype(np.uint32)[:, None]], axis=1)
     weights = _hash_weights(words.shape[1])
     h = np.empty(len(x), dtype=np.uint64)
     for s in range(0, len(x), HASH_BLOCK_ROWS):  # wraps modulo 2**64, as a hash should

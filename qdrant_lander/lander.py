@@ -267,7 +267,7 @@ class Lander:
             got = f"{len(vectors.rep)} distinct vectors among {len(x)} rows" if vectors.copies else str(len(x))
             raise InputError(f"need at least {k + 1} points to cluster with k={k} neighbours, got {got}")
         graph = knn_graph(vectors.take(x), k)  # one entry per distinct vector, in whichever group
-        if len(distinct.rep) > len(vectors.rep):  # a vector in several groups: each row's lists in its own group
+        if groups is not None:  # a vector in several groups: each row's list in its own group
             graph = regroup(graph, vectors, distinct, groups)
         return distinct.expand(lander.predict_graph(xu, graph, None if groups is None else groups[distinct.rep]))
 

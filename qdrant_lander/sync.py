@@ -358,7 +358,7 @@ def cluster_stored(col: Collection, lander: Clusterer, *, batch_size: int = 1024
         fetched = fetch_knn(col, ids, x, card.k + extra, rows=vectors.rep, batch_size=batch_size, progress=progress,
                             exact=exact)
         graph = vectors.collapse(fetched, card.k, x)  # one entry per distinct vector, in whichever partition
-        if len(distinct.rep) > len(vectors.rep):  # a vector in several partitions: each row's list in its own
+        if groups is not None:  # a vector in several partitions: each row's list in its own
             graph = regroup(graph, vectors, distinct, groups)
         if on_graph is not None:
             on_graph(ids, x, distinct.expand_graph(graph))
