@@ -9,13 +9,14 @@ Engines:
   torch          one ``LanderNet.forward`` over the whole graph (what training-time scoring does)
   torch-chunked  the same stages the ONNX file holds, run in torch chunk by chunk
   onnx           ``qdrant_lander.runtime.OnnxScorer`` (stages, chunks of --chunk-edges edges)
+  onnx-cuda      the same on the GPU (``device="cuda"``; needs onnxruntime-gpu and a GPU, so not a default)
   features       ``qdrant_lander.features.level_inputs`` on the same graph with random unit vectors
                  of --dim dimensions (what feeds the model; not part of the model's cost)
 
 Times are the best of 3 passes up to 100k nodes, one pass above.
 
-Run: ``.venv/bin/python benchmarks/runtime_bench.py [--sizes 10000 100000 1000000] [--threads 1]``.
-Prints one table with the onnx/torch ratios.
+Run: ``.venv/bin/python benchmarks/runtime_bench.py [--sizes 10000 100000 1000000] [--threads 1]``;
+on a GPU machine ``--engines onnx onnx-cuda``. Prints one table with the onnx/torch and cuda/cpu ratios.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 K = 10
 ENGINES = ("torch", "torch-chunked", "onnx", "features")
+ALL_ENGINES = (*ENGINES, "onnx-cuda")
 
 
 def _status_mb(field: str) -> float:
@@ -73,10 +75,11 @@ def _child(engine: str, n: int, model: str, threads: int, chunk_edges: int, dim:
         ones = np.ones(n, dtype=np.int64)
         run = lambda: level_inputs(graph, peak=v, mean=v, size=ones, peak_index=np.arange(n),  # noqa: E731
                                    node_mode="structure")
-    elif engine == "onnx":
+    elif engine in ("onnx", "onnx-cuda"):
         from qdrant_lander.runtime import OnnxScorer
 
-        scorer = OnnxScorer(model, device="cpu", threads=threads, chunk_edges=chunk_edges)
+        device = "cuda" if engine == "onnx-cuda" else "cpu"
+        scorer = OnnxScorer(model, device=device, threads=threads, chunk_edges=chunk_edges)
         scorer(_graph(1000, seed=1))  # warm-up
         run = lambda: scorer(inputs)  # noqa: E731
     else:
@@ -126,7 +129,7 @@ def _export(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ALL_ENGINES)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dim", type=int, default=128, help="embedding dimension for the features engine")
     parser.add_argument("--chunk-edges", type=int, default=None, help="default: the runtime's default")
@@ -163,12 +166,13 @@ def main() -> None:
                       f"peak RSS {r['peak_rss_mb']:8.0f} MB (inputs {r['rss_before_mb']:.0f} MB)",
                       file=sys.stderr, flush=True)
     print(f"\nk={K}, threads={args.threads}, chunk_edges={chunk}, dim={args.dim}, CPU: {os.cpu_count()} cores")
-    print("| nodes | engine | s | nodes/s | peak RSS MB | RSS before MB | onnx/torch speed | onnx/torch peak |")
+    print("| nodes | engine | s | nodes/s | peak RSS MB | RSS before MB | speed vs ref | peak vs ref |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for (engine, n), r in results.items():
         ratios = ["", ""]
-        ref = results.get(("torch", n)) or results.get(("torch-chunked", n))
-        if engine == "onnx" and ref:
+        ref = {"onnx": results.get(("torch", n)) or results.get(("torch-chunked", n)),
+               "onnx-cuda": results.get(("onnx", n))}.get(engine)
+        if ref:
             ratios = [f"{r['nodes_per_s'] / ref['nodes_per_s']:.2f} (vs {ref['engine']})",
                       f"{r['peak_rss_mb'] / ref['peak_rss_mb']:.2f}"]
         print(f"| {n:,} | {engine} | {r['seconds']:.2f} | {r['nodes_per_s']:,.0f} | {r['peak_rss_mb']:.0f} | "

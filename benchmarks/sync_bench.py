@@ -2,6 +2,7 @@
 
     python -m benchmarks.sync_bench clinc            # CLINC150 75-intent test part (11,250 points)
     python -m benchmarks.sync_bench synthetic --n 100000 --dim 256
+    python -m benchmarks.sync_bench synthetic --n 100000 --device cuda   # the model on the GPU
 
 Stages: scroll (vectors out), index (HNSW build), knn (all points' neighbours from the index),
 model (ONNX scorer calls, all levels; level 0's include building its edge features, which it does block
@@ -53,11 +54,12 @@ class TimedScorer:
 
 
 def run(x: np.ndarray, y: np.ndarray, *, model: str | None, path: Path, batch_size: int, threads: int | None,
-        knn: str) -> dict:
-    lander = Lander(model, domain="any", device="cpu", threads=threads)
+        knn: str, device: str = "cpu") -> dict:
+    lander = Lander(model, domain="any", device=device, threads=threads)
     timed = TimedScorer(lander.scorer)
     lander._scorer = timed  # benchmark-only instrumentation
     out: dict = {"points": int(len(x)), "dim": int(x.shape[1]), "model": lander.card.name, "knn_mode": knn,
+                 "provider": lander.scorer.provider,
                  "rss_mb_after_data": round(peak_rss_mb())}
     with open_store(path=path) as store:
         t = time.perf_counter()
@@ -91,6 +93,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--knn", choices=["auto", "exact", "index"], default="auto", help="as `sync --knn`")
     ap.add_argument("--path", type=Path, default=None, help="store directory (default: a temp dir)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stage times as they end
     if args.task == "clinc":
@@ -104,10 +107,10 @@ def main() -> None:
         x, y = synthetic(args.n, args.dim)
     with tempfile.TemporaryDirectory() as tmp:
         out = run(x, y, model=args.model, path=args.path or Path(tmp), batch_size=args.batch_size,
-                  threads=args.threads, knn=args.knn)
+                  threads=args.threads, knn=args.knn, device=args.device)
     if args.task == "clinc":
         t = time.perf_counter()
-        direct = Lander(args.model, domain="any", device="cpu", threads=args.threads).predict(x)
+        direct = Lander(args.model, domain="any", device=args.device, threads=args.threads).predict(x)
         out["predict_s"] = round(time.perf_counter() - t, 2)
         out["fp_predict"] = round(score(y, direct.labels).fp, 4)
         out["fp_diff"] = round(abs(out["fp_sync"] - out["fp_predict"]), 4)
