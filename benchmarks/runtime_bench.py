@@ -79,13 +79,14 @@ def _child(engine: str, n: int, model: str, threads: int, chunk_edges: int, dim:
         from qdrant_lander.runtime import OnnxScorer
 
         device = "cuda" if engine == "onnx-cuda" else "cpu"
-        scorer = OnnxScorer(model, device=device, threads=threads, chunk_edges=chunk_edges)
+        scorer = OnnxScorer(model, device=device, threads=threads, chunk_edges=chunk_edges or None)
         scorer(_graph(1000, seed=1))  # warm-up
         run = lambda: scorer(inputs)  # noqa: E731
     else:
         import torch
 
         from onnx_export.stages import run_stages, stages
+        from qdrant_lander.runtime import DEFAULT_CHUNK_EDGES
         from qdrant_lander.training.model import LanderNet, NetConfig
 
         torch.set_num_threads(threads)
@@ -95,7 +96,7 @@ def _child(engine: str, n: int, model: str, threads: int, chunk_edges: int, dim:
         net.eval()
         parts = stages(net)
         tensors = [torch.from_numpy(a) for a in (inputs.x, inputs.nbr, inputs.sim, inputs.edge_attr)]
-        rows = max(1, chunk_edges // K)
+        rows = max(1, (chunk_edges or DEFAULT_CHUNK_EDGES) // K)
 
         def run():
             with torch.no_grad():
@@ -132,7 +133,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ALL_ENGINES)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dim", type=int, default=128, help="embedding dimension for the features engine")
-    parser.add_argument("--chunk-edges", type=int, default=None, help="default: the runtime's default")
+    parser.add_argument("--chunk-edges", type=int, default=0, help="default: the runtime's default for the device")
     parser.add_argument("--torch-max-nodes", type=int, default=100_000,
                         help="skip one-shot torch above this size (it needs ~10x the memory of 100k at 1M)")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
@@ -142,10 +143,11 @@ def main() -> None:
         print(json.dumps(_child(engine, int(n), model, int(threads), int(chunk), int(dim))))
         return
 
-    from qdrant_lander.runtime import DEFAULT_CHUNK_EDGES
+    from qdrant_lander.runtime import DEFAULT_CHUNK_EDGES, DEFAULT_CUDA_CHUNK_EDGES
 
-    chunk = args.chunk_edges or DEFAULT_CHUNK_EDGES
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+    chunk = args.chunk_edges
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # the caller's own entries kept
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(args.threads)}
     results: dict[tuple[str, int], dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "bench.onnx"
@@ -165,7 +167,8 @@ def main() -> None:
                 print(f"{engine:>13} {n:>9,} nodes: {r['seconds']:8.2f} s {r['nodes_per_s']:>12,.0f} nodes/s  "
                       f"peak RSS {r['peak_rss_mb']:8.0f} MB (inputs {r['rss_before_mb']:.0f} MB)",
                       file=sys.stderr, flush=True)
-    print(f"\nk={K}, threads={args.threads}, chunk_edges={chunk}, dim={args.dim}, CPU: {os.cpu_count()} cores")
+    chunks = chunk or f"the runtime's default (cpu {DEFAULT_CHUNK_EDGES}, cuda {DEFAULT_CUDA_CHUNK_EDGES})"
+    print(f"\nk={K}, threads={args.threads}, chunk_edges={chunks}, dim={args.dim}, CPU: {os.cpu_count()} cores")
     print("| nodes | engine | s | nodes/s | peak RSS MB | RSS before MB | speed vs ref | peak vs ref |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for (engine, n), r in results.items():

@@ -8,7 +8,9 @@ per-node results between stages, so memory grows with ``N * hidden``, not ``N * 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import json
 import logging
 from collections.abc import Callable
@@ -29,7 +31,14 @@ Device = Literal["auto", "cpu", "cuda"]
 CARD_KEY = "qdrant_lander.card"
 STAGES_KEY = "qdrant_lander.stages"
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
-DEFAULT_CHUNK_EDGES = 1 << 15  # ~100 MB peak working memory with the default widths; bigger is not faster (RESULTS.md)
+# TF32 matmuls (onnxruntime's CUDA default) move link probabilities by up to ~1e-3 against the CPU, enough to flip
+# edges near tau; off, the GPU matches the CPU to ~2e-7 at no measured cost (H200, 1M nodes 1.48 vs 1.50 s).
+CUDA_OPTIONS = {"use_tf32": "0"}
+DEFAULT_CHUNK_EDGES = 1 << 15  # CPU: ~100 MB peak working memory with the default widths; bigger is not faster
+# GPU: a run's launches and copies cost more than its arithmetic, so runs are 32x larger (H200, 1M nodes: 2.4x the
+# 16-core CPU, against 1.3x at the CPU's chunk; RESULTS.md "Session 40")
+DEFAULT_CUDA_CHUNK_EDGES = 1 << 20
+BLOCK_EDGES = 1 << 20  # edges whose features level 0 builds at once (score_in_blocks): ~30 MB
 
 
 def _onnxruntime(device: Device):
@@ -65,6 +74,26 @@ def default_model_path() -> Path:
                          "; pass a model file or directory, or train one with `qdrant-lander train`")
 
 
+def _load_cuda_libraries(ort) -> None:
+    """Load the CUDA and cuDNN libraries that pip installed (nvidia-* wheels) into this process.
+
+    onnxruntime-gpu's CUDA provider links them by name and finds them only on the system's library path or once
+    loaded; ``import torch`` loads them, but serving has no torch. ``preload_dlls`` (onnxruntime >= 1.21) loads
+    them and prints what it could not find to stdout, which would break ``--json``: that goes to the log.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        try:
+            preload(msvc=False)
+        except Exception as e:  # noqa: BLE001 - best effort: the session below says whether CUDA really started
+            print(e)
+    if said.getvalue().strip():
+        log.info("onnxruntime.preload_dlls: %s", " ".join(said.getvalue().split()))
+
+
 def _session(ort, path: Path, device: Device, threads: int | None):
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"device must be auto, cpu or cuda, not {device!r}")
@@ -75,6 +104,8 @@ def _session(ort, path: Path, device: Device, threads: int | None):
         raise MissingExtraError('device "cuda" needs onnxruntime with CUDA: pip uninstall onnxruntime && '
                                 'pip install "qdrant-lander[gpu]"')
     providers = [CUDA, CPU] if device != "cpu" and CUDA in available else [CPU]
+    if CUDA in providers:
+        _load_cuda_libraries(ort)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: the inputs' defaults (see onnx_export) each raise a warning
     if threads is not None:
@@ -85,7 +116,8 @@ def _session(ort, path: Path, device: Device, threads: int | None):
     def load(chosen: list[str]):
         # enable_fallback=0: onnxruntime's own fallback prints a banner to stdout (breaking --json) and may move a
         # session to CPU in the middle of a run, behind the provider we report; falling back is done here instead.
-        return ort.InferenceSession(str(path), sess_options=options, providers=chosen, enable_fallback=0)
+        with_options = [(name, CUDA_OPTIONS) if name == CUDA else name for name in chosen]
+        return ort.InferenceSession(str(path), sess_options=options, providers=with_options, enable_fallback=0)
 
     cuda_error = None
     try:
@@ -120,14 +152,15 @@ class OnnxScorer:
 
     ``device``: ``cpu``, ``cuda`` (an error if no GPU can be used) or ``auto`` (CUDA only if the
     session really got it). ``threads`` sets onnxruntime's intra-op threads (default: its own
-    choice, one per physical core). ``chunk_edges`` bounds how many edges one run touches. ``card``
+    choice, one per physical core). ``chunk_edges`` bounds how many edges one run touches (default: by device,
+    :data:`DEFAULT_CHUNK_EDGES` on the CPU, :data:`DEFAULT_CUDA_CHUNK_EDGES` on a GPU). ``card``
     replaces the file's card (same model, other decoding settings, e.g. from ``Lander.calibrate``).
     ``provider`` says which execution provider is in use.
     """
 
     def __init__(self, path: str | Path, device: Device = "auto", threads: int | None = None,
-                 chunk_edges: int = DEFAULT_CHUNK_EDGES, card: ModelCard | None = None) -> None:
-        if chunk_edges < 1:
+                 chunk_edges: int | None = None, card: ModelCard | None = None) -> None:
+        if chunk_edges is not None and chunk_edges < 1:
             raise InputError(f"chunk_edges must be at least 1, got {chunk_edges}")
         self.path = Path(path)
         self._ort = _onnxruntime(device)
@@ -139,7 +172,7 @@ class OnnxScorer:
             check_same_model(card, self.card, self.path)
             self.card = card
         self._stages: list[dict] = json.loads(self._session.get_modelmeta().custom_metadata_map[STAGES_KEY])
-        self.chunk_edges = chunk_edges
+        self.chunk_edges = chunk_edges or (DEFAULT_CUDA_CHUNK_EDGES if self.provider == CUDA else DEFAULT_CHUNK_EDGES)
         # every input has a default (see onnx_export), so onnxruntime lists them as overridable initializers
         self._inputs = {i.name: i for i in self._session.get_overridable_initializers()}
         self._outputs = {o.name: o for o in self._session.get_outputs()}
@@ -228,13 +261,14 @@ class OnnxScorer:
 
     def score_in_blocks(self, x: np.ndarray, nbr: np.ndarray, sim: np.ndarray,
                         edge_attr_of: Callable[[np.ndarray], np.ndarray],
-                        block_chunks: int = 32) -> tuple[np.ndarray, np.ndarray]:
+                        block_chunks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`__call__`, but each block of rows gets its edge features (``edge_attr_of(rows)``) only
         when the head reaches it: they are a level's largest input (1.5 GB at a million nodes, k 20) and
-        only the head reads them. Blocks are whole chunks, so the results equal :meth:`__call__`'s."""
+        only the head reads them. Blocks are whole chunks (default: as many as hold :data:`BLOCK_EDGES`
+        edges, at least one), so the results equal :meth:`__call__`'s."""
         table = self.node_table(x, nbr, sim)
         n, k = nbr.shape
-        block = max(1, self.chunk_edges // k) * block_chunks
+        block = max(1, self.chunk_edges // k) * (block_chunks or max(1, BLOCK_EDGES // self.chunk_edges))
         link, density = np.empty((n, k), dtype=np.float32), np.empty(n, dtype=np.float32)
         for start in range(0, n, block):
             rows = np.arange(start, min(n, start + block))

@@ -12,6 +12,7 @@ import onnx.helper
 import onnxruntime as ort
 import pytest
 
+import qdrant_lander.decode as decode
 import qdrant_lander.model_card as model_card
 import qdrant_lander.runtime as runtime
 from qdrant_lander.decode import score_level0
@@ -62,9 +63,12 @@ def test_a_cuda_provider_that_fails_to_start_falls_back_here_not_in_onnxruntime(
     real = ort.InferenceSession
     seen = []
 
+    asked = []
+
     def session(path, sess_options=None, providers=None, **kwargs):
         seen.append(kwargs.get("enable_fallback"))
-        if CUDA in providers:
+        asked.append(providers)
+        if (CUDA, runtime.CUDA_OPTIONS) in providers:
             raise RuntimeError("cudaSetDevice failed")
         return real(path, sess_options=sess_options, providers=providers, **kwargs)
 
@@ -72,15 +76,51 @@ def test_a_cuda_provider_that_fails_to_start_falls_back_here_not_in_onnxruntime(
     assert OnnxScorer(model_path, device="auto").provider == CPU
     assert "could not use it: cudaSetDevice failed; running on CPUExecutionProvider" in caplog.text
     assert capsys.readouterr().out == "" and set(seen) == {0}
+    # TF32 off: onnxruntime's CUDA default moves link probabilities by ~1e-3 against the CPU (tests/test_cuda.py)
+    assert asked == [[(CUDA, {"use_tf32": "0"}), CPU], [CPU]]
     with pytest.raises(InputError, match="could not use a GPU .*cudaSetDevice failed"):
         OnnxScorer(model_path, device="cuda")
 
+
+
+def test_cuda_libraries_from_pip_are_loaded_before_a_cuda_session_and_their_complaints_logged(
+        model_path, monkeypatch, caplog, capsys):
+    """Serving has no torch to load pip's CUDA/cuDNN libraries, so onnxruntime's preload_dlls is called before any
+    session that may use CUDA (never for a CPU one); what it prints goes to the log, not to a --json reader."""
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    calls = []
+
+    def preload(**kwargs):
+        calls.append(kwargs)
+        print("Failed to load libcublasLt.so.13: not found")
+
+    monkeypatch.setattr(ort, "preload_dlls", preload, raising=False)
+    OnnxScorer(model_path, device="cpu")
+    assert calls == []
+    with caplog.at_level(logging.INFO, logger="qdrant_lander.runtime"):
+        OnnxScorer(model_path, device="auto")
+    assert calls == [{"msvc": False}]
+    assert "preload_dlls: Failed to load libcublasLt.so.13: not found" in caplog.text
+    assert capsys.readouterr().out == ""
 
 def test_cuda_without_gpu_build_names_the_extra(model_path):
     if CUDA in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
     with pytest.raises(MissingExtraError, match=r"qdrant-lander\[gpu\]"):
         OnnxScorer(model_path, device="cuda")
+
+
+def test_runs_are_larger_on_a_gpu_unless_asked(model_path, monkeypatch):
+    """A GPU run's launches and copies cost more than its arithmetic (RESULTS.md, Session 40): its default chunk is
+    32x the CPU's. Simulated on the CPU by the provider the session reports."""
+    assert OnnxScorer(model_path, device="cpu").chunk_edges == runtime.DEFAULT_CHUNK_EDGES == 1 << 15
+    assert OnnxScorer(model_path, device="cpu", chunk_edges=100).chunk_edges == 100
+    with pytest.raises(InputError, match="chunk_edges must be at least 1"):
+        OnnxScorer(model_path, chunk_edges=0)
+    monkeypatch.setattr(runtime, "_session", lambda ort, path, device, threads: (
+        ort.InferenceSession(str(path), providers=[CPU]), CUDA))
+    assert OnnxScorer(model_path).chunk_edges == runtime.DEFAULT_CUDA_CHUNK_EDGES == 1 << 20
+    assert OnnxScorer(model_path, chunk_edges=100).chunk_edges == 100
 
 
 def test_threads_reach_the_session(model_path):
@@ -132,13 +172,22 @@ def test_scores_in_blocks_equal_one_whole_call_and_ask_each_row_once(model_path)
     assert len(asked) == 17 and np.array_equal(np.concatenate(asked), np.arange(300))
 
 
-def test_level0_scored_in_blocks_equals_the_whole_level_and_keeps_no_edge_features(model_path):
+def test_level0_scored_in_blocks_equals_the_whole_level_and_keeps_no_edge_features(model_path, monkeypatch):
     rng = np.random.default_rng(6)
     x = rng.standard_normal((500, 16)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     graph = knn_graph(x, 10)
-    scorer = OnnxScorer(model_path, device="cpu", chunk_edges=64)  # blocks of 192 rows: 3 blocks
+    scorer = OnnxScorer(model_path, device="cpu", chunk_edges=64)  # chunks of 6 rows
+    monkeypatch.setattr(runtime, "BLOCK_EDGES", 64 * 32)  # 32 chunks a block: blocks of 192 rows, 3 blocks
+    asked, build = [], decode.edge_features
+
+    def counted(graph, nodes, rows):
+        asked.append(len(rows))
+        return build(graph, nodes, rows)
+
+    monkeypatch.setattr(decode, "edge_features", counted)
     step = score_level0(x, graph, scorer, "structure")
+    assert asked == [192, 192, 116]
     inputs = level_inputs(graph, peak=x, mean=x, size=np.ones(500, dtype=np.int64), peak_index=np.arange(500),
                           node_mode="structure")
     want_link, want_density = scorer(inputs)
