@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel
 
 from .errors import InputError, MissingExtraError, ModelError
 from .features import EDGE_FEATURES, LevelInputs, node_width
@@ -34,6 +35,7 @@ CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 # TF32 matmuls (onnxruntime's CUDA default) move link probabilities by up to ~1e-3 against the CPU, enough to flip
 # edges near tau; off, the GPU matches the CPU to ~2e-7 at no measured cost (H200, 1M nodes 1.48 vs 1.50 s).
 CUDA_OPTIONS = {"use_tf32": "0"}
+RUNTIME_DISTS = ("onnxruntime", "onnxruntime-gpu")
 DEFAULT_CHUNK_EDGES = 1 << 15  # CPU: ~100 MB peak working memory with the default widths; bigger is not faster
 # GPU: a run's launches and copies cost more than its arithmetic, so runs are 32x larger (H200, 1M nodes: 2.4x the
 # 16-core CPU, against 1.3x at the CPU's chunk; RESULTS.md "Session 40")
@@ -56,15 +58,20 @@ def _onnxruntime(device: Device):
     return onnxruntime
 
 
-def _both_runtimes_installed() -> str:
-    """'onnxruntime and onnxruntime-gpu' when both distributions are installed, else ''."""
-    found = []
-    for dist in ("onnxruntime", "onnxruntime-gpu"):
+def _installed(dists: tuple[str, ...]) -> dict[str, str]:
+    """The installed ones of ``dists`` and their versions (read from package metadata: nothing is imported)."""
+    found = {}
+    for dist in dists:
         try:
-            importlib.metadata.version(dist)
+            found[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
-        found.append(dist)
+    return found
+
+
+def _both_runtimes_installed() -> str:
+    """'onnxruntime and onnxruntime-gpu' when both distributions are installed, else ''."""
+    found = _installed(RUNTIME_DISTS)
     return " and ".join(found) if len(found) == 2 else ""
 
 
@@ -280,3 +287,25 @@ class OnnxScorer:
         self._check(inputs)
         table = self.node_table(inputs.x, inputs.nbr, inputs.sim)
         return self.head(table, inputs.nbr, inputs.sim, inputs.edge_attr)
+
+
+class RuntimeInfo(BaseModel):
+    """What a model is served with here (``qdrant-lander config runtime``): the first thing to check when a GPU seems
+    unused, and what to paste into a bug report."""
+
+    packages: dict[str, str]  # installed onnxruntime builds, and torch / torch-geometric when the train extra is there
+    available_providers: list[str]  # what onnxruntime offers (onnxruntime-gpu lists CUDA even without a GPU)
+    device: str  # what was asked for
+    provider: str  # what the model's session really got
+    chunk_edges: int
+    threads: int | None
+    model: str
+    model_path: str
+
+
+def runtime_info(scorer: OnnxScorer, device: str, threads: int | None) -> RuntimeInfo:
+    """:class:`RuntimeInfo` of a loaded scorer (``device`` and ``threads`` as it was asked for)."""
+    return RuntimeInfo(packages=_installed((*RUNTIME_DISTS, "torch", "torch-geometric")),
+                       available_providers=scorer._ort.get_available_providers(), device=device,
+                       provider=scorer.provider, chunk_edges=scorer.chunk_edges, threads=threads,
+                       model=scorer.card.name, model_path=str(scorer.path))

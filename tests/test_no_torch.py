@@ -92,3 +92,19 @@ def test_calibrate_cli_without_torch(tmp_path_factory, tmp_path, blobs):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["notes"]["calibrated_classes"] == 3
     assert (tmp_path / "cal" / "model.onnx").is_file() and (tmp_path / "cal" / "card.json").is_file()
+
+
+def test_config_runtime_says_what_a_model_runs_on_without_importing_torch():
+    """`config runtime` names the onnxruntime build, what it offers and the provider the session really got (the
+    check for "is my GPU used?"); torch is reported from package metadata, never imported."""
+    code = BLOCK + "from qdrant_lander.cli import main; main()"
+    done = _python(code, "config", "runtime", "--device", "cpu", "--threads", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["provider"] == "CPUExecutionProvider" and info["device"] == "cpu" and info["threads"] == 1
+    assert info["chunk_edges"] == 1 << 15 and info["model"] == "lander-universal-v2"
+    assert info["model_path"].endswith("default.onnx")
+    assert set(info["packages"]) & {"onnxruntime", "onnxruntime-gpu"}
+    assert "CPUExecutionProvider" in info["available_providers"]
+    text = _python(code, "config", "runtime", "--device", "cpu")
+    assert text.returncode == 0 and "provider             CPUExecutionProvider" in text.stdout

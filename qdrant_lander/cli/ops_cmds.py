@@ -1,4 +1,5 @@
-"""Operations: ``config show`` (the effective settings, secrets masked) and ``report`` (an HTML page)."""
+"""Operations: ``config show`` (the effective settings, secrets masked), ``config runtime`` (what a model runs on) and
+``report`` (an HTML page)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import click
 from ..config import Settings
 from ..errors import InputError
 from . import main
-from .settings_options import settings_options
+from .settings_options import lander_from_settings, settings_options
 
 
 @main.group()
@@ -27,9 +28,34 @@ def config_show(settings: Settings, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    _aligned(data)
+
+
+def _aligned(data: dict) -> None:
     width = max(map(len, data))
     for name, value in data.items():
         click.echo(f"{name:<{width}}  {'-' if value is None else value}")
+
+
+@config.command("runtime")
+@settings_options("model", "device", "threads")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of aligned lines.")
+def config_runtime(settings: Settings, as_json: bool) -> None:
+    """Load the model the settings name and say what it runs on: onnxruntime build, providers, the one in use.
+
+    With onnxruntime-gpu, `provider` is CUDAExecutionProvider when the GPU is really used (the list of available
+    providers names CUDA even on machines without one).
+    """
+    from ..runtime import runtime_info
+
+    info = runtime_info(lander_from_settings(settings).scorer, settings.device, settings.threads)
+    if as_json:
+        click.echo(info.model_dump_json(indent=2))
+        return
+    data = info.model_dump()
+    data["packages"] = ", ".join(f"{name} {version}" for name, version in info.packages.items())
+    data["available_providers"] = ", ".join(info.available_providers)
+    _aligned(data)
 
 
 @main.command()
