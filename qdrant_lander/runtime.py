@@ -37,10 +37,10 @@ CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 CUDA_OPTIONS = {"use_tf32": "0"}
 RUNTIME_DISTS = ("onnxruntime", "onnxruntime-gpu")
 DEFAULT_CHUNK_EDGES = 1 << 15  # CPU: ~100 MB peak working memory with the default widths; bigger is not faster
-# GPU: a run's launches and copies cost more than its arithmetic, so runs are 32x larger (H200, 1M nodes: 2.4x the
-# 16-core CPU, against 1.3x at the CPU's chunk; RESULTS.md "Session 40")
+# GPU: a run's launches and copies cost more than its arithmetic, so runs are 32x larger (H200: 1.6-2.0x the 16-core
+# CPU at 100k-1M nodes, against 1.1-1.3x at the CPU's chunk; RESULTS.md "Session 40")
 DEFAULT_CUDA_CHUNK_EDGES = 1 << 20
-BLOCK_EDGES = 1 << 20  # edges whose features level 0 builds at once (score_in_blocks): ~30 MB
+BLOCK_EDGES = 1 << 20  # edges whose features level 0 builds at once (score_in_blocks): 80 MB of float32
 
 
 def _onnxruntime(device: Device):
