@@ -83,16 +83,58 @@ def regroup(graph: KnnGraph, vectors: UniqueRows, rows: UniqueRows, groups: np.n
     if len(rows.rep) == len(vectors.rep):
         return graph
     g = group_codes(groups, len(rows.inverse))
-    n_groups = int(g.max(initial=0)) + 1
     vec_of_row = vectors.inverse[rows.rep]  # each row's distinct vector
-    key = vec_of_row * n_groups + g[rows.rep]  # (vector, group) of each row: unique
-    order = np.argsort(key)
-    sorted_key = key[order]
-    want = graph.nbr[vec_of_row] * n_groups + g[rows.rep][:, None]  # each neighbour vector, in the row's group
-    pos = np.minimum(np.searchsorted(sorted_key, want), len(key) - 1)
-    found = sorted_key[pos] == want
+    at = copy_in_group(graph.nbr[vec_of_row], g[rows.rep][:, None], vec_of_row, g[rows.rep])
     any_row = rows.inverse[vectors.rep]  # a row holding each distinct vector
-    return KnnGraph(np.where(found, order[pos], any_row[graph.nbr[vec_of_row]]), graph.sim[vec_of_row])
+    return KnnGraph(np.where(at >= 0, at, any_row[graph.nbr[vec_of_row]]), graph.sim[vec_of_row])
+
+
+def copy_in_group(vec: np.ndarray, group: np.ndarray, item_vec: np.ndarray, item_group: np.ndarray) -> np.ndarray:
+    """For each wanted vector ``vec`` (codes >= 0, any shape) in group ``group`` (codes >= 0, broadcast with
+    ``vec``), the first of the items (``item_vec``, ``item_group``: 1-d) holding that vector in that group; -1
+    where none does. The lookup behind "a vector's copy in the row's own group": :func:`regroup`,
+    :func:`one_per_vector`."""
+    if not len(item_vec):
+        return np.full(np.broadcast(vec, group).shape, -1, dtype=np.int64)
+    n_groups = int(max(np.max(group, initial=0), item_group.max(initial=0))) + 1
+    key = item_vec * n_groups + item_group  # (vector, group) of each item
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    want = vec * n_groups + group
+    pos = np.minimum(np.searchsorted(sorted_key, want), len(key) - 1)
+    return np.where(sorted_key[pos] == want, order[pos], -1)
+
+
+def one_per_vector(nbr: np.ndarray, sim: np.ndarray, vec: np.ndarray, grp: np.ndarray, own_vec: np.ndarray,
+                   own_grp: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neighbour lists of points (ids ``nbr``, similarities ``sim``, most similar first) cut to the rule of
+    :func:`regroup`: one entry per distinct vector, that vector's copy in the row's own group where the lists
+    hold one (else its first entry). Entries' vector codes are ``vec`` (-1: an entry to leave out; equal codes,
+    equal vectors) and group codes ``grp`` (-1: unknown, never taken as a copy in a group); ``own_vec`` and
+    ``own_grp`` are each row's. The row's own vector, which a full sync's list leaves out, is kept as its first
+    copy in the row's group only (a labelled copy gives an incremental pass's point its label).
+
+    Returns the first ``k`` kept entries of each row (ids, similarities) and how many each row kept: a row that
+    kept fewer than ``k`` takes its first ``k`` usable entries (``vec >= 0``), distinct vectors first, in list order.
+    """
+    usable = vec >= 0
+    own = usable & (vec == own_vec[:, None])
+    own_in_group = own & (grp == own_grp[:, None])
+    keep = usable & ~own & ~repeated(np.where(usable, vec, -1 - np.arange(vec.size).reshape(vec.shape)))
+    keep |= own_in_group & (np.cumsum(own_in_group, axis=1) == 1)
+    known = usable & (grp >= 0)
+    at = copy_in_group(vec, own_grp[:, None], vec[known], grp[known])
+    swap = keep & ~own & (at >= 0)  # the row's own vector: never another row's point (that may be the row itself)
+    ids = nbr.copy()
+    ids[swap] = nbr[known][at[swap]]
+    found = keep.sum(axis=1)
+    short = found < k
+    if short.any():  # its distinct entries, then its first other usable ones, back in list order
+        rank = np.where(keep, 0, np.where(usable, 1, 2))
+        chosen = np.zeros((int(short.sum()), keep.shape[1]), dtype=bool)
+        np.put_along_axis(chosen, np.argsort(rank[short], axis=1, kind="stable")[:, :k], True, axis=1)
+        keep[short] = chosen
+    return (*first_kept(keep, k, ids, sim), found)
 
 
 HASH_BLOCK_ROWS = 1 << 14

@@ -41,7 +41,7 @@ from pydantic import BaseModel
 from qdrant_client import models
 
 from .decode import decode_level, forest_roots, heaviest_targets
-from .dedup import unique_rows
+from .dedup import one_per_vector, unique_rows
 from .errors import CollectionNotReady, StoreError, StoredDataError
 from .features import edge_features, node_terms
 from .caches import Label, LabelCache, Labels, NeighbourCache
@@ -349,6 +349,98 @@ def _knn_without(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, skip: 
     return nb
 
 
+SAME_SIM = 1e-6  # neighbours this close in similarity to a query may be copies of one vector: their vectors are read
+MAX_PER_VECTOR_LIMIT = 16  # a partitioned pass asks for at most 16 k neighbours, to find k distinct vectors
+
+
+def _knn_one_per_vector(col: Collection, cache: NeighbourCache, ids: np.ndarray, x: np.ndarray, groups: np.ndarray,
+                        k: int, skip: np.ndarray, read_groups_of: Callable[[np.ndarray], np.ndarray]) -> Neighbours:
+    """:func:`_knn_without` for a collection partitioned by a payload key (``groups``: the points' codes, and
+    ``read_groups_of`` reads other points' in the same codes): each list holds one entry per distinct vector, the
+    copy in the point's own group where there is one, as a full sync's lists (:func:`dedup.one_per_vector`). The
+    same vector held by several values of the key (one FAQ text in every tenant's data) would otherwise fill a
+    list with copies no edge may follow. Rows with fewer than k distinct vectors are asked again, with room for
+    as many more as their share of copies calls for (at least twice as many, at most 16 k); a row still short
+    fills its list with copies."""
+    most = col.count() - 1  # a query cannot return more than the other points
+    limit, cap = min(k + min(k, len(skip)), most), min(MAX_PER_VECTOR_LIMIT * k + len(skip), most)
+    nbr = np.empty((len(ids), k), dtype=np.int64)
+    sim = np.empty((len(ids), k), dtype=np.float32)
+    group_of = _GroupsRead(ids, groups, read_groups_of)
+    vectors = unique_rows(x)  # a vector several groups' new points hold is asked for once, for all of them
+    todo = np.arange(len(vectors.rep))  # distinct vectors still asked for
+    while True:
+        q = vectors.rep[todo]
+        nb = col.knn(ids[q], x[q], limit, ef=PASS_EF)
+        vec, grp, own_vec = _vector_codes(col, cache, nb, ~np.isin(nb.ids, skip), x[q], ids, x, group_of)
+        rows = np.flatnonzero(np.isin(vectors.inverse, todo))  # the points holding those vectors
+        of = rows_of(todo, vectors.inverse[rows])  # each one's list
+        vec = np.where(nb.ids[of] == ids[rows, None], -1, vec[of])  # the query's own point is another row's copy
+        got_nbr, got_sim, found = one_per_vector(nb.ids[of], nb.sim[of], vec, grp[of], own_vec[of], groups[rows], k)
+        done = (found >= k) | (limit >= cap)
+        if not ((vec[done] >= 0).sum(axis=1) >= k).all():
+            raise CollectionNotReady(f"collection '{col.name}' has too few points besides copies for k={k} neighbours")
+        nbr[rows[done]], sim[rows[done]] = got_nbr[done], got_sim[done]
+        if done.all():
+            return Neighbours(nbr, sim)
+        # room for k distinct vectors at the share of them these lists held (most rows need no third query)
+        wanted = np.ceil(1.25 * limit * k / np.maximum(found[~done], 1))
+        limit = min(cap, max(2 * limit, int(np.quantile(wanted, 0.9))))
+        todo = np.unique(vectors.inverse[rows[~done]])
+
+
+class _GroupsRead:
+    """Group codes of points, each read once per pass (the new points' are known)."""
+
+    def __init__(self, ids: np.ndarray, groups: np.ndarray, read: Callable[[np.ndarray], np.ndarray]):
+        self.ids, self.groups, self.read = ids, groups, read
+
+    def __call__(self, pids: np.ndarray) -> np.ndarray:
+        at = rows_of(self.ids, pids)
+        if (at < 0).any():
+            missing = pids[at < 0]
+            self.groups = np.concatenate([self.groups, self.read(missing)])
+            self.ids = np.concatenate([self.ids, missing])
+            at = rows_of(self.ids, pids)
+        return self.groups[at]
+
+
+def _vector_codes(col: Collection, cache: NeighbourCache, nb: Neighbours, usable: np.ndarray, x_rows: np.ndarray,
+                  new_ids: np.ndarray, x_new: np.ndarray,
+                  group_of: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes for :func:`dedup.one_per_vector` of lists ``nb`` of queries whose vectors are ``x_rows``: equal codes,
+    equal vectors (-1 where not ``usable``), the entries' groups, the queries' vector codes. Only entries that
+    could be copies are read (their vectors and groups): those as similar to the query as a neighbour next to
+    them in the list, or as the query itself; the others get a code of their own and an unknown group."""
+    near = np.abs(np.diff(nb.sim, axis=1)) <= SAME_SIM
+    maybe = np.pad(near, ((0, 0), (1, 0))) | np.pad(near, ((0, 0), (0, 1))) | (nb.sim >= 1 - SAME_SIM)
+    maybe &= usable
+    pids = np.unique(nb.ids[maybe])
+    vectors = np.empty((len(pids), x_rows.shape[1]), dtype=np.float32)
+    have = np.zeros(len(pids), dtype=bool)
+    at = rows_of(new_ids, pids)  # the new points' vectors are in hand, the others mostly cached
+    have[at >= 0], vectors[at >= 0] = True, x_new[at[at >= 0]]
+    cached, cached_x = cache.known_vectors(pids[~have])
+    if cached.any():
+        rows = np.flatnonzero(~have)[cached]
+        vectors[rows], have[rows] = cached_x, True
+    if not have.all():
+        pts = col.retrieve(pids[~have].tolist(), vectors=True, payload=False)
+        if len(pts.ids):
+            got = rows_of(pids, pts.ids)
+            vectors[got], have[got] = stored_unit_vectors(pts.ids, pts.vectors, col.name), True
+    pids, vectors = pids[have], vectors[have]  # deleted since the query: no copy of anything
+    u = unique_rows(np.concatenate([x_rows, vectors]))
+    entry = rows_of(pids, nb.ids)
+    maybe &= entry >= 0
+    vec = len(u.inverse) + np.arange(nb.ids.size).reshape(nb.ids.shape)  # a code of its own ...
+    vec[maybe] = u.inverse[len(x_rows):][entry[maybe]]  # ... or its vector's
+    grp = np.full(nb.ids.shape, -1, dtype=np.int64)
+    if len(pids):
+        grp[maybe] = group_of(pids)[entry[maybe]]
+    return np.where(usable, vec, -1), grp, u.inverse[:len(x_rows)]
+
+
 def _old_copies(graph: KnnGraph, x: np.ndarray, known: np.ndarray, n_new: int,
                 groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """New rows whose vector equals a labelled old row's, value for value (and of its group, with ``groups``):
@@ -418,12 +510,20 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     # Copies among the new points (as in a full sync, qdrant_lander.dedup): the first of each vector is decided
     # with the others left out of every list, and the others take its label.
     key = state.partition_by  # the full sync's: no cluster spans two of its values
-    distinct = unique_rows(x_new, read_groups(col, new_ids, key, batch_size=batch_size) if key else None)
+    codes: dict = {}  # one table of the key's values for every read of it in this pass
+    new_groups = read_groups(col, new_ids, key, batch_size=batch_size, codes=codes) if key else None
+    distinct = unique_rows(x_new, new_groups)
     leader = new_ids[distinct.rep[distinct.inverse]]
     followers = {int(f): int(lead) for f, lead in zip(new_ids.tolist(), leader.tolist()) if f != lead}
     follower_ids = np.fromiter(followers, dtype=np.int64, count=len(followers))
     new_ids, x_new = new_ids[distinct.rep], distinct.take(x_new)
-    nb = _knn_without(col, new_ids, x_new, card.k, follower_ids)
+    if new_groups is None:
+        nb = _knn_without(col, new_ids, x_new, card.k, follower_ids)
+    else:
+        new_groups = new_groups[distinct.rep]
+        nb = _knn_one_per_vector(col, cache, new_ids, x_new, new_groups, card.k, follower_ids,
+                                 lambda pids: read_groups(col, pids, key, batch_size=batch_size, codes=codes))
+    grouped_ids = new_ids
     # Re-upserted, or met as a neighbour while it waited for its pass: a changed vector's list and every list
     # naming it at the old similarity go (also when its own list went before: its vector is still known).
     known, old_x = cache.known_vectors(new_ids)
@@ -491,7 +591,10 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     score(decided)
     # Points that arrived after this pass began have no label yet: they cannot be parents until the next pass.
     usable = np.where(known[graph.nbr], link, 0.0)
-    part = read_groups(col, ids, key, batch_size=batch_size) if key else None
+    part = None
+    if new_groups is not None:  # the new points' values as read above, in the same codes
+        part = np.concatenate([new_groups[rows_of(grouped_ids, ids[:n_new])],
+                               read_groups(col, ids[n_new:], key, batch_size=batch_size, codes=codes)])
     if part is not None:  # no parent, merge or absorption across two values of the key
         usable = np.where(part[:, None] == part[graph.nbr], usable, 0.0)
     _score_parents(score, graph.nbr[decided], usable[decided], density, decided, tau)

@@ -149,11 +149,14 @@ def read_vectors(col: Collection, *, batch_size: int = 1024, progress: bool = Tr
     return ids, x
 
 
-def read_groups(col: Collection, ids: np.ndarray, key: str, *, batch_size: int = 1024) -> np.ndarray:
+def read_groups(col: Collection, ids: np.ndarray, key: str, *, batch_size: int = 1024,
+                codes: dict[tuple[str, Any], int] | None = None) -> np.ndarray:
     """A code per point of ``ids`` for its value of payload ``key`` (equal values, equal codes; a point without
     the key, or deleted since, gets code 0, "no value"): what :func:`full_sync`'s ``partition_by`` keeps apart. A dotted
-    key names a nested value (``user.id``), as in Qdrant's filters."""
-    codes: dict[tuple[str, Any], int] = {_value_key(None): 0}
+    key names a nested value (``user.id``), as in Qdrant's filters. Codes are those of one call, or of every call
+    given the same ``codes`` table (filled in place)."""
+    codes = {} if codes is None else codes
+    codes.setdefault(_value_key(None), 0)
     out = np.empty(len(ids), dtype=np.int64)
     for s in range(0, len(ids), batch_size):
         asked = ids[s:s + batch_size].tolist()

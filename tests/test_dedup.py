@@ -5,7 +5,7 @@ import pytest
 
 from benchmarks.tasks import clinc_75_75, subsample_classes, thin_classes
 from qdrant_lander import Lander, dedup
-from qdrant_lander.dedup import unique_rows
+from qdrant_lander.dedup import one_per_vector, unique_rows
 from qdrant_lander.errors import InputError, StoreError
 from qdrant_lander.knn import KnnGraph, knn_graph
 from qdrant_lander.sync import full_sync, import_points, read_labels
@@ -161,3 +161,17 @@ def test_a_graph_among_distinct_rows_expands_to_rows_of_the_full_array():
     np.testing.assert_array_equal(x[full.nbr], base[source][u.rep][g.nbr][u.inverse])
     np.testing.assert_array_equal(full.sim, g.sim[u.inverse])
     assert (u.inverse[full.nbr] != u.inverse[:, None]).all()  # no row lists a copy of itself
+
+
+def test_one_per_vector_lists_each_vector_once_as_the_copy_in_the_rows_group():
+    """The rule of regroup on lists of point ids (an incremental pass's): -1 codes are left out, an unknown group
+    (-1) is never a copy in a group, the row's own vector stays only as its copy in the row's group."""
+    nbr = np.array([[10, 11, 12, 13, 14], [20, 21, 22, 23, 24], [30, 31, 32, 33, 34], [40, 41, 42, 43, 44]])
+    sim = np.linspace(1.0, 0.5, 20, dtype=np.float32).reshape(4, 5)
+    vec = np.array([[1, 2, 2, 3, -1], [2, 4, 4, -1, -1], [5, 5, -1, -1, -1], [2, 6, -1, -1, -1]])
+    grp = np.array([[1, 1, 0, -1, 0], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, -1, 0, 0, 0]])
+    ids, s, found = one_per_vector(nbr, sim, vec, grp, own_vec=np.array([1, 2, 9, 8]), own_grp=np.array([0, 1, 0, 0]),
+                                   k=2)
+    np.testing.assert_array_equal(ids, [[12, 13], [20, 21], [30, 31], [12, 41]])  # row 3: row 0's copy in group 0
+    np.testing.assert_array_equal(s, sim[[[0], [1], [2], [3]], [[1, 3], [0, 1], [0, 1], [0, 1]]])
+    np.testing.assert_array_equal(found, [2, 2, 1, 2])  # row 2: one vector, then its other copy

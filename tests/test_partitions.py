@@ -17,7 +17,9 @@ from qdrant_lander import Lander, score
 from qdrant_lander.cli import main
 from qdrant_lander.daemon import Daemon, DaemonOptions, stable_full_sync
 from qdrant_lander.decode import absorb_fragments
+from qdrant_lander.caches import NeighbourCache
 from qdrant_lander.errors import StoredDataError
+from qdrant_lander.incremental import incremental_pass
 from qdrant_lander.payload import KEY, SYNC_META, SyncState, unclustered_filter
 from qdrant_lander.stores.edge import EdgeStore
 from qdrant_lander.sync import full_sync, import_points, read_groups, read_labels
@@ -254,3 +256,39 @@ def test_tenants_sharing_identical_vectors_still_cluster(store, part, lander):
     labels = read_labels(col)[1]
     np.testing.assert_array_equal(labels, res.labels)  # the store's exact scan: the same graph
     assert score(y, labels).fp == pytest.approx(score(part.y, lander.predict(part.x).labels).fp, abs=0.02)
+
+
+def test_a_pass_lists_each_vector_once_as_its_own_tenants_copy(store, part, lander):
+    """Several tenants holding the same vectors (one FAQ text in every tenant's data): a new point's list held the
+    other tenants' copies of one vector, every one an edge the decoder may not follow, and points ended alone. A
+    pass's lists follow a full sync's rule (qdrant_lander.dedup.regroup): one entry per distinct vector, the copy in
+    the point's own tenant where there is one, never its own vector from another tenant."""
+    order = np.random.default_rng(1).permutation(len(part.x))
+    x = part.x[order]
+    tenants, old, new = 3, 100, 40  # every tenant holds the same queries
+    first = np.vstack([x[:old]] * tenants)
+    col = import_points(store, "shared", first, _payloads(np.repeat(list("abc"), old)), progress=False)
+    full_sync(col, lander, progress=False, partition_by="tenant")
+    later = np.vstack([x[old:old + new]] * tenants)
+    import_points(store, "shared", later, _payloads(np.repeat(list("abc"), new)), start_id=len(first), progress=False)
+    cache = NeighbourCache(lander.card.k)
+    assert incremental_pass(col, lander.scorer, lander.card, cache=cache).new == len(later)
+    vectors = np.vstack([first, later, x[:1]])  # the last: a copy of tenant b's point `old` (of x[0]), sent later
+    vector = np.unique(vectors, axis=0, return_inverse=True)[1].ravel()  # point id -> its distinct vector
+    tenant = np.r_[np.repeat(np.arange(tenants), old), np.repeat(np.arange(tenants), new), 1]
+    new_ids = np.arange(len(first), len(first) + len(later))
+    nbr, _ = cache.lists(new_ids)
+    for p, row in zip(new_ids, nbr):
+        assert len(set(vector[row])) == len(row)  # k distinct vectors
+        assert vector[p] not in vector[row]  # no copy of its own vector (all are other tenants')
+        assert (tenant[row] == tenant[p]).all()  # every vector listed has a copy in the point's tenant: that one
+    labels = read_labels(col)[1]
+    assert _spans(labels, tenant[:-1]) == 0
+    assert sum((labels == labels[p]).sum() == 1 for p in new_ids) == 0  # no new point alone
+
+    copy = len(vectors) - 1
+    import_points(store, "shared", x[:1], _payloads(["b"]), start_id=copy, progress=False)
+    assert incremental_pass(col, lander.scorer, lander.card, cache=cache).new == 1
+    row = cache.lists([copy])[0][0]
+    assert len(set(vector[row])) == len(row) and (tenant[row] == 1).all() and old in row  # its own vector: b's copy
+    assert read_labels(col)[1][copy] == labels[old]  # ... whose cluster it takes
