@@ -143,13 +143,27 @@ def test_compose_runs_qdrant_and_the_daemon_on_a_named_volume():
     check_cli(cmd, "docker-compose.yml")
 
 
+def test_gpu_override_runs_the_cuda_image_on_one_gpu():
+    """The override changes only the lander: the CUDA image, `--device cuda` (no silent CPU), one NVIDIA GPU."""
+    gpu = yaml.safe_load((DEPLOY / "docker-compose.gpu.yml").read_text())
+    assert set(gpu["services"]) == {"lander"}
+    lander = gpu["services"]["lander"]
+    base = compose()["services"]["lander"]
+    assert (DEPLOY / base["build"]["context"] / lander["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile.cuda"
+    check_env(lander["environment"], "docker-compose.gpu.yml")
+    assert Settings(device=lander["environment"]["QLANDER_DEVICE"]).device == "cuda"
+    (device,) = lander["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and device["count"] == 1
+
+
 @pytest.mark.skipif(
     shutil.which("docker") is None
     or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
     reason="the docker compose plugin is not installed (the YAML is checked above instead)",
 )
 def test_docker_compose_config_validates():
-    r = subprocess.run(["docker", "compose", "-f", str(DEPLOY / "docker-compose.yml"), "config", "-q"],
+    r = subprocess.run(["docker", "compose", "-f", str(DEPLOY / "docker-compose.yml"), "-f",
+                        str(DEPLOY / "docker-compose.gpu.yml"), "config", "-q"],
                        capture_output=True, text=True, env={"QDRANT_API_KEY": "test", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
 
