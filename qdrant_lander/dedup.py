@@ -115,7 +115,8 @@ def one_per_vector(nbr: np.ndarray, sim: np.ndarray, vec: np.ndarray, grp: np.nd
     copy in the row's group only (a labelled copy gives an incremental pass's point its label).
 
     Returns the first ``k`` kept entries of each row (ids, similarities) and how many each row kept: a row that
-    kept fewer than ``k`` takes its first ``k`` usable entries (``vec >= 0``), distinct vectors first, in list order.
+    kept fewer than ``k`` takes its first ``k`` usable entries (``vec >= 0``), distinct vectors first, in list order,
+    an id already taken (the own group's copy swapped in for an earlier entry) last.
     """
     usable = vec >= 0
     own = usable & (vec == own_vec[:, None])
@@ -130,7 +131,7 @@ def one_per_vector(nbr: np.ndarray, sim: np.ndarray, vec: np.ndarray, grp: np.nd
     found = keep.sum(axis=1)
     short = found < k
     if short.any():  # its distinct entries, then its first other usable ones, back in list order
-        rank = np.where(keep, 0, np.where(usable, 1, 2))
+        rank = np.where(keep, 0, np.where(usable, 1 + repeated(ids), 3))  # kept ids are never repeats: listed first
         chosen = np.zeros((int(short.sum()), keep.shape[1]), dtype=bool)
         np.put_along_axis(chosen, np.argsort(rank[short], axis=1, kind="stable")[:, :k], True, axis=1)
         keep[short] = chosen

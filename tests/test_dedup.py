@@ -175,3 +175,15 @@ def test_one_per_vector_lists_each_vector_once_as_the_copy_in_the_rows_group():
     np.testing.assert_array_equal(ids, [[12, 13], [20, 21], [30, 31], [12, 41]])  # row 3: row 0's copy in group 0
     np.testing.assert_array_equal(s, sim[[[0], [1], [2], [3]], [[1, 3], [0, 1], [0, 1], [0, 1]]])
     np.testing.assert_array_equal(found, [2, 2, 1, 2])  # row 2: one vector, then its other copy
+
+
+def test_one_per_vector_fills_a_short_list_with_other_points_before_one_it_already_took():
+    """A row short of k distinct vectors takes copies; the own group's copy, already swapped in for the vector's
+    first entry, is not taken a second time while another copy is there (a point listed twice)."""
+    nbr = np.array([[10, 11, 12, 13]])
+    vec = np.array([[1, 1, 1, 2]])
+    grp = np.array([[1, 0, 2, -1]])  # 11: vector 1's copy in the row's group, swapped in for 10
+    ids, _, found = one_per_vector(nbr, np.ones((1, 4), dtype=np.float32), vec, grp, own_vec=np.array([9]),
+                                   own_grp=np.array([0]), k=3)
+    assert found.tolist() == [2]
+    np.testing.assert_array_equal(ids, [[11, 12, 13]])  # not [11, 11, 13]
