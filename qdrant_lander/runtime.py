@@ -13,6 +13,7 @@ import importlib.metadata
 import io
 import json
 import logging
+import threading
 from collections.abc import Callable
 from numbers import Integral
 from pathlib import Path
@@ -81,18 +82,24 @@ def default_model_path() -> Path:
                          "; pass a model file or directory, or train one with `qdrant-lander train`")
 
 
+_PRELOAD_LOCK = threading.Lock()
+
+
 def _load_cuda_libraries(ort) -> None:
     """Load the CUDA and cuDNN libraries that pip installed (nvidia-* wheels) into this process.
 
     onnxruntime-gpu's CUDA provider links them by name and finds them only on the system's library path or once
     loaded; ``import torch`` loads them, but serving has no torch. ``preload_dlls`` (onnxruntime >= 1.21) loads
     them and prints what it could not find to stdout, which would break ``--json``: that goes to the log.
+    ``sys.stdout`` is the process's, so scorers loaded at once from several threads take turns (interleaved, the
+    last to finish would put another's StringIO back as stdout for good); a print of another thread meanwhile still
+    goes to the log with preload_dlls's output.
     """
     preload = getattr(ort, "preload_dlls", None)
     if preload is None:
         return
     said = io.StringIO()
-    with contextlib.redirect_stdout(said):
+    with _PRELOAD_LOCK, contextlib.redirect_stdout(said):
         try:
             preload(msvc=False)
         except Exception as e:  # noqa: BLE001 - best effort: the session below says whether CUDA really started

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 
 import numpy as np
 import onnx
@@ -102,6 +104,31 @@ def test_cuda_libraries_from_pip_are_loaded_before_a_cuda_session_and_their_comp
     assert calls == [{"msvc": False}]
     assert "preload_dlls: Failed to load libcublasLt.so.13: not found" in caplog.text
     assert capsys.readouterr().out == ""
+
+def test_scorers_loaded_at_once_from_two_threads_give_stdout_back(model_path, monkeypatch):
+    """preload_dlls's output is caught by swapping the process's sys.stdout: two loads interleaved in threads
+    restored each other's StringIO, and every later print of the process went into it."""
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    calls, inside = [], threading.Event()
+
+    def preload(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            inside.wait(0.5)  # the other thread's load, if it can start now, comes in ...
+        else:
+            inside.set()
+            time.sleep(0.2)  # ... and ends after this one
+
+    monkeypatch.setattr(ort, "preload_dlls", preload, raising=False)
+    monkeypatch.setattr(sys, "stdout", before := sys.stdout)  # put back after the test, even if it fails
+    threads = [threading.Thread(target=OnnxScorer, args=(model_path,), kwargs={"device": "auto"}) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 2
+    assert sys.stdout is before
+
 
 def test_cuda_without_gpu_build_names_the_extra(model_path):
     if CUDA in ort.get_available_providers():
