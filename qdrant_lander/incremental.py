@@ -517,13 +517,19 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     followers = {int(f): int(lead) for f, lead in zip(new_ids.tolist(), leader.tolist()) if f != lead}
     follower_ids = np.fromiter(followers, dtype=np.int64, count=len(followers))
     new_ids, x_new = new_ids[distinct.rep], distinct.take(x_new)
-    if new_groups is None:
-        nb = _knn_without(col, new_ids, x_new, card.k, follower_ids)
-    else:
+    if new_groups is not None:
         new_groups = new_groups[distinct.rep]
-        nb = _knn_one_per_vector(col, cache, new_ids, x_new, new_groups, card.k, follower_ids,
-                                 lambda pids: read_groups(col, pids, key, batch_size=batch_size, codes=codes))
     grouped_ids = new_ids
+
+    def lists_of(ids: np.ndarray) -> Neighbours:
+        """Lists of new points (some of ``grouped_ids``), copies left out as above; with a key, each vector once."""
+        at = rows_of(grouped_ids, ids)
+        if new_groups is None:
+            return _knn_without(col, ids, x_new[at], card.k, follower_ids)
+        return _knn_one_per_vector(col, cache, ids, x_new[at], new_groups[at], card.k, follower_ids,
+                                   lambda pids: read_groups(col, pids, key, batch_size=batch_size, codes=codes))
+
+    nb = lists_of(new_ids)
     # Re-upserted, or met as a neighbour while it waited for its pass: a changed vector's list and every list
     # naming it at the old similarity go (also when its own list went before: its vector is still known).
     known, old_x = cache.known_vectors(new_ids)
@@ -542,6 +548,10 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         cache.forget(gone)
         labels.forget(gone)
         new_ids = new_ids[~np.isin(new_ids, gone)]  # deleted since the scroll: nothing to label
+        lost = new_ids[~cache.has(new_ids)]  # lists that named a deleted point: by the same rule again, not by
+        if len(lost):  # the field's plain query (which would list copies and followers)
+            again = lists_of(lost)
+            cache.put(lost, again.ids, again.sim, x_new[rows_of(grouped_ids, lost)])
     else:
         raise StoreError(f"points of '{col.name}' keep being deleted under the pass; run it again")
     if not len(new_ids):

@@ -292,3 +292,45 @@ def test_a_pass_lists_each_vector_once_as_its_own_tenants_copy(store, part, land
     row = cache.lists([copy])[0][0]
     assert len(set(vector[row])) == len(row) and (tenant[row] == 1).all() and old in row  # its own vector: b's copy
     assert read_labels(col)[1][copy] == labels[old]  # ... whose cluster it takes
+
+
+def _delete(store, col, ids) -> None:
+    if isinstance(store, EdgeStore):
+        import qdrant_edge as qe
+        col.shard.update(qe.UpdateOperation.delete_points([int(i) for i in ids]))
+    else:
+        from qdrant_client import models
+        col.client.delete(col.name, points_selector=models.PointIdsList(points=[int(i) for i in ids]), wait=True)
+
+
+def test_a_list_that_named_a_point_deleted_during_the_pass_is_searched_again_by_the_same_rule(store, part, lander):
+    """Tenant c's old copies deleted while the pass runs, after its kNN query: c's new points' lists named them, so
+    they are searched again, each vector once still (the field's plain query listed every tenant's copy)."""
+    x = part.x[np.random.default_rng(1).permutation(len(part.x))]
+    old, new = 100, 30
+    first = np.vstack([x[:old]] * 3)
+    col = import_points(store, "shared", first, _payloads(np.repeat(list("abc"), old)), progress=False)
+    full_sync(col, lander, progress=False, partition_by="tenant")
+    later = np.vstack([x[old:old + new]] * 3)
+    import_points(store, "shared", later, _payloads(np.repeat(list("abc"), new)), start_id=len(first), progress=False)
+    knn, deleted = col.knn, []
+
+    def knn_then_delete(ids, vectors, k, **kwargs):
+        nb = knn(ids, vectors, k, **kwargs)
+        if k > lander.card.k and not deleted:  # the query with room for k distinct vectors
+            deleted.extend(np.unique(nb.ids[(nb.ids >= 2 * old) & (nb.ids < 3 * old)]).tolist())
+            _delete(store, col, deleted)
+        return nb
+
+    col.knn = knn_then_delete
+    cache = NeighbourCache(lander.card.k)
+    try:
+        report = incremental_pass(col, lander.scorer, lander.card, cache=cache)
+    finally:
+        del col.knn
+    assert deleted and report.deleted_seen and report.new == len(later)
+    pts = col.retrieve(list(range(len(first) + len(later))), vectors=True, payload=False)
+    vector = dict(zip(pts.ids.tolist(), np.unique(np.asarray(pts.vectors), axis=0, return_inverse=True)[1].ravel()))
+    new_c = np.arange(len(first) + 2 * new, len(first) + 3 * new)
+    for row in cache.lists(new_c)[0]:
+        assert len({vector[i] for i in row.tolist()}) == len(row)
