@@ -601,12 +601,12 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     score(decided)
     # Points that arrived after this pass began have no label yet: they cannot be parents until the next pass.
     usable = np.where(known[graph.nbr], link, 0.0)
-    part = None
+    part = same_part = None
     if new_groups is not None:  # the new points' values as read above, in the same codes
         part = np.concatenate([new_groups[rows_of(grouped_ids, ids[:n_new])],
                                read_groups(col, ids[n_new:], key, batch_size=batch_size, codes=codes)])
-    if part is not None:  # no parent, merge or absorption across two values of the key
-        usable = np.where(part[:, None] == part[graph.nbr], usable, 0.0)
+        same_part = part[:, None] == part[graph.nbr]  # no parent, merge or absorption across two values of the key
+        usable = np.where(same_part, usable, 0.0)
     _score_parents(score, graph.nbr[decided], usable[decided], density, decided, tau)
     report.model_seconds = round(time.perf_counter() - tm, 4)
 
@@ -648,7 +648,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     if card.absorb_share and state.absorb_size and state.model == card.name:  # the size the full sync resolved
         report.absorbed, read_sizes = _absorb_new(groups, group, known, graph.nbr[:n_new], usable[:n_new], new_size,
                                                   state.absorb_size, lambda clusters: _sizes(col, clusters),
-                                                  None if part is None else part[:n_new, None] == part[graph.nbr[:n_new]])
+                                                  None if same_part is None else same_part[:n_new])
 
     # One id per component: the largest old cluster keeps its id (by its stored size); a cluster this pass starts
     # names a component only when it holds no old one. Its id was never visible, and were old points relabelled
