@@ -36,6 +36,11 @@ class CollectionNotReady(StoreError):
     """A collection with too few (distinct) points to cluster yet: watch mode waits for more to arrive."""
 
 
+class TooFewNeighbours(StoreError):
+    """A search that returned fewer neighbours than asked for: fewer points than k + 1 (in its filter), points
+    deleted meanwhile, or a filtered HNSW search that missed some."""
+
+
 class StoreBusy(StoreError):
     """Another process has the collection open (the embedded store allows one process per collection): the
     embedded store's form of another writer holding the collection, so the same exit code as a held lease."""

@@ -42,15 +42,15 @@ from qdrant_client import models
 
 from .decode import decode_level, forest_roots, heaviest_targets
 from .dedup import one_per_vector, unique_rows
-from .errors import CollectionNotReady, StoreError, StoredDataError
+from .errors import CollectionNotReady, StoreError, StoredDataError, TooFewNeighbours
 from .features import edge_features, node_terms
 from .caches import Label, LabelCache, Labels, NeighbourCache
-from .knn import KnnGraph, rows_of
+from .knn import KnnGraph, repeated, rows_of
 from .model_card import ModelCard
 from .runtime import OnnxScorer
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, LanderPayload, SyncState, cluster_filter, unclustered_filter
 from .stores.base import Collection, Neighbours
-from .sync import SyncReport, knn_kept, last_sync, read_groups, stored_unit_vectors
+from .sync import SyncReport, group_filter, knn_kept, last_sync, read_groups, stored_unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -354,31 +354,49 @@ MAX_PER_VECTOR_LIMIT = 16  # a partitioned pass asks for at most 16 k neighbours
 
 
 def _knn_one_per_vector(col: Collection, cache: NeighbourCache, ids: np.ndarray, x: np.ndarray, groups: np.ndarray,
-                        k: int, skip: np.ndarray, read_groups_of: Callable[[np.ndarray], np.ndarray]) -> Neighbours:
+                        k: int, skip: np.ndarray, read_groups_of: Callable[[np.ndarray], np.ndarray],
+                        filter_of: Callable[[int], models.Filter | None]) -> Neighbours:
     """:func:`_knn_without` for a collection partitioned by a payload key (``groups``: the points' codes, and
     ``read_groups_of`` reads other points' in the same codes): each list holds one entry per distinct vector, the
     copy in the point's own group where there is one, as a full sync's lists (:func:`dedup.one_per_vector`). The
     same vector held by several values of the key (one FAQ text in every tenant's data) would otherwise fill a
     list with copies no edge may follow. Rows with fewer than k distinct vectors are asked again, with room for
     as many more as their share of copies calls for (at least twice as many, at most 16 k); a row still short
-    fills its list with copies."""
+    (more than ~16 groups hold its nearest vectors) adds its own group's nearest points (``filter_of``: the filter
+    of a group code, :func:`_with_own_group`), and fills its list with copies only if that is not enough."""
     most = col.count() - 1  # a query cannot return more than the other points
     limit, cap = min(k + min(k, len(skip)), most), min(MAX_PER_VECTOR_LIMIT * k + len(skip), most)
     nbr = np.empty((len(ids), k), dtype=np.int64)
     sim = np.empty((len(ids), k), dtype=np.float32)
     group_of = _GroupsRead(ids, groups, read_groups_of)
+
+    def cut(rows: np.ndarray, lists: Neighbours, x_q: np.ndarray, of: np.ndarray,
+            usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`one_per_vector` of the points ``rows``, whose lists are rows ``of`` of ``lists`` (queries ``x_q``);
+        also each row's count of usable entries."""
+        vec, grp, own_vec = _vector_codes(col, cache, lists, usable, x_q, ids, x, group_of)
+        vec = np.where(lists.ids[of] == ids[rows, None], -1, vec[of])  # the query's own point is another row's copy
+        return (*one_per_vector(lists.ids[of], lists.sim[of], vec, grp[of], own_vec[of], groups[rows], k),
+                (vec >= 0).sum(axis=1))
+
     vectors = unique_rows(x)  # a vector several groups' new points hold is asked for once, for all of them
     todo = np.arange(len(vectors.rep))  # distinct vectors still asked for
     while True:
         q = vectors.rep[todo]
         nb = col.knn(ids[q], x[q], limit, ef=PASS_EF)
-        vec, grp, own_vec = _vector_codes(col, cache, nb, ~np.isin(nb.ids, skip), x[q], ids, x, group_of)
         rows = np.flatnonzero(np.isin(vectors.inverse, todo))  # the points holding those vectors
         of = rows_of(todo, vectors.inverse[rows])  # each one's list
-        vec = np.where(nb.ids[of] == ids[rows, None], -1, vec[of])  # the query's own point is another row's copy
-        got_nbr, got_sim, found = one_per_vector(nb.ids[of], nb.sim[of], vec, grp[of], own_vec[of], groups[rows], k)
+        got_nbr, got_sim, found, usable = cut(rows, nb, x[q], of, ~np.isin(nb.ids, skip))
+        at_cap = (found < k) & (limit >= cap)
+        if at_cap.any():
+            short = rows[at_cap]
+            lists = _with_own_group(col, ids[short], x[short], groups[short], Neighbours(nb.ids[of[at_cap]],
+                                    nb.sim[of[at_cap]]), 2 * k, filter_of)
+            got_nbr[at_cap], got_sim[at_cap], found[at_cap], usable[at_cap] = cut(
+                short, lists, x[short], np.arange(len(short)), (lists.ids >= 0) & ~np.isin(lists.ids, skip)
+                & ~repeated(lists.ids))
         done = (found >= k) | (limit >= cap)
-        if not ((vec[done] >= 0).sum(axis=1) >= k).all():
+        if not (usable[done] >= k).all():
             raise CollectionNotReady(f"collection '{col.name}' has too few points besides copies for k={k} neighbours")
         nbr[rows[done]], sim[rows[done]] = got_nbr[done], got_sim[done]
         if done.all():
@@ -387,6 +405,32 @@ def _knn_one_per_vector(col: Collection, cache: NeighbourCache, ids: np.ndarray,
         wanted = np.ceil(1.25 * limit * k / np.maximum(found[~done], 1))
         limit = min(cap, max(2 * limit, int(np.quantile(wanted, 0.9))))
         todo = np.unique(vectors.inverse[rows[~done]])
+
+
+def _with_own_group(col: Collection, ids: np.ndarray, x: np.ndarray, groups: np.ndarray, lists: Neighbours, k: int,
+                    filter_of: Callable[[int], models.Filter | None]) -> Neighbours:
+    """``lists`` of points ``ids`` (vectors ``x``, group codes ``groups``) with each point's k nearest in its own
+    group added, most similar first (an id can be listed twice; -1 pads): copies of a vector that many groups hold
+    can fill a list of any length, but a group holds each vector once or a few times. Groups without a filter
+    (``filter_of`` None) add nothing."""
+    extra = np.full((len(ids), k), -1, dtype=np.int64)
+    extra_sim = np.full((len(ids), k), -np.inf, dtype=np.float32)
+    for g in np.unique(groups):
+        only = filter_of(int(g))
+        if only is None:
+            continue
+        rows = np.flatnonzero(groups == g)
+        try:
+            nb = col.knn(ids[rows], x[rows], k, ef=PASS_EF, filter=only)
+        except TooFewNeighbours:  # a group of k points or fewer (or a filtered search that missed some): all of it
+            n = min(k, col.count(only) - 1)
+            if n <= 0:
+                continue
+            nb = col.knn(ids[rows], x[rows], n, exact=True, filter=only)
+        extra[rows, :nb.ids.shape[1]], extra_sim[rows, :nb.ids.shape[1]] = nb.ids, nb.sim
+    nbr, sim = np.hstack([lists.ids, extra]), np.hstack([lists.sim, extra_sim])
+    order = np.argsort(-sim, axis=1, kind="stable")
+    return Neighbours(np.take_along_axis(nbr, order, axis=1), np.take_along_axis(sim, order, axis=1))
 
 
 class _GroupsRead:
@@ -527,7 +571,8 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
         if new_groups is None:
             return _knn_without(col, ids, x_new[at], card.k, follower_ids)
         return _knn_one_per_vector(col, cache, ids, x_new[at], new_groups[at], card.k, follower_ids,
-                                   lambda pids: read_groups(col, pids, key, batch_size=batch_size, codes=codes))
+                                   lambda pids: read_groups(col, pids, key, batch_size=batch_size, codes=codes),
+                                   lambda code: group_filter(key, codes, code))
 
     nb = lists_of(new_ids)
     # Re-upserted, or met as a neighbour while it waited for its pass: a changed vector's list and every list

@@ -188,6 +188,19 @@ def _value_key(v: Any) -> tuple[str, Any]:
     return "json", json.dumps(v, sort_keys=True)
 
 
+def group_filter(key: str, codes: dict[tuple[str, Any], int], code: int) -> models.Filter | None:
+    """A filter for the points :func:`read_groups` gave ``code`` (in the table ``codes``): the key's value matched,
+    or the key empty for code 0 ("no value"). It may find points of other codes too (Qdrant matches a list by any
+    of its elements, and an empty list as empty): callers read the codes of what it finds. None for values no
+    match filter names: floats, lists, objects, and booleans (the embedded store matches none)."""
+    kind, value = next(v for v, c in codes.items() if c == code)
+    if kind == "NoneType":
+        return models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=key))])
+    if kind in ("str", "int"):
+        return models.Filter(must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))])
+    return None
+
+
 def fetch_knn(col: Collection, ids: np.ndarray, x: np.ndarray, k: int, *, rows: np.ndarray | None = None,
               batch_size: int = 1024, progress: bool = True, exact: bool = False) -> KnnGraph:
     """The level-0 kNN graph from the store's index, as row indices into ``ids`` (ascending): of every

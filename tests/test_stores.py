@@ -6,7 +6,7 @@ import qdrant_edge as qe
 from qdrant_client import models
 
 from benchmarks.tasks import load_set
-from qdrant_lander.errors import InputError, StoreBusy, StoredDataError, StoreError
+from qdrant_lander.errors import InputError, StoreBusy, StoredDataError, StoreError, TooFewNeighbours
 from qdrant_lander.incremental import PASS_EF
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.payload import CLUSTER_FIELD, cluster_filter, unclustered_filter
@@ -51,6 +51,20 @@ def test_knn_matches_exact_knn(col):
     assert (graph.nbr == ref.nbr).mean() > 0.99  # ties may swap order
     np.testing.assert_allclose(graph.sim, ref.sim, atol=1e-5)
     assert not (graph.nbr == np.arange(N)[:, None]).any()  # self excluded
+
+
+def test_knn_within_a_filter_lists_only_its_points_and_says_when_they_are_too_few(col, x):
+    ids, v = read_vectors(col, progress=False)
+    even = models.Filter(must=[models.FieldCondition(key="text", match=models.MatchAny(any=[f"t{i}" for i in
+                                                                                             range(0, N, 2)]))])
+    got = col.knn(ids[:20], v[:20], 10, exact=True, filter=even)
+    evens = np.arange(0, N, 2)
+    ref = knn_graph(v[evens], 10)  # the even rows' own lists, among the even rows only
+    assert ((got.ids - 5) % 2 == 0).all()  # ids are rows + 5
+    np.testing.assert_allclose(got.sim[::2], ref.sim[:10], atol=1e-5)
+    few = models.Filter(must=[models.FieldCondition(key="n", match=models.MatchValue(value=3))])
+    with pytest.raises(TooFewNeighbours):  # one point matches: not 2 neighbours
+        col.knn(ids[:1], v[:1], 2, exact=True, filter=few)
 
 
 def test_payload_writes_keep_user_keys(col):

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 from qdrant_client import models
 
-from ..errors import StoreError, StoredDataError
+from ..errors import StoreError, StoredDataError, TooFewNeighbours
 from ..payload import vector_name
 
 META_COLLECTION = "_lander_meta"
@@ -137,7 +137,7 @@ def drop_self(ids: np.ndarray, rows: list[list[tuple[Any, float]]], k: int, name
     for r, (pid, hits) in enumerate(zip(ids.tolist(), rows)):
         kept = [(h, s) for h, s in hits if h != pid][:k]
         if len(kept) < k:
-            raise StoreError(f"collection '{name}' returned {len(kept)} neighbours for point {pid}, need {k} "
+            raise TooFewNeighbours(f"collection '{name}' returned {len(kept)} neighbours for point {pid}, need {k} "
                              "(fewer than k+1 points, or points deleted during the sync)")
         nbr[r] = [h for h, _ in kept]
         sim[r] = [s for _, s in kept]
@@ -191,11 +191,12 @@ class Collection(ABC):
 
     @abstractmethod
     def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False,
-            ef: int | None = None) -> Neighbours:
+            ef: int | None = None, filter: models.Filter | None = None) -> Neighbours:
         """The k nearest stored points of stored points ``ids`` (whose vectors are ``vectors``).
 
         ``exact`` scans all vectors instead of the HNSW index: reproducible, slower on large collections.
         ``ef`` is the HNSW search breadth (at least k + 1 is used); None: the store's default.
+        ``filter`` keeps the search to the points it matches (every query the same).
 
         A server uses the ids (its stored vectors never travel); Qdrant Edge cannot query by id and
         uses the vectors. Raises StoreError when fewer than k neighbours come back.

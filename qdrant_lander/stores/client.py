@@ -113,12 +113,13 @@ class ServerCollection(Collection):
             time.sleep(2)
 
     def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False,
-            ef: int | None = None) -> Neighbours:
+            ef: int | None = None, filter: models.Filter | None = None) -> Neighbours:
         params = models.SearchParams(hnsw_ef=max(ef or HNSW_EF, k + 1), exact=exact)
 
         def query(part: slice, by_vector: set[int]) -> list[Any]:
             requests = [models.QueryRequest(query=v.tolist() if int(i) in by_vector else int(i),
-                                            using=self.vector or None, limit=k + 1, params=params)
+                                            using=self.vector or None, limit=k + 1, params=params,
+                                            filter=filter)
                         for i, v in zip(ids[part], vectors[part])]
             with warnings.catch_warnings():  # local mode (tests) says it ignores search params; servers use them
                 warnings.filterwarnings("ignore", message="Local mode performs exact")

@@ -205,9 +205,9 @@ class EdgeCollection(Collection):
                                filter=filter, params=params, with_payload=payload)
 
     def knn(self, ids: np.ndarray, vectors: np.ndarray, k: int, *, exact: bool = False,
-            ef: int | None = None) -> Neighbours:
-        params = self._params(k + 1, exact, ef or HNSW_EF)
-        results = self.shard.query_batch(qe.QueryBatchRequest([self._nearest(v, k + 1, params) for v in vectors]))
+            ef: int | None = None, filter: models.Filter | None = None) -> Neighbours:
+        params, only = self._params(k + 1, exact, ef or HNSW_EF), to_edge_filter(filter)
+        results = self.shard.query_batch(qe.QueryBatchRequest([self._nearest(v, k + 1, params, only) for v in vectors]))
         return drop_self(ids, [[(h.id, h.score) for h in r] for r in results], k, self.name)
 
     def search(self, vector: np.ndarray, *, limit: int, filter: models.Filter | None = None) -> list[Hit]:
