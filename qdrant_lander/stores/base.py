@@ -138,7 +138,7 @@ def drop_self(ids: np.ndarray, rows: list[list[tuple[Any, float]]], k: int, name
         kept = [(h, s) for h, s in hits if h != pid][:k]
         if len(kept) < k:
             raise TooFewNeighbours(f"collection '{name}' returned {len(kept)} neighbours for point {pid}, need {k} "
-                             "(fewer than k+1 points, or points deleted during the sync)")
+                                   "(fewer than k+1 points, or points deleted during the sync)")
         nbr[r] = [h for h, _ in kept]
         sim[r] = [s for _, s in kept]
     return Neighbours(nbr, sim)
@@ -199,7 +199,7 @@ class Collection(ABC):
         ``filter`` keeps the search to the points it matches (every query the same).
 
         A server uses the ids (its stored vectors never travel); Qdrant Edge cannot query by id and
-        uses the vectors. Raises StoreError when fewer than k neighbours come back.
+        uses the vectors. Raises :class:`TooFewNeighbours` when fewer than k neighbours come back.
         """
 
     @abstractmethod
