@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .features import LevelInputs, NodeMode, edge_features, level_inputs, level_inputs_from, node_terms
-from .dedup import graph_per_group
+from .dedup import graph_per_group, unique_rows
 from .knn import DeepKnn, KnnGraph, coarsened_knn, deep_knn
 from .validate import row_norms
 
@@ -237,13 +237,20 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, setti
         size = np.bincount(node_map, weights=size, minlength=roots.size).astype(np.int64)
         peak_vec, peak_index = peak_vec[roots], peak_index[roots]
         k = min(s.k, roots.size - 1)
-        shared = None if groups is None else graph_per_group(mean_vec, groups[peak_index], k)
-        if shared is not None:  # supernodes of several groups with one mean: each listed once, in the node's group
+        # supernodes of several groups with one mean: each listed once, in the node's group. Where most means
+        # repeat, among the distinct ones only; else from the deep graph, refreshed level by level as without groups
+        shared = None
+        if groups is not None and 2 * unique_rows(mean_vec).copies > roots.size:
+            shared = graph_per_group(mean_vec, groups[peak_index], k)
+        if shared is not None:
             graph, deep = shared, None
         else:
             deep = deep_knn(mean_vec, min(SLACK * k, roots.size - 1)) if deep is None else \
                 coarsened_knn(deep, node_map, mean_vec, k)
             graph = deep.level(k)
+            if groups is not None:
+                shared = graph_per_group(mean_vec, groups[peak_index], k, deep)
+                graph = graph if shared is None else shared
 
 
 def heaviest_targets(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -359,3 +359,33 @@ def test_a_list_that_named_a_point_deleted_during_the_pass_is_searched_again_by_
     new_c = np.arange(len(first) + 2 * new, len(first) + 3 * new)
     for row in cache.lists(new_c)[0]:
         assert len({vector[i] for i in row.tolist()}) == len(row)
+
+
+def test_supernode_levels_with_a_few_shared_means_are_refreshed_not_searched_again(part, lander, monkeypatch):
+    """Most supernodes of distinct means and a few shared by every tenant: each level's lists come from the deep
+    graph refreshed level by level (coarsened_knn), as without groups, and match the exact search among distinct
+    means. Searching every level again among all means cost 92 s of a 77k-point sync's 176 s (20 tenants, 300 shared
+    vectors), against 21 s."""
+    import qdrant_lander.decode as decode
+    import qdrant_lander.dedup as dedup
+
+    rng = np.random.default_rng(0)
+    tenants, shared = 3, part.y == part.y.min()  # one intent in every tenant, the other two dealt to them
+    x = np.vstack([part.x[~shared]] + [part.x[shared]] * tenants)
+    groups = np.r_[rng.integers(0, tenants, (~shared).sum()), np.repeat(np.arange(tenants), shared.sum())]
+    refreshed, exact = [], []
+    coarsened_knn, graph_per_group = decode.coarsened_knn, dedup.graph_per_group
+    monkeypatch.setattr(decode, "coarsened_knn", lambda *a: refreshed.append(1) or coarsened_knn(*a))
+
+    def both(x, groups, k, deep=None):  # the deep graph's lists are those of the exact search among distinct means
+        got = graph_per_group(x, groups, k) if deep is None else graph_per_group(x, groups, k, deep)
+        if deep is not None and got is not None:
+            want = graph_per_group(x, groups, k)
+            np.testing.assert_array_equal(got.nbr, want.nbr)
+            np.testing.assert_allclose(got.sim, want.sim)
+            exact.append(1)
+        return got
+
+    monkeypatch.setattr(decode, "graph_per_group", both)
+    res = lander.predict(x, groups=groups)
+    assert res.n_levels >= 3 and refreshed and exact
