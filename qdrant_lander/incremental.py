@@ -456,7 +456,8 @@ def _vector_codes(col: Collection, cache: NeighbourCache, nb: Neighbours, usable
     equal vectors (-1 where not ``usable``), the entries' groups, the queries' vector codes. Only entries that
     could be copies are read (their vectors and groups): those as similar to the query as a neighbour next to
     them in the list, or as the query itself; the others get a code of their own and an unknown group."""
-    near = np.abs(np.diff(nb.sim, axis=1)) <= SAME_SIM
+    with np.errstate(invalid="ignore"):  # -inf pads (_with_own_group): -inf - -inf is nan, never near
+        near = np.abs(np.diff(nb.sim, axis=1)) <= SAME_SIM
     maybe = np.pad(near, ((0, 0), (1, 0))) | np.pad(near, ((0, 0), (0, 1))) | (nb.sim >= 1 - SAME_SIM)
     maybe &= usable
     pids = np.unique(nb.ids[maybe])

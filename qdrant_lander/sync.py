@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -192,12 +193,15 @@ def group_filter(key: str, codes: dict[tuple[str, Any], int], code: int) -> mode
     """A filter for the points :func:`read_groups` gave ``code`` (in the table ``codes``): the key's value matched,
     or the key empty for code 0 ("no value"). It may find points of other codes too (Qdrant matches a list by any
     of its elements, and an empty list as empty): callers read the codes of what it finds. None for values no
-    match filter names: floats, lists, objects, and booleans (the embedded store matches none)."""
+    match filter names: lists, objects, and booleans (the embedded store matches none); a float's is a range of
+    its one value."""
     kind, value = next(v for v, c in codes.items() if c == code)
     if kind == "NoneType":
         return models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=key))])
     if kind in ("str", "int"):
         return models.Filter(must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))])
+    if kind == "float" and math.isfinite(value):  # no match filter names a float: a range of one value does
+        return models.Filter(must=[models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))])
     return None
 
 
