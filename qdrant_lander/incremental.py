@@ -388,13 +388,18 @@ def _knn_one_per_vector(col: Collection, cache: NeighbourCache, ids: np.ndarray,
         of = rows_of(todo, vectors.inverse[rows])  # each one's list
         got_nbr, got_sim, found, usable = cut(rows, nb, x[q], of, ~np.isin(nb.ids, skip))
         at_cap = (found < k) & (limit >= cap)
-        if at_cap.any():
+        own_k = 2 * k  # a tenant holding its vectors several times (one ticket sent thrice) needs more: 4x, to 16 k
+        while at_cap.any():
             short = rows[at_cap]
             lists = _with_own_group(col, ids[short], x[short], groups[short], Neighbours(nb.ids[of[at_cap]],
-                                    nb.sim[of[at_cap]]), 2 * k, filter_of)
+                                    nb.sim[of[at_cap]]), own_k, filter_of)
             got_nbr[at_cap], got_sim[at_cap], found[at_cap], usable[at_cap] = cut(
                 short, lists, x[short], np.arange(len(short)), (lists.ids >= 0) & ~np.isin(lists.ids, skip)
                 & ~repeated(lists.ids))
+            if own_k >= MAX_PER_VECTOR_LIMIT * k:
+                break
+            at_cap &= found < k
+            own_k = min(4 * own_k, MAX_PER_VECTOR_LIMIT * k)
         done = (found >= k) | (limit >= cap)
         if not (usable[done] >= k).all():
             raise CollectionNotReady(f"collection '{col.name}' has too few points besides copies for k={k} neighbours")

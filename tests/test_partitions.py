@@ -333,6 +333,32 @@ def test_a_pass_lists_each_vector_once_as_its_own_tenants_copy(store, part, land
     assert read_labels(col)[1][copy] == labels[old]  # ... whose cluster it takes
 
 
+def test_a_pass_past_the_cap_finds_k_vectors_in_a_tenant_holding_copies(tmp_path, part, lander):
+    """Past ~16 tenants sharing vectors a pass asks each short row's own tenant for 2 k points; a tenant holding
+    its vectors three times (one ticket sent thrice) gave ~2 k / 3 distinct ones, and the list was filled with
+    other tenants' copies (20 tenants: 53 of 400 new points alone; five times: 169). It is asked again for more."""
+    store = EdgeStore(tmp_path / "qdrant_data")
+    x = part.x[np.random.default_rng(1).permutation(len(part.x))]
+    tenants, old, new, copies = 20, 100, 20, 3
+    first = np.vstack([np.repeat(x[:old], copies, axis=0)] * tenants)
+    tenant = np.r_[np.repeat(np.arange(tenants), old * copies), np.repeat(np.arange(tenants), new)]
+    col = import_points(store, "thrice", first, _payloads(tenant[:len(first)].astype(str)), progress=False)
+    full_sync(col, lander, progress=False, partition_by="tenant")
+    later = np.vstack([x[old:old + new]] * tenants)
+    import_points(store, "thrice", later, _payloads(tenant[len(first):].astype(str)), start_id=len(first),
+                  progress=False)
+    cache = NeighbourCache(lander.card.k)
+    assert incremental_pass(col, lander.scorer, lander.card, cache=cache).new == len(later)
+    vector = np.unique(np.vstack([first, later]), axis=0, return_inverse=True)[1].ravel()
+    new_ids = np.arange(len(first), len(tenant))
+    for row in cache.lists(new_ids)[0]:
+        assert len(set(vector[row])) == len(row)  # k distinct vectors
+    labels = read_labels(col)[1]
+    assert _spans(labels, tenant) == 0
+    assert sum((labels == labels[p]).sum() == 1 for p in new_ids) == 0  # no new point alone
+    store.close()
+
+
 def _delete(store, col, ids) -> None:
     if isinstance(store, EdgeStore):
         import qdrant_edge as qe
