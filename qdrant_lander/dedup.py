@@ -38,17 +38,22 @@ class UniqueRows:
         """The distinct rows of ``x``: ``x`` itself when none repeats (a large array is not copied)."""
         return x[self.rep] if self.copies else x
 
-    def collapse(self, graph: KnnGraph, k: int, x: np.ndarray) -> KnnGraph:
+    def collapse(self, graph: KnnGraph, k: int, x: np.ndarray, known: np.ndarray | None = None) -> KnnGraph:
         """The kNN graph among distinct rows from ``graph``, whose row ``i`` lists neighbours (rows of
         ``x``, most similar first; more than ``k`` so that copies can be dropped) of row ``rep[i]``.
 
-        Copies of the row itself and repeats of one distinct vector are dropped; a row left with fewer
-        than ``k`` neighbours gets its exact ones among the distinct rows of ``x`` (unit length).
+        Copies of the row itself and repeats of one distinct vector are dropped, and so are entries not
+        ``known`` to be among the row's nearest (a deep graph's, :class:`~qdrant_lander.knn.DeepKnn`); a row
+        left with fewer than ``k`` neighbours gets its exact ones among the distinct rows of ``x`` (unit length).
         """
-        if not self.copies:
+        if not self.copies and known is None:
             return KnnGraph(graph.nbr[:, :k], graph.sim[:, :k])
-        nbr = self.inverse[graph.nbr]
-        keep = ~repeated(nbr) & (nbr != np.arange(len(nbr))[:, None])
+        if known is None:
+            nbr = self.inverse[graph.nbr]
+        else:  # the others left out (each a code of its own: never a repeat of a kept entry)
+            alone = -1 - np.arange(known.size).reshape(known.shape)
+            nbr = np.where(known, self.inverse[np.where(known, graph.nbr, 0)], alone)
+        keep = ~repeated(nbr) & (nbr != np.arange(len(nbr))[:, None]) & (nbr >= 0)
         short = keep.sum(axis=1) < k
         out_nbr = np.empty((len(nbr), k), dtype=np.int64)
         out_sim = np.empty((len(nbr), k), dtype=np.float32)
@@ -115,21 +120,10 @@ def graph_per_group(x: np.ndarray, groups: np.ndarray, k: int, deep: DeepKnn | N
     k = min(k, len(vectors.rep) - 1)
     if deep is None:
         return regroup(knn_graph(vectors.take(x), k), vectors, rows, groups)
-    listed = deep.graph.nbr[vectors.rep]
-    sim = deep.graph.sim[vectors.rep]
-    known = (listed >= 0) & (sim >= deep.bound[vectors.rep, None])  # entries known to be the row's nearest
-    nbr = np.where(known, vectors.inverse[np.maximum(listed, 0)], -1)
-    keep = known & (nbr != np.arange(len(nbr))[:, None]) & ~repeated(nbr)
-    short = keep.sum(axis=1) < k
-    out_nbr = np.empty((len(nbr), k), dtype=np.int64)
-    out_sim = np.empty((len(nbr), k), dtype=np.float32)
-    full = np.flatnonzero(~short)
-    out_nbr[full], out_sim[full] = first_kept(keep[full], k, nbr[full], sim[full])
-    if short.any():  # a vector whose nearest are one vector's many copies
-        again = np.flatnonzero(short)
-        exact = nearest_rows(vectors.take(x), again, k)
-        out_nbr[again], out_sim[again] = exact.nbr, exact.sim
-    return regroup(KnnGraph(out_nbr, out_sim), vectors, rows, groups)
+    at = vectors.rep
+    lists = KnnGraph(deep.graph.nbr[at], deep.graph.sim[at])
+    nearest = (lists.nbr >= 0) & (lists.sim >= deep.bound[at, None])  # entries known to be the row's nearest
+    return regroup(vectors.collapse(lists, k, x, known=nearest), vectors, rows, groups)
 
 
 def copy_in_group(vec: np.ndarray, group: np.ndarray, item_vec: np.ndarray, item_group: np.ndarray) -> np.ndarray:
