@@ -279,6 +279,18 @@ def test_tenants_sharing_identical_vectors_still_cluster(store, part, lander):
     assert score(y, labels).fp == pytest.approx(score(part.y, lander.predict(part.x).labels).fp, abs=0.02)
 
 
+def test_a_partitioned_sync_indexes_a_key_of_strings_or_integers(tmp_path, part, lander):
+    """Passes filter by tenant where many share vectors (200 tenants: 5.5 s of a 12.3 s pass without an index, 0.2 s
+    with one); a key of mixed types gets none (no one index type fits it). The embedded store: qdrant-client's
+    local mode keeps no payload indexes."""
+    store, x = EdgeStore(tmp_path / "qd"), part.x[:150]
+    for name, values, indexed in (("s", ["a", "b"], True), ("i", [1, 2], True), ("m", [1, "b"], False)):
+        col = import_points(store, name, x, [{"tenant": values[i % 2]} for i in range(len(x))], progress=False)
+        full_sync(col, lander, progress=False, partition_by="tenant")
+        assert ("tenant" in col.info().indexed_fields) == indexed
+    store.close()
+
+
 def test_many_tenants_sharing_vectors_cluster_as_one_tenant_alone(part, lander):
     """Past ~k tenants holding the same vectors, a supernode level's lists held only copies of one supernode (one
     mean in every tenant), no edge of which may be followed: 2 levels instead of 4 here, Fp 0.80 against 0.91 for 10
