@@ -50,7 +50,7 @@ from .model_card import ModelCard
 from .runtime import OnnxScorer
 from .payload import CLUSTER_FIELD, KEY, PATH_FIELD, LanderPayload, SyncState, cluster_filter, unclustered_filter
 from .stores.base import Collection, Neighbours
-from .sync import SyncReport, group_filter, knn_kept, last_sync, read_groups, stored_unit_vectors
+from .sync import SyncReport, group_filters, knn_kept, last_sync, read_groups, stored_unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -355,15 +355,15 @@ MAX_PER_VECTOR_LIMIT = 16  # a partitioned pass asks for at most 16 k neighbours
 
 def _knn_one_per_vector(col: Collection, cache: NeighbourCache, ids: np.ndarray, x: np.ndarray, groups: np.ndarray,
                         k: int, skip: np.ndarray, read_groups_of: Callable[[np.ndarray], np.ndarray],
-                        filter_of: Callable[[int], models.Filter | None]) -> Neighbours:
+                        filters_of: Callable[[Sequence[int]], list[models.Filter | None]]) -> Neighbours:
     """:func:`_knn_without` for a collection partitioned by a payload key (``groups``: the points' codes, and
     ``read_groups_of`` reads other points' in the same codes): each list holds one entry per distinct vector, the
     copy in the point's own group where there is one, as a full sync's lists (:func:`dedup.one_per_vector`). The
     same vector held by several values of the key (one FAQ text in every tenant's data) would otherwise fill a
     list with copies no edge may follow. Rows with fewer than k distinct vectors are asked again, with room for
     as many more as their share of copies calls for (at least twice as many, at most 16 k); a row still short
-    (more than ~16 groups hold its nearest vectors) adds its own group's nearest points (``filter_of``: the filter
-    of a group code, :func:`_with_own_group`), and fills its list with copies only if that is not enough."""
+    (more than ~16 groups hold its nearest vectors) adds its own group's nearest points (``filters_of``: the filters
+    of group codes, :func:`_with_own_group`), and fills its list with copies only if that is not enough."""
     most = col.count() - 1  # a query cannot return more than the other points
     limit, cap = min(k + min(k, len(skip)), most), min(MAX_PER_VECTOR_LIMIT * k + len(skip), most)
     nbr = np.empty((len(ids), k), dtype=np.int64)
@@ -392,7 +392,7 @@ def _knn_one_per_vector(col: Collection, cache: NeighbourCache, ids: np.ndarray,
         while at_cap.any():
             short = rows[at_cap]
             lists = _with_own_group(col, ids[short], x[short], groups[short], Neighbours(nb.ids[of[at_cap]],
-                                    nb.sim[of[at_cap]]), own_k, filter_of)
+                                    nb.sim[of[at_cap]]), own_k, filters_of)
             got_nbr[at_cap], got_sim[at_cap], found[at_cap], usable[at_cap] = cut(
                 short, lists, x[short], np.arange(len(short)), (lists.ids >= 0) & ~np.isin(lists.ids, skip)
                 & ~repeated(lists.ids))
@@ -413,18 +413,18 @@ def _knn_one_per_vector(col: Collection, cache: NeighbourCache, ids: np.ndarray,
 
 
 def _with_own_group(col: Collection, ids: np.ndarray, x: np.ndarray, groups: np.ndarray, lists: Neighbours, k: int,
-                    filter_of: Callable[[int], models.Filter | None]) -> Neighbours:
+                    filters_of: Callable[[Sequence[int]], list[models.Filter | None]]) -> Neighbours:
     """``lists`` of points ``ids`` (vectors ``x``, group codes ``groups``) with each point's k nearest in its own
     group added, most similar first (an id can be listed twice; -1 pads): copies of a vector that many groups hold
     can fill a list of any length, but a group holds each vector once or a few times. Groups without a filter
-    (``filter_of`` None) add nothing."""
+    (``filters_of`` None) add nothing."""
     extra = np.full((len(ids), k), -1, dtype=np.int64)
     extra_sim = np.full((len(ids), k), -np.inf, dtype=np.float32)
-    for g in np.unique(groups):
-        only = filter_of(int(g))
+    codes, inverse = np.unique(groups, return_inverse=True)
+    by_group = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    for rows, only in zip(by_group, filters_of(codes.tolist())):
         if only is None:
             continue
-        rows = np.flatnonzero(groups == g)
         try:
             nb = col.knn(ids[rows], x[rows], k, ef=PASS_EF, filter=only)
         except TooFewNeighbours:  # a group of k points or fewer (or a filtered search that missed some): all of it
@@ -578,7 +578,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
             return _knn_without(col, ids, x_new[at], card.k, follower_ids)
         return _knn_one_per_vector(col, cache, ids, x_new[at], new_groups[at], card.k, follower_ids,
                                    lambda pids: read_groups(col, pids, key, batch_size=batch_size, codes=codes),
-                                   lambda code: group_filter(key, codes, code))
+                                   lambda wanted: group_filters(key, codes, wanted))
 
     nb = lists_of(new_ids)
     # Re-upserted, or met as a neighbour while it waited for its pass: a changed vector's list and every list

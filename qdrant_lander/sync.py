@@ -189,13 +189,18 @@ def _value_key(v: Any) -> tuple[str, Any]:
     return "json", json.dumps(v, sort_keys=True)
 
 
-def group_filter(key: str, codes: dict[tuple[str, Any], int], code: int) -> models.Filter | None:
-    """A filter for the points :func:`read_groups` gave ``code`` (in the table ``codes``): the key's value matched,
-    or the key empty for code 0 ("no value"). It may find points of other codes too (Qdrant matches a list by any
-    of its elements, and an empty list as empty): callers read the codes of what it finds. None for values no
-    match filter names: lists, objects, and booleans (the embedded store matches none); a float's is a range of
-    its one value."""
-    kind, value = next(v for v, c in codes.items() if c == code)
+def group_filters(key: str, codes: dict[tuple[str, Any], int], wanted: Sequence[int]) -> list[models.Filter | None]:
+    """A filter per code of ``wanted`` for the points :func:`read_groups` gave it (in the table ``codes``): the
+    key's value matched, or the key empty for code 0 ("no value"). It may find points of other codes too (Qdrant
+    matches a list by any of its elements, and an empty list as empty): callers read the codes of what it finds.
+    None for values no match filter names: lists, objects, and booleans (the embedded store matches none); a
+    float's is a range of its one value. The table is inverted once per call (a pass with 20,000 tenants at its
+    cap spent 3.5 s looking codes up one by one)."""
+    value_of = {c: v for v, c in codes.items()}
+    return [_value_filter(key, *value_of[code]) for code in wanted]
+
+
+def _value_filter(key: str, kind: str, value: Any) -> models.Filter | None:
     if kind == "NoneType":
         return models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=key))])
     if kind in ("str", "int"):

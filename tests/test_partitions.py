@@ -22,7 +22,7 @@ from qdrant_lander.errors import StoredDataError
 from qdrant_lander.incremental import incremental_pass
 from qdrant_lander.payload import KEY, SYNC_META, SyncState, unclustered_filter
 from qdrant_lander.stores.edge import EdgeStore
-from qdrant_lander.sync import full_sync, group_filter, import_points, read_groups, read_labels
+from qdrant_lander.sync import full_sync, group_filters, import_points, read_groups, read_labels
 
 
 @pytest.fixture(scope="module")
@@ -153,9 +153,9 @@ def test_group_codes_tell_values_of_other_types_apart(store, part):
     codes = read_groups(col, np.arange(len(payloads)), "t", codes=table)
     lists = {3, 8}  # [1]: Qdrant matches a list by any of its elements, so 1's filter finds these too
     for row in (0, 2, 5):  # 1, "1" and no value (None, or no key) have filters that find their points
-        found = {p for b in col.scroll(filter=group_filter("t", table, int(codes[row])), vectors=False) for p in b.ids}
+        found = {p for b in col.scroll(filter=group_filters("t", table, [int(codes[row])])[0], vectors=False) for p in b.ids}
         assert found - lists == set(np.flatnonzero(codes == codes[row]).tolist())
-    assert all(group_filter("t", table, int(codes[row])) is None for row in (1, 3, 4))  # True, [1], {"a": 1}
+    assert all(group_filters("t", table, [int(codes[row])])[0] is None for row in (1, 3, 4))  # True, [1], {"a": 1}
 
 
 def test_a_float_value_has_a_filter_that_finds_its_points(store, part):
@@ -166,7 +166,7 @@ def test_a_float_value_has_a_filter_that_finds_its_points(store, part):
     table: dict = {}
     codes = read_groups(col, np.arange(len(values)), "t", codes=table)
     for row in (0, 1, 5):
-        only = group_filter("t", table, int(codes[row]))
+        only = group_filters("t", table, [int(codes[row])])[0]
         assert only is not None
         found = {p for b in col.scroll(filter=only, vectors=False) for p in b.ids}
         assert found - {6} == set(np.flatnonzero(codes == codes[row]).tolist())  # 2.0's range finds the int 2 too
