@@ -112,6 +112,21 @@ def test_a_small_set_chooses_on_every_class_once_over_folds(omni):
         train(*omni, TrainConfig(**SMALL | {"folds": 25}), progress=False)
 
 
+def test_choosing_on_all_labeled_points_scores_the_kept_model_on_every_class(omni):
+    """``choose_on='all'``: the decoding is the pick over the kept model's clusterings of every labeled point (seen
+    classes too), not of the held-out ones; the same training otherwise (same weights, held-out figures noted)."""
+    held = train(*omni, TrainConfig(**SMALL, seed=3), progress=False)
+    m = train(*omni, TrainConfig(**SMALL, seed=3, choose_on="all"), progress=False)
+    for a, b in zip(held.net.state_dict().values(), m.net.state_dict().values()):
+        assert torch.equal(a, b)
+    assert all(c.n_classes == 40 for c in m.decode_grid)  # every class, not the held-out quarter
+    assert (m.card.k, m.card.tau, m.card.min_support) == (lambda c: (c.k, c.tau, c.min_support))(pick(m.decode_grid))
+    assert m.card.notes["chosen_on"] == "all" and m.card.notes["heldout_fp"] == held.card.notes["heldout_fp"]
+    x = omni[0]
+    labels = cluster_hierarchy(x, knn_graph(x, m.card.k), m.scorer(), m.card).labels
+    assert score(omni[1], labels).fp == pytest.approx(m.card.notes["all_fp"], abs=1e-4)
+
+
 def test_plateau_pick_takes_the_middle():
     grid = [DecodeChoice(node_mode="structure", tau=t, k=10, fp=fp, fb=fp, n_clusters=1, n_classes=1,
                          n_levels=1) for t, fp in [(0.1, 0.5), (0.3, 0.9), (0.5, 0.9), (0.7, 0.898), (0.9, 0.4)]]
