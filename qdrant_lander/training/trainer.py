@@ -345,8 +345,8 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     card = ModelCard(**best.model_dump(include=set(DecodeSettings.model_fields)), name=name, head=config.head,
                      input_dim="any" if config.node_mode == "structure" else int(xs[0].shape[1]),
                      trained_on=trained_on or [], notes=notes)
-    log.info("trained %s in %.1fs: tau=%.2f k=%d support=%.1f tau_bias=%s held-out Fp=%.3f", name, train_s, best.tau,
-             best.k, best.min_support, best.tau_bias, best.fp)
+    log.info("trained %s in %.1fs: tau=%.2f k=%d support=%.1f tau_bias=%s, chosen on %s classes (Fp %.3f there)", name,
+             train_s, best.tau, best.k, best.min_support, best.tau_bias, config.choose_on, best.fp)
     # Fold 0's model is kept: trained on as many classes as each model that chose the decoding.
     return TrainedModel(net=held_out[0][0].net, card=card, config=config, decode_grid=[c for g in grids for c in g], losses=losses)
 
