@@ -305,21 +305,14 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
         losses += round_losses
         t1 = time.perf_counter()
         scorer = TorchScorer(net)
-        for a, b, m in zip(xs, ys, held_masks):
-            grids.append(choose_decoding(scorer, a[m], b[m], node_mode=config.node_mode, k_choices=config.decode_k,
-                                         taus=config.taus, min_merge_ratios=config.min_merge_ratios,
-                                         min_supports=config.min_supports, absorb_shares=config.absorb_shares,
-                                         max_levels=config.max_levels)[1])
+        grids += [_decode_grid(scorer, a[m], b[m], config) for a, b, m in zip(xs, ys, held_masks)]
         held_out.append((scorer, held_masks))
         train_s, choose_s = train_s + t1 - t0, choose_s + time.perf_counter() - t1
     t1 = time.perf_counter()
     # Tau is chosen on the mean over labeled sets and folds, so one set with many classes cannot dictate it alone.
     best = heldout_best = _combine(grids)
     if config.choose_on == "all":  # the kept model on every labeled point
-        grids = [choose_decoding(held_out[0][0], a, b, node_mode=config.node_mode, k_choices=config.decode_k,
-                                 taus=config.taus, min_merge_ratios=config.min_merge_ratios,
-                                 min_supports=config.min_supports, absorb_shares=config.absorb_shares,
-                                 max_levels=config.max_levels)[1] for a, b in zip(xs, ys)]
+        grids = [_decode_grid(held_out[0][0], a, b, config) for a, b in zip(xs, ys)]
         best = _combine(grids)
     auto_notes: dict[str, float] = {}
     if len(xs) > 1 and config.tau_biases:
@@ -349,6 +342,13 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
              train_s, best.tau, best.k, best.min_support, best.tau_bias, config.choose_on, best.fp)
     # Fold 0's model is kept: trained on as many classes as each model that chose the decoding.
     return TrainedModel(net=held_out[0][0].net, card=card, config=config, decode_grid=[c for g in grids for c in g], losses=losses)
+
+
+def _decode_grid(scorer: TorchScorer, x: np.ndarray, y: np.ndarray, config: TrainConfig) -> list[DecodeChoice]:
+    """Every decoding of ``config``'s grid tried on the labeled (x, y)."""
+    return choose_decoding(scorer, x, y, node_mode=config.node_mode, k_choices=config.decode_k, taus=config.taus,
+                           min_merge_ratios=config.min_merge_ratios, min_supports=config.min_supports,
+                           absorb_shares=config.absorb_shares, max_levels=config.max_levels)[1]
 
 
 def _train_net(xs: list[np.ndarray], ys: list[np.ndarray], config: TrainConfig, rng: np.random.RandomState,
