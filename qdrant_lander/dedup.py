@@ -48,12 +48,10 @@ class UniqueRows:
         """
         if not self.copies and known is None:
             return KnnGraph(graph.nbr[:, :k], graph.sim[:, :k])
-        if known is None:
-            nbr = self.inverse[graph.nbr]
-        else:  # the others left out (each a code of its own: never a repeat of a kept entry)
-            alone = -1 - np.arange(known.size).reshape(known.shape)
-            nbr = np.where(known, self.inverse[np.where(known, graph.nbr, 0)], alone)
-        keep = ~repeated(nbr) & (nbr != np.arange(len(nbr))[:, None]) & (nbr >= 0)
+        nbr = self.inverse[graph.nbr if known is None else np.where(known, graph.nbr, 0)]
+        keep = ~repeated(nbr, among=known) & (nbr != np.arange(len(nbr))[:, None])
+        if known is not None:
+            keep &= known
         short = keep.sum(axis=1) < k
         out_nbr = np.empty((len(nbr), k), dtype=np.int64)
         out_sim = np.empty((len(nbr), k), dtype=np.float32)
@@ -158,7 +156,7 @@ def one_per_vector(nbr: np.ndarray, sim: np.ndarray, vec: np.ndarray, grp: np.nd
     usable = vec >= 0
     own = usable & (vec == own_vec[:, None])
     own_in_group = own & (grp == own_grp[:, None])
-    keep = usable & ~own & ~repeated(np.where(usable, vec, -1 - np.arange(vec.size).reshape(vec.shape)))
+    keep = usable & ~own & ~repeated(vec, among=usable)
     keep |= own_in_group & (np.cumsum(own_in_group, axis=1) == 1)
     known = usable & (grp >= 0)
     at = copy_in_group(vec, own_grp[:, None], vec[known], grp[known])

@@ -113,8 +113,12 @@ def rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.where(ids[order][pos] == wanted, order[pos], -1)
 
 
-def repeated(ids: np.ndarray) -> np.ndarray:
-    """Entries of each row of ``ids`` that repeat an id listed earlier in that row (bool, same shape)."""
+def repeated(ids: np.ndarray, among: np.ndarray | None = None) -> np.ndarray:
+    """Entries of each row of ``ids`` that repeat an id listed earlier in that row (bool, same shape). With
+    ``among`` (bool, same shape) only the entries it holds count: the others (ids >= 0 there) neither repeat nor
+    are repeated."""
+    if among is not None:  # each left-out entry an id of its own, below every real one
+        ids = np.where(among, ids, -1 - np.arange(ids.size).reshape(ids.shape))
     by_id = np.argsort(ids, axis=1, kind="stable")  # equal ids side by side, the earlier listed first
     sorted_ids = np.take_along_axis(ids, by_id, axis=1)
     out = np.zeros(ids.shape, dtype=bool)
