@@ -239,17 +239,18 @@ def hierarchy_levels(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, setti
         k = min(s.k, roots.size - 1)
         # supernodes of several groups with one mean: each listed once, in the node's group. Where most means
         # repeat, among the distinct ones only; else from the deep graph, refreshed level by level as without groups
+        means = None if groups is None else unique_rows(mean_vec)
         shared = None
-        if groups is not None and 2 * unique_rows(mean_vec).copies > roots.size:
-            shared = graph_per_group(mean_vec, groups[peak_index], k)
+        if means is not None and 2 * means.copies > roots.size:
+            shared = graph_per_group(mean_vec, means, groups[peak_index], k)
         if shared is not None:
             graph, deep = shared, None
         else:
             deep = deep_knn(mean_vec, min(SLACK * k, roots.size - 1)) if deep is None else \
                 coarsened_knn(deep, node_map, mean_vec, k)
             graph = deep.level(k)
-            if groups is not None:
-                shared = graph_per_group(mean_vec, groups[peak_index], k, deep)
+            if means is not None:
+                shared = graph_per_group(mean_vec, means, groups[peak_index], k, deep)
                 graph = graph if shared is None else shared
 
 

@@ -429,10 +429,10 @@ def test_supernode_levels_with_a_few_shared_means_are_refreshed_not_searched_aga
     coarsened_knn, graph_per_group = decode.coarsened_knn, dedup.graph_per_group
     monkeypatch.setattr(decode, "coarsened_knn", lambda *a: refreshed.append(1) or coarsened_knn(*a))
 
-    def both(x, groups, k, deep=None):  # the deep graph's lists are those of the exact search among distinct means
-        got = graph_per_group(x, groups, k) if deep is None else graph_per_group(x, groups, k, deep)
+    def both(x, vectors, groups, k, deep=None):  # the deep graph's lists are those of the exact search among means
+        got = graph_per_group(x, vectors, groups, k, deep)
         if deep is not None and got is not None:
-            want = graph_per_group(x, groups, k)
+            want = graph_per_group(x, vectors, groups, k)
             np.testing.assert_array_equal(got.nbr, want.nbr)
             np.testing.assert_allclose(got.sim, want.sim)
             exact.append(1)
