@@ -19,7 +19,7 @@ from qdrant_lander.training.model import LanderNet, NetConfig
 from qdrant_lander.training.gt import GroundTruthScorer
 from qdrant_lander.training.tau import DecodeChoice, choose_tau_bias, pick
 from qdrant_lander.training.trainer import (DEFAULT_WEIGHTS, MODEL_FILE, TrainConfig, _balanced_bce, _fold_classes,
-                                           episode_loss, judge, load_trained, parent_loss, train, train_best)
+                                           episode_loss, load_trained, parent_loss, train, train_best)
 from torch_geometric.data import Batch
 
 torch.set_num_threads(1)
@@ -125,20 +125,6 @@ def test_choosing_on_all_labeled_points_scores_the_kept_model_on_every_class(omn
     x = omni[0]
     labels = cluster_hierarchy(x, knn_graph(x, m.card.k), m.scorer(), m.card).labels
     assert score(omni[1], labels).fp == pytest.approx(m.card.notes["all_fp"], abs=1e-4)
-
-
-def test_auto_chooses_where_the_best_decoding_scores_lower(omni):
-    """``choose_on='auto'``: held-out classes that saturate (text intents: 0.94 there, 0.76 on every point) give way
-    to every labeled point; memorised classes (every point above the held-out ones) do not."""
-    assert judge("auto", heldout_fp=0.944, all_fp=0.756) == "all"
-    assert judge("auto", heldout_fp=0.9898, all_fp=0.9902) == "heldout"
-    assert judge("all", heldout_fp=0.5, all_fp=0.9) == "all" and judge("heldout", heldout_fp=0.9, all_fp=0.5) == "heldout"
-    m = train(*omni, TrainConfig(**SMALL, seed=3, choose_on="auto"), progress=False)
-    n = m.card.notes
-    want = "all" if n["all_fp"] < n["heldout_fp"] else "heldout"
-    assert n["chosen_on"] == want
-    same = train(*omni, TrainConfig(**SMALL, seed=3, choose_on=want), progress=False)
-    assert (m.card.k, m.card.tau, m.card.min_support) == (same.card.k, same.card.tau, same.card.min_support)
 
 
 def test_plateau_pick_takes_the_middle():
