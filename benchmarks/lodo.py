@@ -39,7 +39,7 @@ from benchmarks.baselines import BASELINES, Baseline, Grid, Tuned, grid_fps, gri
 from benchmarks.quality import (Clock, RunInfo, _describe, _names, _params, machine, quick_task, shrink, timed,
                                 vs_best_baseline)
 from benchmarks.tasks import TASKS, Part, Task
-from qdrant_lander.decode import DecodeSettings, cluster_hierarchy
+from qdrant_lander.decode import ClusterResult, DecodeSettings, cluster_hierarchy
 from qdrant_lander.errors import LanderError
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.metrics import score
@@ -157,19 +157,21 @@ def lander_rows(left_out: str, train_parts: list[Part], tests: list[Task], confi
     rows = []
     for task in tests:
         with timed() as clustering:
-            labels = cluster_with_card(model, task.test.x)
-        rows.append(_row(left_out, task, "ours", labels, params=card.model_dump(include=CHOSEN_DECODING),
+            result = cluster_with_card(model, task.test.x)
+        # The tau actually used: the card's, or the one its tau_bias / tau_by_spread chose for this test part.
+        params = {**card.model_dump(include=CHOSEN_DECODING), "tau": result.tau}
+        rows.append(_row(left_out, task, "ours", result.labels, params=params,
                          tuned_on=_tuned_on(train_parts), tune_fp=card.notes.get("heldout_fp"),
                          tune_s=tune.wall if tune else trained_s, tune_cpu_s=tune.cpu if tune else None,
                          cluster_s=clustering.wall, cluster_cpu_s=clustering.cpu))
     return rows
 
 
-def cluster_with_card(model: TrainedModel, x: np.ndarray) -> np.ndarray:
+def cluster_with_card(model: TrainedModel, x: np.ndarray) -> ClusterResult:
     """One clustering of ``x`` with the settings of ``model``'s card (torch scorer, exact kNN)."""
     card = model.card
     x = check_embeddings(x)
-    return cluster_hierarchy(x, knn_graph(x, card.k), model.scorer(), card).labels
+    return cluster_hierarchy(x, knn_graph(x, card.k), model.scorer(), card)
 
 
 def in_domain(rows: list[LodoRow], path: Path = IN_DOMAIN_ROWS) -> list[LodoRow]:

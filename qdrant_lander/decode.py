@@ -52,6 +52,10 @@ class DecodeSettings(BaseModel):
     tau_bias: float | None = Field(None, description="Set: tau is chosen for each dataset, without labels, as the "
                                    "one of AUTO_TAUS whose clusters agree best with the level-0 links (see "
                                    "agreement); None: `tau` is used as is")
+    tau_by_spread: list[tuple[float, float]] | None = Field(None, description="Models trained on several spaces: "
+                                                          "(spread, tau) of each training space; set, a dataset is "
+                                                          "decoded at the tau the line through them gives at its own "
+                                                          "spread (see tau_at_spread); None: `tau` is used as is")
     absorb_share: float = Field(0.0, ge=0.0, le=1.0, description="After the last level, clusters of at most this "
                                 "share of the typical cluster's size (the median point's) join the larger cluster that "
                                 "most of their level-0 link mass goes to (0 = off); see fragment_size")
@@ -341,6 +345,16 @@ def absorbed(result: ClusterResult, level0: LevelStep, share: float,
                          peak=labels == np.arange(labels.size), tau=result.tau, absorb_size=max_size)
 
 
+def tau_at_spread(points: list[tuple[float, float]], spread: float) -> float:
+    """The tau of the line through the training spaces' (spread, tau) at ``spread``, clipped to the tau grid's range
+    and snapped to its 0.05 steps. Text encoders spread unrelated points little and want a low tau, face encoders
+    much and want a high one; a space between or beyond them gets the tau its spread implies (RESULTS.md, session
+    42: unseen faces 0.086 -> 0.794 mean Fp, unseen text 0.429 -> 0.668, with four folds per training space)."""
+    s, t = np.asarray(points, dtype=float).T
+    tau = float(np.polyval(np.polyfit(s, t, 1), spread)) if np.ptp(s) > 0 else float(t.mean())
+    return float(np.clip(round(tau / 0.05) * 0.05, 0.05, 0.95))
+
+
 def cluster_hierarchy(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings: DecodeSettings,
                       groups: np.ndarray | None = None) -> ClusterResult:
     """Cluster unit-length ``vectors`` given their level-0 kNN graph; see :func:`hierarchy_levels` (and ``groups``).
@@ -348,6 +362,11 @@ def cluster_hierarchy(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, sett
     With ``settings.tau_bias`` set, every tau of :data:`AUTO_TAUS` is decoded (level 0 scored once) and
     the clusters with the best :func:`agreement` are returned; ``result.tau`` says which tau that was.
     """
+    if settings.tau_by_spread:
+        from .domains import space_profile  # domains reads model cards, which extend DecodeSettings
+
+        settings = settings.model_copy(update={"tau": tau_at_spread(settings.tau_by_spread,
+                                                                    space_profile(vectors).spread)})
     level0 = score_level0(vectors, graph, scorer, settings.node_mode)
     if settings.tau_bias is None:
         return decode_levels(vectors, graph, scorer, settings, level0, groups)

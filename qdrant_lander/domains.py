@@ -155,4 +155,5 @@ def with_domain(card: ModelCard, domain: str) -> ModelCard:
         raise InputError(f"domain presets belong to the default model '{preset.model}', not '{card.name}'; "
                          "use `qdrant-lander calibrate` to fit your own model's tau to your data")
     return card.model_copy(update={"k": preset.k, "tau": preset.tau, "min_merge_ratio": preset.min_merge_ratio,
-                                   "min_support": preset.min_support, "absorb_share": 0.0, "tau_bias": None})
+                                   "min_support": preset.min_support, "absorb_share": 0.0, "tau_bias": None,
+                                   "tau_by_spread": None})

@@ -1,10 +1,11 @@
 """Decoding on hand-made graphs whose forest is known, plus the hierarchy's stopping rules."""
 
 import numpy as np
+import pytest
 
 from qdrant_lander.decode import (AUTO_TAUS, DecodeSettings, absorb_fragments, agreement, cluster_hierarchy,
                                   decode_level, forest_roots, fragment_size, heaviest_targets, hierarchy_levels,
-                                  link_support, score_level0, _member_means)
+                                  link_support, score_level0, tau_at_spread, _member_means)
 from qdrant_lander.features import LevelInputs
 from qdrant_lander.knn import knn_graph
 
@@ -251,3 +252,13 @@ def test_supernodes_count_their_points_and_link_by_their_member_means():
     want = knn_graph((mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32), 5)
     np.testing.assert_array_equal(step.inputs.nbr, want.nbr)
     np.testing.assert_allclose(step.inputs.sim, want.sim, atol=1e-5)
+
+
+def test_tau_at_spread_follows_the_line_through_the_training_spaces():
+    """Two training spaces (text-like spread 0.107 at tau 0.15, characters-like 0.226 at 0.85): a face-like space
+    (0.29) is past the second and gets the grid's top; one between them gets the tau between; clipped and snapped."""
+    points = [(0.107, 0.15), (0.226, 0.85)]
+    assert tau_at_spread(points, 0.29) == 0.95
+    assert tau_at_spread(points, 0.1665) == pytest.approx(0.5)
+    assert tau_at_spread(points, 0.0) == 0.05
+    assert tau_at_spread([(0.2, 0.4), (0.2, 0.6)], 0.9) == pytest.approx(0.5)  # one spread: the mean tau

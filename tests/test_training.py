@@ -391,3 +391,21 @@ def test_load_trained_takes_the_directorys_calibrated_card(trained, tmp_path):
     calibrated = trained.card.model_copy(update={"tau": 0.123})
     (tmp_path / CARD_FILE).write_text(calibrated.model_dump_json())
     assert load_trained(tmp_path).card.tau == 0.123
+
+
+def test_tau_by_spread_keeps_each_sets_own_heldout_tau_and_spread(omni):
+    """``tau_by_spread``: the card keeps, for each labeled set, its spread and the tau its own held-out classes chose
+    at the card's other settings; the weights and the joint choice stay those of the same training without it."""
+    from qdrant_lander.domains import space_profile
+
+    text = subsample_classes(TASKS["clinc75"]().train, 40, seed=1)
+    xs, ys = [omni[0], text.x], [omni[1], text.y]
+    plain = train(xs, ys, TrainConfig(**SMALL, seed=3, node_mode="structure"), progress=False)
+    m = train(xs, ys, TrainConfig(**SMALL, seed=3, node_mode="structure", tau_by_spread=True), progress=False)
+    assert plain.card.tau_by_spread is None and m.card.tau == plain.card.tau and m.card.k == plain.card.k
+    n = len(m.decode_grid) // 2  # one held-out split: the first set's grid, then the second's
+    rest = (m.card.k, m.card.min_merge_ratio, m.card.min_support, m.card.absorb_share)
+    for (spread, tau), x, grid in zip(m.card.tau_by_spread, xs, (m.decode_grid[:n], m.decode_grid[n:])):
+        assert spread == round(space_profile(x).spread, 4)
+        assert tau == pick([c for c in grid if (c.k, c.min_merge_ratio, c.min_support, c.absorb_share) == rest]).tau
+    assert m.card.tau_by_spread[0][0] > m.card.tau_by_spread[1][0]  # characters spread unrelated points more than text

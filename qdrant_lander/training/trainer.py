@@ -115,6 +115,10 @@ class TrainConfig(BaseModel):
                                     "for a tau chosen per dataset without labels, e.g. [-2,-1,-0.5,0,0.5,1,2] (kept only "
                                     "if it beats one fixed tau on the held-out classes). Off by default: it helped in "
                                     "the training domains and hurt on unseen ones (benchmarks/RESULTS.md)")
+    tau_by_spread: bool = Field(False, description="Models trained on several labeled sets: keep each set's own "
+                                "held-out tau (at the chosen k, support and absorption) with the set's spread, so "
+                                "that a new space is decoded at the tau its spread implies (decode.tau_at_spread). "
+                                "Off by default: a probe (RESULTS.md, session 42)")
     max_levels: int = Field(10, ge=1)
     seed: int = 0
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None = torch's default)")
@@ -314,6 +318,16 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
     if config.choose_on == "all":  # the kept model on every labeled point
         grids = [_decode_grid(held_out[0][0], a, b, config) for a, b in zip(xs, ys)]
         best = _combine(grids)
+    if len(xs) > 1 and config.tau_by_spread:
+        from ..domains import space_profile
+
+        per_set = [grids[i::len(xs)] for i in range(len(xs))]  # rounds x sets, in that order
+        def rest(c: DecodeChoice) -> tuple:  # everything but tau
+            return c.k, c.min_merge_ratio, c.min_support, c.absorb_share
+
+        points = [(space_profile(a).spread, _combine([[c for c in g if rest(c) == rest(best)] for g in gs]).tau)
+                  for a, gs in zip(xs, per_set)]
+        best = best.model_copy(update={"tau_by_spread": [(round(sp, 4), t) for sp, t in points]})
     auto_notes: dict[str, float] = {}
     if len(xs) > 1 and config.tau_biases:
         scorer, held_masks = held_out[0]  # judged with the kept model, on the classes it did not see
