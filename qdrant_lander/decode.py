@@ -352,7 +352,7 @@ def tau_at_spread(points: list[tuple[float, float]], spread: float) -> float:
     42: unseen faces 0.086 -> 0.794 mean Fp, unseen text 0.429 -> 0.668, with four folds per training space)."""
     s, t = np.asarray(points, dtype=float).T
     tau = float(np.polyval(np.polyfit(s, t, 1), spread)) if np.ptp(s) > 0 else float(t.mean())
-    return float(np.clip(round(tau / 0.05) * 0.05, 0.05, 0.95))
+    return float(np.clip(round(round(tau / 0.05) * 0.05, 2), 0.05, 0.95))
 
 
 def cluster_hierarchy(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, settings: DecodeSettings,

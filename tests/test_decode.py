@@ -260,5 +260,6 @@ def test_tau_at_spread_follows_the_line_through_the_training_spaces():
     points = [(0.107, 0.15), (0.226, 0.85)]
     assert tau_at_spread(points, 0.29) == 0.95
     assert tau_at_spread(points, 0.1665) == pytest.approx(0.5)
+    assert tau_at_spread(points, 0.1325) == 0.3  # a grid value exactly (cards and logs print it)
     assert tau_at_spread(points, 0.0) == 0.05
     assert tau_at_spread([(0.2, 0.4), (0.2, 0.6)], 0.9) == pytest.approx(0.5)  # one spread: the mean tau
