@@ -25,6 +25,7 @@ from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from ..decode import DecodeSettings
+from ..domains import space_profile
 from ..errors import InputError, ModelError
 from ..features import EDGE_FEATURES, NodeMode, node_width
 from ..model_card import (CARD_FILE, MODEL_FILE, ONNX_FILE, ModelCard, card_in_force, check_format, check_same_model,
@@ -319,15 +320,7 @@ def train(x: np.ndarray | Sequence[np.ndarray], y: np.ndarray | Sequence[np.ndar
         grids = [_decode_grid(held_out[0][0], a, b, config) for a, b in zip(xs, ys)]
         best = _combine(grids)
     if len(xs) > 1 and config.tau_by_spread:
-        from ..domains import space_profile
-
-        per_set = [grids[i::len(xs)] for i in range(len(xs))]  # rounds x sets, in that order
-        def rest(c: DecodeChoice) -> tuple:  # everything but tau
-            return c.k, c.min_merge_ratio, c.min_support, c.absorb_share
-
-        points = [(space_profile(a).spread, _combine([[c for c in g if rest(c) == rest(best)] for g in gs]).tau)
-                  for a, gs in zip(xs, per_set)]
-        best = best.model_copy(update={"tau_by_spread": [(round(sp, 4), t) for sp, t in points]})
+        best = best.model_copy(update={"tau_by_spread": _spread_taus(xs, grids, best)})
     auto_notes: dict[str, float] = {}
     if len(xs) > 1 and config.tau_biases:
         scorer, held_masks = held_out[0]  # judged with the kept model, on the classes it did not see
@@ -455,6 +448,17 @@ def _fit(net: LanderNet, pools: list[CandidateNeighbours], pool_y: list[np.ndarr
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     return losses
+
+
+def _spread_taus(xs: list[np.ndarray], grids: list[list[DecodeChoice]], best: DecodeChoice) -> list[tuple[float, float]]:
+    """(spread, tau) of each labeled set: the tau its own held-out grids (``grids`` runs rounds x sets, in that
+    order) choose with everything else fixed at ``best``'s, for :func:`~qdrant_lander.decode.tau_at_spread`."""
+    def rest(c: DecodeChoice) -> tuple[int, float, float, float]:  # everything the card fixes but tau
+        return c.k, c.min_merge_ratio, c.min_support, c.absorb_share
+
+    return [(round(space_profile(a).spread, 4),
+             _combine([[c for c in g if rest(c) == rest(best)] for g in grids[i::len(xs)]]).tau)
+            for i, a in enumerate(xs)]
 
 
 def _combine(grids: list[list[DecodeChoice]]) -> DecodeChoice:
