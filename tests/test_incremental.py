@@ -397,7 +397,9 @@ def test_journaled_merge_is_replayed(store, data, lander):
     assert replay_journal(col) == 0
 
 
-def test_passes_reuse_the_full_syncs_tau_only_when_it_was_chosen_for_the_collection(store, data, lander):
+@pytest.mark.parametrize("chosen_per_dataset", [{"tau_bias": 0.0}, {"tau_by_spread": [(0.1, 0.2), (0.3, 0.8)]}])
+def test_passes_reuse_the_full_syncs_tau_only_when_it_was_chosen_for_the_collection(store, data, lander,
+                                                                                     chosen_per_dataset):
     x, _ = data
     col = import_points(store, "docs", x[:300], progress=False)
     full_sync(col, lander, progress=False)
@@ -406,7 +408,7 @@ def test_passes_reuse_the_full_syncs_tau_only_when_it_was_chosen_for_the_collect
     import_points(store, "docs", x[300:330], start_id=300, progress=False)
     # A card without tau_bias decodes with its own tau (e.g. after switching --domain): links above it attach.
     assert incremental_pass(col, lander.scorer, lander.card, max_new=10).attached > 0
-    per_dataset = lander.card.model_copy(update={"tau_bias": 0.0})
+    per_dataset = lander.card.model_copy(update=chosen_per_dataset)
     col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "model": "another-model"})  # synced by another model:
     assert incremental_pass(col, lander.scorer, per_dataset, max_new=10).attached > 0  # its tau is not ours
     col.set_meta(SYNC_META, {**col.get_meta(SYNC_META), "model": lander.card.name})
