@@ -6,6 +6,7 @@ import pytest
 from qdrant_lander.decode import (AUTO_TAUS, DecodeSettings, absorb_fragments, agreement, cluster_hierarchy,
                                   decode_level, forest_roots, fragment_size, heaviest_targets, hierarchy_levels,
                                   link_support, score_level0, tau_at_spread, _member_means)
+from qdrant_lander.domains import space_profile
 from qdrant_lander.features import LevelInputs
 from qdrant_lander.knn import knn_graph
 
@@ -263,3 +264,17 @@ def test_tau_at_spread_follows_the_line_through_the_training_spaces():
     assert tau_at_spread(points, 0.1325) == 0.3  # a grid value exactly (cards and logs print it)
     assert tau_at_spread(points, 0.0) == 0.05
     assert tau_at_spread([(0.2, 0.4), (0.2, 0.6)], 0.9) == pytest.approx(0.5)  # one spread: the mean tau
+
+
+def test_tau_by_spread_decodes_at_the_tau_the_datas_own_spread_gives():
+    """The same blobs under two cards' lines: one puts the blobs' own spread at a tau under the 0.3 links between
+    blobs 0 and 1 (they merge), the other over them (three clusters); either way the fixed-tau decoding at that tau."""
+    x, y = _blobs(n_per=8)
+    graph, scorer = knn_graph(x, 12), _two_near_blobs_scorer(y)
+    spread = space_profile(x).spread
+    s = DecodeSettings(k=12, node_mode="structure")
+    for points, want_tau, clusters in (([(spread - 0.1, 0.0), (spread + 0.1, 0.4)], 0.2, 2),
+                                       ([(spread - 0.1, 0.4), (spread + 0.1, 0.8)], 0.6, 3)):
+        res = cluster_hierarchy(x, graph, scorer, s.model_copy(update={"tau_by_spread": points}))
+        fixed = cluster_hierarchy(x, graph, scorer, s.model_copy(update={"tau": want_tau}))
+        assert res.tau == want_tau and res.n_clusters == clusters and (res.labels == fixed.labels).all()
