@@ -2,7 +2,7 @@
 
 \b
     OMP_NUM_THREADS=1 python -m benchmarks.lodo [--domains text,faces] [--methods ours,leiden-cpm]
-        [--save-models DIR | --models DIR] [--json] [--quick]
+        [--save-models DIR | --models DIR] [--decode JSON] [--json] [--quick]
 
 The situation of a user with no labels in their own embedding space. For each left-out domain D (text,
 characters, faces), with nothing chosen on D:
@@ -18,7 +18,8 @@ characters, faces), with nothing chosen on D:
 A baseline's grid is scored once per train part and shared by the two left-out domains that tune on it;
 ``tune s`` is still the sum over the parts a row was tuned on, i.e. what that row alone would cost.
 ``--save-models`` keeps the three models so that ``--models`` can re-score them (say after a decoder
-change) without retraining.
+change) without retraining; ``--decode`` replaces fields of their cards when clustering, e.g.
+``'{"tau_by_spread": null}'`` to compare a spread-read τ with the card's one τ on the same weights.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
 from benchmarks.baselines import BASELINES, Baseline, Grid, Tuned, grid_fps, grid_settings
@@ -43,6 +44,7 @@ from qdrant_lander.decode import ClusterResult, DecodeSettings, cluster_hierarch
 from qdrant_lander.errors import LanderError
 from qdrant_lander.knn import knn_graph
 from qdrant_lander.metrics import score
+from qdrant_lander.model_card import ModelCard
 from qdrant_lander.validate import check_embeddings
 
 if TYPE_CHECKING:
@@ -139,8 +141,9 @@ def model_dir(root: Path, left_out: str) -> Path:
 
 
 def lander_rows(left_out: str, train_parts: list[Part], tests: list[Task], config: dict[str, Any],
-                save: Path | None, load: Path | None) -> list[LodoRow]:
-    """Train (or load) the structure-only model of the other domains and cluster each test part once."""
+                save: Path | None, load: Path | None, decode: dict[str, Any] | None = None) -> list[LodoRow]:
+    """Train (or load) the structure-only model of the other domains and cluster each test part once (with
+    ``decode``'s fields in place of the card's)."""
     from qdrant_lander.training.trainer import TrainConfig, load_trained, train  # torch: the train extra
 
     if load is not None:
@@ -152,12 +155,12 @@ def lander_rows(left_out: str, train_parts: list[Part], tests: list[Task], confi
                           trained_on=[p.name for p in train_parts])
         if save is not None:
             model.save(model_dir(save, left_out))  # with model.onnx: calibrate_bench --model and the CLI load it
-    card = model.card
+    card = model.card.model_copy(update=decode or {})
     trained_s = card.notes.get("train_seconds", 0.0) + card.notes.get("choose_seconds", 0.0) or None
     rows = []
     for task in tests:
         with timed() as clustering:
-            result = cluster_with_card(model, task.test.x)
+            result = cluster_with_card(model, card, task.test.x)
         # The tau actually used: the card's, or the one its tau_bias / tau_by_spread chose for this test part.
         params = {**card.model_dump(include=CHOSEN_DECODING), "tau": result.tau}
         rows.append(_row(left_out, task, "ours", result.labels, params=params,
@@ -167,9 +170,21 @@ def lander_rows(left_out: str, train_parts: list[Part], tests: list[Task], confi
     return rows
 
 
-def cluster_with_card(model: TrainedModel, x: np.ndarray) -> ClusterResult:
-    """One clustering of ``x`` with the settings of ``model``'s card (torch scorer, exact kNN)."""
-    card = model.card
+def check_decoding(decode: dict[str, Any]) -> dict[str, Any]:
+    """``decode``'s fields checked as DecodeSettings checks them (before minutes of training, not after)."""
+    unknown = set(decode) - CHOSEN_DECODING
+    if unknown:
+        raise click.BadParameter(f"not a decoding field: {', '.join(sorted(unknown))} (one of "
+                                 f"{', '.join(sorted(CHOSEN_DECODING))})", param_hint="--decode")
+    try:
+        checked = DecodeSettings.model_validate({"node_mode": "structure", **decode})
+    except ValidationError as err:
+        raise click.BadParameter(str(err), param_hint="--decode") from None
+    return checked.model_dump(include=set(decode))
+
+
+def cluster_with_card(model: TrainedModel, card: ModelCard, x: np.ndarray) -> ClusterResult:
+    """One clustering of ``x`` with ``model``'s weights and ``card``'s settings (torch scorer, exact kNN)."""
     x = check_embeddings(x)
     return cluster_hierarchy(x, knn_graph(x, card.k), model.scorer(), card)
 
@@ -184,7 +199,7 @@ def in_domain(rows: list[LodoRow], path: Path = IN_DOMAIN_ROWS) -> list[LodoRow]
 
 
 def run_all(domains: list[str], methods: list[str], info: RunInfo, config: dict[str, Any],
-            save: Path | None, load: Path | None) -> list[LodoRow]:
+            save: Path | None, load: Path | None, decode: dict[str, Any] | None = None) -> list[LodoRow]:
     needed = {TRAIN_TASK[d] for d in DOMAINS} | {t for d in domains for t in TEST_TASKS[d]}
     tasks = {name: TASKS[name]() for name in sorted(needed)}
     if info.quick:
@@ -195,7 +210,7 @@ def run_all(domains: list[str], methods: list[str], info: RunInfo, config: dict[
         train_parts = [tasks[TRAIN_TASK[other]].train for other in DOMAINS if other != d]
         tests = [tasks[t] for t in TEST_TASKS[d]]
         for name in tqdm(methods, desc=f"without {d}", file=sys.stderr, leave=False):
-            new = (lander_rows(d, train_parts, tests, config, save, load) if name == "ours" else
+            new = (lander_rows(d, train_parts, tests, config, save, load, decode) if name == "ours" else
                    baseline_rows(d, BASELINES[name], train_parts, tests, info.max_tune_points, scores))
             for r in new:
                 log.info("without %s: %s on %s Fp %.3f Fb %.3f (%s)", d, name, r.task, r.fp, r.fb, _params(r.params))
@@ -234,32 +249,43 @@ def table(rows: list[LodoRow]) -> str:
               help="Save each trained model under DIR/without-<domain>.")
 @click.option("--models", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Load the models from DIR/without-<domain> (written by --save-models) instead of training.")
+@click.option("--decode", "decode_json", default="{}", show_default=True,
+              help="Decoding fields that replace the card's when ours clusters, as JSON: '{\"tau_by_spread\": null}' "
+                   "decodes at the card's one tau, '{\"tau\": 0.9}' at another.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run and its rows as JSON instead of markdown.")
 def main(domains_opt: str | None, methods_opt: str | None, quick: bool, max_tune_points: int, config_json: str,
-         save_models: Path | None, models: Path | None, as_json: bool) -> None:
+         save_models: Path | None, models: Path | None, decode_json: str, as_json: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if save_models is not None and models is not None:
         raise click.UsageError("--save-models trains new models and --models loads saved ones: give one of them")
-    try:
-        config = json.loads(config_json)
-    except json.JSONDecodeError as err:
-        raise click.BadParameter(f"not JSON: {err}", param_hint="--config") from None
+    config, decode = _json_option(config_json, "--config"), _json_option(decode_json, "--decode")
+    decode = check_decoding(decode)
     domains = _names(domains_opt, TRAIN_TASK, "domains") or DOMAINS
     methods = _names(methods_opt, dict.fromkeys(METHODS), "methods") or METHODS
     options = {"--domains": domains_opt, "--methods": methods_opt, "--config": None if config == {} else config_json,
-               "--save-models": save_models, "--models": models}
+               "--save-models": save_models, "--models": models, "--decode": None if decode == {} else decode_json}
     command = " ".join(["python -m benchmarks.lodo", *(["--quick"] if quick else []),
                         *(f"{key} {value}" for key, value in options.items() if value is not None)])
     info = RunInfo(measured=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), command=command,
                    machine=machine(), quick=quick, max_tune_points=max_tune_points)
     try:
-        rows = run_all(domains, methods, info, config, save_models, models)
+        rows = run_all(domains, methods, info, config, save_models, models, decode)
     except LanderError as err:  # e.g. --models DIR without a model for one of the domains
         raise click.ClickException(str(err)) from None
     if as_json:
         click.echo(json.dumps({"run": info.model_dump(), "rows": [r.model_dump() for r in rows]}, indent=1))
     else:
         click.echo(f"Run: {info.measured}, `{info.command}`; machine: {info.machine}.\n\n{table(rows)}")
+
+
+def _json_option(text: str, name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f"not JSON: {err}", param_hint=name) from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("a JSON object of fields, e.g. '{\"tau\": 0.9}'", param_hint=name)
+    return value
 
 
 if __name__ == "__main__":

@@ -86,6 +86,12 @@ def test_quick_run_trains_saves_and_reloads_the_model_without_the_left_out_domai
     assert reloaded["fp"] == rows["ours"]["fp"] and reloaded["params"] == rows["ours"]["params"]
     y = quick_task(TASKS["lfw"]()).test.y
     assert reloaded["n_classes"] == len(np.unique(y))
+    other_tau = 0.3 if rows["ours"]["params"]["tau"] == 0.7 else 0.7  # the same weights at the grid's other tau
+    redecoded = runner.invoke(main, [*args[:4], "ours", "--json", "--models", str(tmp_path),
+                                     "--decode", json.dumps({"tau": other_tau})])
+    assert redecoded.exit_code == 0, redecoded.output
+    [row] = json.loads(redecoded.stdout)["rows"]
+    assert row["params"] == {**rows["ours"]["params"], "tau": other_tau} and row["n_clusters"] != reloaded["n_clusters"]
 
 
 def test_bad_options_are_refused(tmp_path):
@@ -93,5 +99,9 @@ def test_bad_options_are_refused(tmp_path):
     assert "unknown domains" in runner.invoke(main, ["--domains", "music"]).output
     both = runner.invoke(main, ["--save-models", str(tmp_path), "--models", str(tmp_path)])
     assert both.exit_code == 2 and "give one of them" in both.output
+    for decode, says in (('{"taus": [0.5]}', "not a decoding field: taus"), ('[0.5]', "a JSON object of fields"),
+                         ('{"k": "many"}', "valid integer")):
+        bad = runner.invoke(main, ["--decode", decode])  # refused before any training
+        assert bad.exit_code == 2 and says in bad.output, bad.output
     missing = runner.invoke(main, ["--quick", "--domains", "faces", "--methods", "ours", "--models", str(tmp_path)])
     assert missing.exit_code == 1 and "not a trained model directory" in missing.output
