@@ -70,6 +70,8 @@ def test_cli_domain_option(tmp_path, few_faces):
     assert anyway.exit_code == 0 and faces.exit_code == 0 and auto.exit_code == 0, auto.output
     assert json.loads(faces.stdout)["n_clusters"] > json.loads(anyway.stdout)["n_clusters"]
     assert json.loads(auto.stdout)["domain"] == "faces" and json.loads(anyway.stdout)["domain"] == "any"
+    presets = load_presets()  # the tau each decoded with: the preset's, or the model's own under `any`
+    assert json.loads(faces.stdout)["tau"] == presets["faces"].tau != json.loads(anyway.stdout)["tau"]
     assert json.loads(auto.stdout)["n_clusters"] == json.loads(faces.stdout)["n_clusters"]
 
 

@@ -178,15 +178,15 @@ def evaluate(embeddings: Path, labels: Path, knn: str, as_json: bool, settings: 
     y = load_npy(labels, "labels")
     lander, result, seconds, knn = _predict_timed(embeddings, settings, knn, labels=y)
     s = score(y, result.labels)
-    report = {**s.model_dump(), "levels": result.n_levels, "seconds": round(seconds, 3), "model": lander.card.name,
-              "domain": result.domain, "knn": knn}
+    report = {**s.model_dump(), "levels": result.n_levels, "tau": result.tau, "seconds": round(seconds, 3),
+              "model": lander.card.name, "domain": result.domain, "knn": knn}
     if as_json:
         click.echo(json.dumps(report))
         return
     click.echo(f"Fp {s.fp:.4f} (P {s.pairwise_precision:.4f} R {s.pairwise_recall:.4f})  "
                f"Fb {s.fb:.4f} (P {s.bcubed_precision:.4f} R {s.bcubed_recall:.4f})  NMI {s.nmi:.4f}")
-    click.echo(f"{s.n_clusters} clusters for {s.n_classes} classes, {result.n_levels} levels, {seconds:.2f}s "
-               f"({knn} kNN, model {lander.card.name}, domain {result.domain})")
+    click.echo(f"{s.n_clusters} clusters for {s.n_classes} classes, {result.n_levels} levels at tau {result.tau}, "
+               f"{seconds:.2f}s ({knn} kNN, model {lander.card.name}, domain {result.domain})")
 
 
 # --- export (issue 3) ---------------------------------------------------------------------------
