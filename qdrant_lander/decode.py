@@ -348,8 +348,8 @@ def absorbed(result: ClusterResult, level0: LevelStep, share: float,
 def tau_at_spread(points: list[tuple[float, float]], spread: float) -> float:
     """The tau of the line through the training spaces' (spread, tau) at ``spread``, clipped to the tau grid's range
     and snapped to its 0.05 steps. Text encoders spread unrelated points little and want a low tau, face encoders
-    much and want a high one; a space between or beyond them gets the tau its spread implies (RESULTS.md, session
-    42: unseen faces 0.086 -> 0.794 mean Fp, unseen text 0.429 -> 0.668, with four folds per training space)."""
+    much and want a high one; a space between or beyond them gets the tau its spread implies (RESULTS.md, sessions
+    42-43: unseen faces 0.040 -> 0.794 mean Fp, unseen text 0.429 -> 0.668, with four folds per training space)."""
     s, t = np.asarray(points, dtype=float).T
     tau = float(np.polyval(np.polyfit(s, t, 1), spread)) if np.ptp(s) > 0 else float(t.mean())
     return float(np.clip(round(round(tau / 0.05) * 0.05, 2), 0.05, 0.95))
@@ -359,14 +359,14 @@ def cluster_hierarchy(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, sett
                       groups: np.ndarray | None = None) -> ClusterResult:
     """Cluster unit-length ``vectors`` given their level-0 kNN graph; see :func:`hierarchy_levels` (and ``groups``).
 
+    With ``settings.tau_by_spread`` set, tau is the one :func:`tau_at_spread` gives at the vectors' own spread.
     With ``settings.tau_bias`` set, every tau of :data:`AUTO_TAUS` is decoded (level 0 scored once) and
     the clusters with the best :func:`agreement` are returned; ``result.tau`` says which tau that was.
     """
     if settings.tau_by_spread:
-        from .domains import space_profile  # domains reads model cards, which extend DecodeSettings
+        from .domains import space_spread  # domains reads model cards, which extend DecodeSettings
 
-        settings = settings.model_copy(update={"tau": tau_at_spread(settings.tau_by_spread,
-                                                                    space_profile(vectors).spread)})
+        settings = settings.model_copy(update={"tau": tau_at_spread(settings.tau_by_spread, space_spread(vectors))})
     level0 = score_level0(vectors, graph, scorer, settings.node_mode)
     if settings.tau_bias is None:
         return decode_levels(vectors, graph, scorer, settings, level0, groups)

@@ -13,7 +13,7 @@ from qdrant_lander import Lander, score
 from qdrant_lander.cli import main
 from qdrant_lander.config import load_settings
 from qdrant_lander.domains import (DOMAINS, FAR_PROFILE, load_presets, nearest_preset, space_profile,
-                                   with_domain)
+                                   space_spread, with_domain)
 from qdrant_lander.errors import InputError
 
 
@@ -141,6 +141,12 @@ def test_auto_sees_text_through_a_common_direction(offset, caplog):
     assert "resemble none" in caplog.text  # the offset is still unlike MiniLM's own space: say so
     small = thin_classes(intents, 10).x + offset * u / np.linalg.norm(u)
     assert Lander().for_data(small / np.linalg.norm(small, axis=1, keepdims=True)).domain == "text-small"
+
+
+def test_space_spread_is_the_profiles_spread_without_the_neighbour_search():
+    x = omniglot().test.x
+    assert space_spread(x) == space_profile(x).spread  # what tau_by_spread reads equals what `auto` logs
+    assert space_spread(x, seed=1) == space_profile(x, seed=1).spread != space_spread(x)  # the seed draws the pairs
 
 
 def test_space_profile_reads_neighbours_in_blocks_and_survives_tiny_or_degenerate_input():

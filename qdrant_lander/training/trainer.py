@@ -25,7 +25,7 @@ from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from ..decode import DecodeSettings
-from ..domains import space_profile
+from ..domains import space_spread
 from ..errors import InputError, ModelError
 from ..features import EDGE_FEATURES, NodeMode, node_width
 from ..model_card import (CARD_FILE, MODEL_FILE, ONNX_FILE, ModelCard, card_in_force, check_format, check_same_model,
@@ -456,7 +456,7 @@ def _spread_taus(xs: list[np.ndarray], grids: list[list[DecodeChoice]], best: De
     def rest(c: DecodeChoice) -> tuple[int, float, float, float]:  # everything the card fixes but tau
         return c.k, c.min_merge_ratio, c.min_support, c.absorb_share
 
-    return [(round(space_profile(a).spread, 4),
+    return [(round(space_spread(a), 4),
              _combine([[c for c in g if rest(c) == rest(best)] for g in grids[i::len(xs)]]).tau)
             for i, a in enumerate(xs)]
 
