@@ -366,7 +366,10 @@ def cluster_hierarchy(vectors: np.ndarray, graph: KnnGraph, scorer: Scorer, sett
     if settings.tau_by_spread:
         from .domains import space_spread  # domains reads model cards, which extend DecodeSettings
 
-        settings = settings.model_copy(update={"tau": tau_at_spread(settings.tau_by_spread, space_spread(vectors))})
+        spread = space_spread(vectors)
+        settings = settings.model_copy(update={"tau": tau_at_spread(settings.tau_by_spread, spread)})
+        log.info("tau %.2f read off the data's spread %.3f (the model's (spread, tau) per training space: %s)",
+                 settings.tau, spread, settings.tau_by_spread)
     level0 = score_level0(vectors, graph, scorer, settings.node_mode)
     if settings.tau_bias is None:
         return decode_levels(vectors, graph, scorer, settings, level0, groups)

@@ -266,7 +266,7 @@ def test_tau_at_spread_follows_the_line_through_the_training_spaces():
     assert tau_at_spread([(0.2, 0.4), (0.2, 0.6)], 0.9) == pytest.approx(0.5)  # one spread: the mean tau
 
 
-def test_tau_by_spread_decodes_at_the_tau_the_datas_own_spread_gives():
+def test_tau_by_spread_decodes_at_the_tau_the_datas_own_spread_gives(caplog):
     """The same blobs under two cards' lines: one puts the blobs' own spread at a tau under the 0.3 links between
     blobs 0 and 1 (they merge), the other over them (three clusters); either way the fixed-tau decoding at that tau."""
     x, y = _blobs(n_per=8)
@@ -275,6 +275,8 @@ def test_tau_by_spread_decodes_at_the_tau_the_datas_own_spread_gives():
     s = DecodeSettings(k=12, node_mode="structure")
     for points, want_tau, clusters in (([(spread - 0.1, 0.0), (spread + 0.1, 0.4)], 0.2, 2),
                                        ([(spread - 0.1, 0.4), (spread + 0.1, 0.8)], 0.6, 3)):
-        res = cluster_hierarchy(x, graph, scorer, s.model_copy(update={"tau_by_spread": points}))
+        with caplog.at_level("INFO", logger="qdrant_lander.decode"):
+            res = cluster_hierarchy(x, graph, scorer, s.model_copy(update={"tau_by_spread": points}))
+        assert f"tau {want_tau:.2f} read off the data's spread {spread:.3f}" in caplog.text  # the log says why
         fixed = cluster_hierarchy(x, graph, scorer, s.model_copy(update={"tau": want_tau}))
         assert res.tau == want_tau and res.n_clusters == clusters and (res.labels == fixed.labels).all()
