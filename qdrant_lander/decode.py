@@ -60,6 +60,15 @@ class DecodeSettings(BaseModel):
                                 "share of the typical cluster's size (the median point's) join the larger cluster that "
                                 "most of their level-0 link mass goes to (0 = off); see fragment_size")
 
+    @property
+    def tau_per_dataset(self) -> bool:
+        """Whether each dataset gets its own tau (``tau_bias`` or ``tau_by_spread``) rather than ``tau`` as is."""
+        return self.tau_bias is not None or bool(self.tau_by_spread)
+
+
+# The settings that make a card decode at its own `tau` (a preset or a calibration replaces tau for one space).
+OWN_TAU = {"tau_bias": None, "tau_by_spread": None}
+
 
 AUTO_TAUS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 """The taus a ``tau_bias`` decoding tries (the grid it was measured with: benchmarks/RESULTS.md)."""

@@ -36,6 +36,7 @@ from typing import Literal, get_args
 import numpy as np
 from pydantic import BaseModel
 
+from .decode import OWN_TAU
 from .errors import InputError
 from .model_card import ModelCard, packaged_file
 
@@ -171,5 +172,4 @@ def with_domain(card: ModelCard, domain: str) -> ModelCard:
         raise InputError(f"domain presets belong to the default model '{preset.model}', not '{card.name}'; "
                          "use `qdrant-lander calibrate` to fit your own model's tau to your data")
     return card.model_copy(update={"k": preset.k, "tau": preset.tau, "min_merge_ratio": preset.min_merge_ratio,
-                                   "min_support": preset.min_support, "absorb_share": 0.0, "tau_bias": None,
-                                   "tau_by_spread": None})
+                                   "min_support": preset.min_support, "absorb_share": 0.0, **OWN_TAU})

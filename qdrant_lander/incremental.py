@@ -634,8 +634,7 @@ def incremental_pass(col: Collection, scorer: OnnxScorer, card: ModelCard, *, ca
     # A card with tau_bias or tau_by_spread chose its tau for this collection at the full sync: reuse it (same
     # model only). Any other card's tau is its own, so a pass follows the model's current decoding (e.g. a new
     # --domain preset).
-    per_dataset = (card.tau_bias is not None or bool(card.tau_by_spread)) and state.tau is not None \
-        and state.model == card.name
+    per_dataset = card.tau_per_dataset and state.tau is not None and state.model == card.name
     tau = state.tau if per_dataset else card.tau
     # The model scores only the rows whose parent this pass decides (new points, old peaks), then the
     # densities of their possible parents (see _score_parents): the decisions equal those of scoring

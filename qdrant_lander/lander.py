@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .decode import ClusterResult, cluster_hierarchy
+from .decode import OWN_TAU, ClusterResult, cluster_hierarchy
 from .dedup import regroup, unique_rows
 from .domains import (FAR_PROFILE, Domain, check_domain, nearest_preset, space_profile,
                       with_domain)
@@ -236,7 +236,7 @@ class Lander:
             calibrated = card.model_copy(update={
                 "name": calibrated_name(card.name, best.k, best.tau), "k": best.k, "tau": best.tau,
                 "min_merge_ratio": best.min_merge_ratio, "min_support": best.min_support,
-                "absorb_share": best.absorb_share, "tau_bias": None, "tau_by_spread": None,
+                "absorb_share": best.absorb_share, **OWN_TAU,
                 "notes": {**card.notes, "calibrated_fp": round(best.fp, 4), "calibrated_points": float(len(x)),
                           "calibrated_classes": float(np.unique(y).size)}})
             if self.scorer.path.resolve() != (out / ONNX_FILE).resolve():
